@@ -1,0 +1,220 @@
+// safetensors reader/writer. The reader parses and validates the header, then reads each tensor
+// on demand straight into a caller-given buffer (e.g. a view of wasm memory): no whole-file copy.
+import * as fs from "node:fs";
+
+export type StDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
+
+const DTYPE_BYTES: Record<StDtype, number> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+};
+
+/** Headers above this are rejected: real checkpoints have headers of a few hundred KB. */
+export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+export interface TensorInfo {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  /** Absolute byte offsets in the file. */
+  begin: number;
+  end: number;
+}
+
+export class SafetensorsError extends Error {}
+
+export class SafetensorsFile {
+  readonly tensors = new Map<string, TensorInfo>();
+  readonly metadata: Record<string, string> = {};
+  private fd: number;
+
+  private constructor(readonly path: string) {
+    this.fd = fs.openSync(path, "r");
+    try {
+      this.parseHeader();
+    } catch (e) {
+      fs.closeSync(this.fd);
+      throw e;
+    }
+  }
+
+  static open(path: string): SafetensorsFile {
+    if (!fs.existsSync(path)) throw new SafetensorsError(`${path}: file not found`);
+    return new SafetensorsFile(path);
+  }
+
+  private fail(msg: string): never {
+    throw new SafetensorsError(`${this.path}: ${msg}`);
+  }
+
+  private parseHeader() {
+    const fileSize = fs.fstatSync(this.fd).size;
+    if (fileSize < 8) this.fail(`truncated: ${fileSize} bytes, not a safetensors file`);
+    const lenBuf = Buffer.alloc(8);
+    fs.readSync(this.fd, lenBuf, 0, 8, 0);
+    const headerLen = Number(lenBuf.readBigUInt64LE(0));
+    if (headerLen > MAX_HEADER_BYTES) this.fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt file?)`);
+    if (8 + headerLen > fileSize) this.fail(`truncated: header says ${headerLen} bytes but the file has ${fileSize - 8} after the length`);
+    const hbuf = Buffer.alloc(headerLen);
+    fs.readSync(this.fd, hbuf, 0, headerLen, 8);
+    let header: Record<string, any>;
+    try {
+      header = JSON.parse(hbuf.toString("utf8"));
+    } catch (e) {
+      this.fail(`header is not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof header !== "object" || header === null || Array.isArray(header)) this.fail("header is not a JSON object");
+    const dataStart = 8 + headerLen;
+    const dataSize = fileSize - dataStart;
+    for (const [name, v] of Object.entries(header)) {
+      if (name === "__metadata__") {
+        if (v && typeof v === "object") for (const [k, s] of Object.entries(v)) this.metadata[k] = String(s);
+        continue;
+      }
+      if (!v || typeof v !== "object") this.fail(`tensor ${name}: entry is not an object`);
+      const dtype = v.dtype as StDtype;
+      if (!(dtype in DTYPE_BYTES)) this.fail(`tensor ${name}: unsupported dtype ${JSON.stringify(v.dtype)}`);
+      const shape = v.shape;
+      if (!Array.isArray(shape) || !shape.every((d: unknown) => Number.isSafeInteger(d) && (d as number) >= 0))
+        this.fail(`tensor ${name}: invalid shape ${JSON.stringify(shape)}`);
+      const offs = v.data_offsets;
+      if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((d: unknown) => Number.isSafeInteger(d) && (d as number) >= 0))
+        this.fail(`tensor ${name}: invalid data_offsets ${JSON.stringify(offs)}`);
+      const [b, e] = offs as [number, number];
+      const n = shape.reduce((a: number, d: number) => a * d, 1);
+      if (e < b || e - b !== n * DTYPE_BYTES[dtype])
+        this.fail(`tensor ${name}: data_offsets [${b}, ${e}] do not match shape ${JSON.stringify(shape)} of ${dtype}`);
+      if (e > dataSize) this.fail(`truncated: tensor ${name} ends at byte ${e} of the data section but it has only ${dataSize}`);
+      this.tensors.set(name, { name, dtype, shape: shape.slice(), begin: dataStart + b, end: dataStart + e });
+    }
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) this.fail(`no tensor named ${name}`);
+    return t;
+  }
+
+  /** Raw little-endian bytes of a tensor, read into `dest` when given. */
+  readRaw(name: string, dest?: Uint8Array): Uint8Array {
+    const t = this.info(name);
+    const n = t.end - t.begin;
+    const out = dest ?? new Uint8Array(n);
+    if (out.byteLength < n) this.fail(`tensor ${name}: destination has ${out.byteLength} bytes, needs ${n}`);
+    let done = 0;
+    // readSync takes at most 2 GiB per call
+    while (done < n) {
+      const chunk = Math.min(n - done, 1 << 30);
+      const got = fs.readSync(this.fd, out, done, chunk, t.begin + done);
+      if (got <= 0) this.fail(`unexpected end of file reading ${name}`);
+      done += got;
+    }
+    return out.subarray(0, n);
+  }
+
+  /** A tensor converted to float32 (from F32, F16, BF16, F64 or integer dtypes), into `dest` when given. */
+  readF32(name: string, dest?: Float32Array): Float32Array {
+    const t = this.info(name);
+    const n = t.shape.reduce((a, d) => a * d, 1);
+    const out = dest ?? new Float32Array(n);
+    if (out.length < n) this.fail(`tensor ${name}: destination has ${out.length} floats, needs ${n}`);
+    if (t.dtype === "F32") {
+      this.readRaw(name, new Uint8Array(out.buffer, out.byteOffset, n * 4));
+      return out.subarray(0, n);
+    }
+    const raw = this.readRaw(name);
+    convertToF32(raw, t.dtype, out);
+    return out.subarray(0, n);
+  }
+
+  close() {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+const f16Table = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) t[h] = s * m * 2 ** -24;
+    else if (e === 31) t[h] = m ? NaN : s * Infinity;
+    else t[h] = s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return t;
+})();
+
+export function convertToF32(raw: Uint8Array, dtype: StDtype, out: Float32Array): void {
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const n = raw.byteLength / DTYPE_BYTES[dtype];
+  switch (dtype) {
+    case "F32":
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+      return;
+    case "F16":
+      for (let i = 0; i < n; i++) out[i] = f16Table[dv.getUint16(i * 2, true)];
+      return;
+    case "BF16": {
+      const u = new Uint32Array(out.buffer, out.byteOffset, n);
+      for (let i = 0; i < n; i++) u[i] = dv.getUint16(i * 2, true) << 16;
+      return;
+    }
+    case "F64":
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
+      return;
+    case "I64":
+      for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(i * 8, true));
+      return;
+    case "I32":
+      for (let i = 0; i < n; i++) out[i] = dv.getInt32(i * 4, true);
+      return;
+    case "I16":
+      for (let i = 0; i < n; i++) out[i] = dv.getInt16(i * 2, true);
+      return;
+    case "I8":
+      for (let i = 0; i < n; i++) out[i] = dv.getInt8(i);
+      return;
+    case "U8":
+    case "BOOL":
+      for (let i = 0; i < n; i++) out[i] = raw[i];
+      return;
+  }
+}
+
+export interface TensorToWrite {
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  data: ArrayBufferView;
+}
+
+/** Writes a safetensors file (tensors in the given order, 8-byte aligned header as the format recommends). */
+export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  for (const t of tensors) {
+    const n = t.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[t.dtype];
+    if (t.data.byteLength !== n) throw new SafetensorsError(`writeSafetensors: ${t.name} has ${t.data.byteLength} bytes, shape needs ${n}`);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + n] };
+    off += n;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const hb = Buffer.from(json, "utf8");
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(hb.length));
+  const fd = fs.openSync(path, "w");
+  try {
+    fs.writeSync(fd, len);
+    fs.writeSync(fd, hb);
+    for (const t of tensors) fs.writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
