@@ -1,0 +1,34 @@
+// Build: compiles assembly/ into two kernel modules (baseline SIMD and SIMD + relaxed SIMD) with asc,
+// then bundles src/ with esbuild into dist/ (library, CLI) and copies the worker script.
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const asc = path.join(root, "node_modules", ".bin", "asc");
+fs.mkdirSync(path.join(root, "build"), { recursive: true });
+for (const target of ["simd", "relaxed"]) {
+  const t0 = Date.now();
+  execFileSync(asc, ["assembly/index.ts", "--config", "asconfig.json", "--target", target], { cwd: root, stdio: "inherit" });
+  console.log(`build: build/stepq-${target}.wasm (${fs.statSync(path.join(root, "build", `stepq-${target}.wasm`)).size} bytes, ${Date.now() - t0} ms)`);
+}
+
+if (!process.argv.includes("--wasm-only")) {
+  const esbuild = await import("esbuild");
+  const entries = fs.existsSync(path.join(root, "src/cli/main.ts")) ? ["src/index.ts", "src/cli/main.ts"] : ["src/index.ts"];
+  await esbuild.build({
+    entryPoints: entries.map((e) => path.join(root, e)),
+    outdir: path.join(root, "dist"),
+    outbase: path.join(root, "src"),
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    sourcemap: true,
+    logLevel: "warning",
+  });
+  fs.copyFileSync(path.join(root, "src/runtime/worker.js"), path.join(root, "dist/worker.js"));
+  console.log("build: dist/ bundled");
+}

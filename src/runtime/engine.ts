@@ -1,0 +1,182 @@
+// The engine: one shared WebAssembly.Memory (allocated once at its full size), the kernel module
+// compiled once (relaxed SIMD when the startup probe passes, baseline SIMD otherwise), a thread pool
+// that shares both, and the allocator. Everything above (src/nn) calls kernels through run().
+import { Arena } from "./memory.ts";
+import { ThreadPool } from "./pool.ts";
+import { Tensor, DTYPE_BYTES, type DType } from "./tensor.ts";
+import { loadKernelBytes } from "./wasm-files.ts";
+import * as osModule from "node:os";
+
+export type SimdVariant = "baseline" | "relaxed";
+
+export interface EngineOptions {
+  /** Threads including the calling one (default: the machine's core count). */
+  threads?: number;
+  /** Size of the shared memory in bytes, at most 4 GiB (default 512 MiB). */
+  memoryBytes?: number;
+  /** "auto" (default) probes relaxed SIMD and falls back to baseline; "relaxed" fails if the probe fails. */
+  simd?: "auto" | SimdVariant;
+}
+
+const PAGE = 65536;
+const MAX_PAGES = 65536;
+/** Low memory holds the kernel module's static data and the probe scratch; tensors start above it. */
+const RESERVED = 1 << 20;
+const PROBE_SCRATCH = 1 << 19;
+
+export interface ProbeResult {
+  ok: boolean;
+  reason: string;
+}
+
+export class Engine {
+  private scopes: Set<Tensor>[] = [];
+
+  private constructor(
+    readonly memory: WebAssembly.Memory,
+    readonly simd: SimdVariant,
+    readonly probe: ProbeResult,
+    readonly pool: ThreadPool,
+    readonly arena: Arena,
+  ) {}
+
+  static async create(opts: EngineOptions = {}): Promise<Engine> {
+    const threads = opts.threads ?? defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new RangeError(`threads must be an integer from 1 to 256, got ${threads}`);
+    const bytes = opts.memoryBytes ?? 512 * 1024 * 1024;
+    const pages = Math.ceil(bytes / PAGE);
+    if (!(pages >= 32 && pages <= MAX_PAGES)) throw new RangeError(`memoryBytes must be from 2 MiB to 4 GiB, got ${bytes}`);
+    let memory: WebAssembly.Memory;
+    try {
+      memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    } catch (e) {
+      throw new Error(`could not allocate ${(pages * PAGE / 1048576).toFixed(0)} MiB of shared wasm memory: ${(e as Error).message}`);
+    }
+    const want = opts.simd ?? "auto";
+    let probe: ProbeResult = { ok: false, reason: "not probed (baseline requested)" };
+    let module: WebAssembly.Module | null = null;
+    let instance: WebAssembly.Instance | null = null;
+    if (want !== "baseline") {
+      probe = { ok: false, reason: "" };
+      try {
+        module = new WebAssembly.Module(await loadKernelBytes("relaxed"));
+        instance = new WebAssembly.Instance(module, { env: { memory } });
+        probe = probeRelaxed(instance, memory);
+      } catch (e) {
+        probe = { ok: false, reason: `relaxed module does not compile here (${(e as Error).message})` };
+      }
+      if (!probe.ok) {
+        if (want === "relaxed") throw new Error(`relaxed SIMD requested but unusable: ${probe.reason}`);
+        module = instance = null;
+      }
+    }
+    if (!module) {
+      module = new WebAssembly.Module(await loadKernelBytes("baseline"));
+      instance = new WebAssembly.Instance(module, { env: { memory } });
+    }
+    const pool = await ThreadPool.create(threads, module, memory, instance!);
+    const arena = new Arena(RESERVED, pages * PAGE - RESERVED);
+    return new Engine(memory, probe.ok ? "relaxed" : "baseline", probe, pool, arena);
+  }
+
+  get threads(): number {
+    return this.pool.threads;
+  }
+
+  /** Runs a kernel on all threads: fn(tid, nt, ...args). Synchronous. */
+  run(kernel: string, ...args: number[]): void {
+    this.pool.run(kernel, args);
+  }
+
+  alloc(bytes: number): number {
+    return this.arena.alloc(bytes);
+  }
+
+  free(ptr: number): void {
+    this.arena.free(ptr);
+  }
+
+  /** A new uninitialised tensor, owned by the innermost scope if there is one. */
+  empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    for (const d of shape) if (!Number.isInteger(d) || d < 0) throw new RangeError(`invalid shape [${shape}]`);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const t = new Tensor(this, this.alloc(n * DTYPE_BYTES[dtype]), shape.slice(), dtype);
+    this.scopes[this.scopes.length - 1]?.add(t);
+    return t;
+  }
+
+  zeros(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    const t = this.empty(shape, dtype);
+    new Uint8Array(this.memory.buffer, t.ptr, t.bytes).fill(0);
+    return t;
+  }
+
+  /** A tensor holding a copy of data. */
+  fromArray(data: ArrayLike<number>, shape: readonly number[], dtype: DType = "f32"): Tensor {
+    const t = this.empty(shape, dtype);
+    if (data.length !== t.size) throw new RangeError(`fromArray: ${data.length} values for shape [${shape}] (${t.size})`);
+    const view = dtype === "f32" ? t.f32() : dtype === "i8" ? t.i8() : dtype === "u8" ? t.u8() : dtype === "i32" ? t.i32() : t.u16();
+    view.set(data as any);
+    return t;
+  }
+
+  /**
+   * Runs fn and frees every tensor it allocated except those it returns (a tensor, or tensors in a
+   * returned array or object), which move to the enclosing scope. Model forward code wraps blocks in
+   * scopes so temporaries go back to the allocator as soon as the block is done.
+   */
+  scope<T>(fn: () => T): T {
+    const mine = new Set<Tensor>();
+    this.scopes.push(mine);
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      this.scopes.pop();
+    }
+    const kept = new Set<Tensor>();
+    const collect = (v: unknown) => {
+      if (v instanceof Tensor) kept.add(v.base ?? v);
+    };
+    if (result instanceof Tensor) collect(result);
+    else if (Array.isArray(result)) result.forEach(collect);
+    else if (result && typeof result === "object") Object.values(result).forEach(collect);
+    const parent = this.scopes[this.scopes.length - 1];
+    for (const t of mine) {
+      if (kept.has(t)) parent?.add(t);
+      else t.free();
+    }
+    return result;
+  }
+
+  /** Memory statistics in bytes. */
+  stats() {
+    return { used: this.arena.used, peak: this.arena.peak, capacity: this.arena.capacity, fragments: this.arena.fragments };
+  }
+
+  close(): void {
+    this.pool.close();
+  }
+}
+
+function defaultThreads(): number {
+  const os = (globalThis as any).process?.versions?.node ? osModule : null;
+  if (os?.availableParallelism) return os.availableParallelism();
+  const nav = (globalThis as any).navigator;
+  if (nav?.hardwareConcurrency) return nav.hardwareConcurrency;
+  return 1;
+}
+
+/** Runs the relaxed ops on fixed inputs and checks the lanes against the results the kernels rely on. */
+function probeRelaxed(instance: WebAssembly.Instance, memory: WebAssembly.Memory): ProbeResult {
+  (instance.exports.probe_relaxed as (p: number) => void)(PROBE_SCRATCH);
+  const i32 = new Int32Array(memory.buffer, PROBE_SCRATCH, 4);
+  const dot = [1020, 1053, 1086, 1119];
+  for (let i = 0; i < 4; i++)
+    if (i32[i] !== dot[i]) return { ok: false, reason: `i32x4.relaxed_dot_i8x16_i7x16_add_s gave [${Array.from(i32)}], expected [${dot}] (run Node with --no-liftoff)` };
+  const f32 = new Float32Array(memory.buffer, PROBE_SCRATCH + 16, 4);
+  const fused = -(2 ** -46);
+  for (let i = 0; i < 4; i++)
+    if (f32[i] !== fused) return { ok: false, reason: `f32x4.relaxed_madd is not fused here (lane ${i} = ${f32[i]})` };
+  return { ok: true, reason: "relaxed dot and fused madd verified" };
+}
