@@ -39,6 +39,7 @@ export class SafetensorsFile {
 
   static open(path: string): SafetensorsFile {
     if (!fs.existsSync(path)) throw new SafetensorsError(`${path}: file not found`);
+    if (!fs.statSync(path).isFile()) throw new SafetensorsError(`${path}: not a regular file`);
     return new SafetensorsFile(path);
   }
 
