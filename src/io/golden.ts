@@ -3,6 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { SafetensorsFile } from "./safetensors.ts";
+import { parsePythonJson } from "./diffusers.ts";
 
 export interface GoldenSet {
   dir: string;
@@ -15,7 +16,8 @@ export interface GoldenSet {
 export function openGolden(dir: string, base: "cases" | "e2e"): GoldenSet {
   const jsonPath = path.join(dir, `${base}.json`);
   if (!fs.existsSync(jsonPath)) throw new Error(`${jsonPath}: not found`);
-  const json = JSON.parse(fs.readFileSync(jsonPath, "utf8"));
+  // Python's json writes -Infinity (e.g. lambda_min_clipped) which JSON.parse rejects
+  const json = parsePythonJson(fs.readFileSync(jsonPath, "utf8"));
   const tensors = SafetensorsFile.open(path.join(dir, `${base}.safetensors`));
   return {
     dir,
