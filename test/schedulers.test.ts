@@ -3,8 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { maxAbsRelToMax, openGolden, sharedDir, type GoldenSet } from "../src/io/golden.ts";
-import { SafetensorsFile } from "../src/io/safetensors.ts";
+import { maxAbsRelToMax, openGolden, sharedDir } from "../src/io/golden.ts";
 import {
   createScheduler,
   parseSchedulerConfigJson,
@@ -14,30 +13,7 @@ import {
   type Scheduler,
 } from "../src/pipeline/schedulers.ts";
 
-const goldenDir = path.join(sharedDir(), "golden");
-
-function loadGolden(): GoldenSet {
-  try {
-    return openGolden(goldenDir, "cases");
-  } catch (e) {
-    // cases.json holds Python's bare -Infinity (DPM-Solver's lambda_min_clipped), which JSON.parse
-    // rejects; read it with the scheduler module's Python-JSON parser instead.
-    if (!(e instanceof SyntaxError)) throw e;
-    const json = parsePythonJson(fs.readFileSync(path.join(goldenDir, "cases.json"), "utf8"));
-    const tensors = SafetensorsFile.open(path.join(goldenDir, "cases.safetensors"));
-    return {
-      dir: goldenDir,
-      json,
-      tensors,
-      get(name: string) {
-        const key = name.split(" ")[0];
-        return { data: tensors.readF32(key), shape: tensors.info(key).shape };
-      },
-    };
-  }
-}
-
-const golden = loadGolden();
+const golden = openGolden(path.join(sharedDir(), "golden"), "cases");
 const cases: any[] = golden.json.cases.filter((c: any) => c.kind === "scheduler");
 
 /** Golden case names: "dpmsolver++" and "ddim-v" (DDIM with v-prediction) map onto ours. */
