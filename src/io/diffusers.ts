@@ -4,47 +4,14 @@
 // UNet2DConditionModel, AutoencoderKL, CLIPTextModel), naming the file and field of anything it cannot run.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { parsePythonJson } from "./json.ts";
 
 export class DiffusersError extends Error {}
 
 // ---------------------------------------------------------------------------------------------------------
 // JSON
 
-/**
- * JSON.parse that also accepts the bare NaN, Infinity and -Infinity that Python's json module writes
- * (diffusers saves e.g. `"lambda_min_clipped": -Infinity` in scheduler configs).
- */
-export function parsePythonJson(text: string): any {
-  const SENT = "\u0000pyjson:";
-  let out = "";
-  let i = 0;
-  let last = 0;
-  const n = text.length;
-  while (i < n) {
-    const c = text[i];
-    if (c === '"') {
-      // skip a string literal
-      i++;
-      while (i < n && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
-      i++;
-      continue;
-    }
-    let word: string | null = null;
-    if (c === "N" && text.startsWith("NaN", i)) word = "NaN";
-    else if (c === "I" && text.startsWith("Infinity", i)) word = "Infinity";
-    else if (c === "-" && text.startsWith("-Infinity", i)) word = "-Infinity";
-    if (word) {
-      out += text.slice(last, i) + JSON.stringify(SENT + word);
-      i += word.length;
-      last = i;
-      continue;
-    }
-    i++;
-  }
-  if (last === 0) return JSON.parse(text);
-  out += text.slice(last);
-  return JSON.parse(out, (_k, v) => (typeof v === "string" && v.startsWith(SENT) ? Number(v.slice(SENT.length)) : v));
-}
+export { parsePythonJson };
 
 /** Reads and parses a JSON file; errors name the file (not found, unreadable, invalid JSON, not an object). */
 export function readJsonFile(file: string): Record<string, any> {

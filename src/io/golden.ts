@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { SafetensorsFile } from "./safetensors.ts";
-import { parsePythonJson } from "./diffusers.ts";
+import { parsePythonJson } from "./json.ts";
 
 export interface GoldenSet {
   dir: string;

@@ -1,3 +1,4 @@
+import { parsePythonJson } from "../io/json.ts";
 // Diffusion noise schedulers, reproducing Hugging Face diffusers (PNDMScheduler, DDIMScheduler,
 // EulerDiscreteScheduler, DPMSolverMultistepScheduler) on flat Float32Array latents.
 //
@@ -78,16 +79,10 @@ export function schedulerFromConfig(config: SchedulerConfig): Scheduler {
  * Parses a scheduler_config.json as diffusers writes it: Python's json emits bare
  * Infinity/-Infinity/NaN (e.g. DPM-Solver's lambda_min_clipped), which JSON.parse rejects.
  */
+export { parsePythonJson };
+
 export function parseSchedulerConfigJson(text: string): SchedulerConfig {
   return parsePythonJson(text) as SchedulerConfig;
-}
-
-/** JSON.parse that also accepts Python json's Infinity, -Infinity and NaN outside strings. */
-export function parsePythonJson(text: string): unknown {
-  const SENTINEL = "\u0000pyjson:";
-  // Strings are matched first so their contents are left alone.
-  const fixed = text.replace(/"(?:[^"\\]|\\.)*"|-?Infinity|NaN/g, (m) => (m[0] === '"' ? m : JSON.stringify(SENTINEL + m)));
-  return JSON.parse(fixed, (_k, v) => (typeof v === "string" && v.startsWith(SENTINEL) ? Number(v.slice(SENTINEL.length)) : v));
 }
 
 // ---------------------------------------------------------------------------------------------
