@@ -3,3 +3,4 @@
 // Kernels allocate nothing and keep no state in globals, so any worker can run any share.
 export * from "./probe";
 export * from "./elementwise";
+export * from "./gemm";

@@ -1,0 +1,129 @@
+// Linear layers (and plain matrix products) on the FP32 GEMM kernels of assembly/gemm.ts.
+//
+// Weights are packed once, at load time, into the layout the micro-kernel streams: N (= out features)
+// cut into panels of GEMM_NR = 8 columns, each panel K rows x 8 floats contiguous, the last panel
+// zero-padded; bias padded to the same width (zeros when the layer has none, so the kernel always adds).
+// Weight kinds are told apart by `kind`; BF16 / INT8 kinds can sit beside "f32" in the LinearWeight union
+// with the same panel layout and their own kernels.
+import type { Engine } from "../runtime/engine.ts";
+import type { Tensor } from "../runtime/tensor.ts";
+
+/** Columns per packed panel (two f32x4 vectors). */
+export const GEMM_NR = 8;
+/** Rows per micro-tile of the kernels (assembly/gemm.ts). */
+export const GEMM_MR = 6;
+
+export interface LinearWeightF32 {
+  readonly kind: "f32";
+  readonly out: number;
+  readonly inF: number;
+  /** [panels, inF, GEMM_NR]: packed[(p * inF + k) * 8 + j] = weight[p * 8 + j][k]. */
+  readonly packed: Tensor;
+  /** [panels * GEMM_NR], zero-padded (zeros when the layer has no bias). */
+  readonly bias: Tensor;
+}
+
+export type LinearWeight = LinearWeightF32;
+
+/** Number of packed panels for n output columns. */
+export function panelsFor(n: number): number {
+  return Math.ceil(n / GEMM_NR);
+}
+
+/**
+ * Packs a torch-layout weight [n, k] (row-major, out x in) into 8-column panels over k:
+ * dst[(p * k + kk) * 8 + j] = src[(p * 8 + j) * k + kk]; dst must be zeroed (padding columns).
+ */
+export function packPanelsNK(dst: Float32Array, src: ArrayLike<number>, n: number, k: number): void {
+  for (let col = 0; col < n; col++) {
+    const p = (col / GEMM_NR) | 0;
+    const j = col - p * GEMM_NR;
+    const d0 = p * k * GEMM_NR + j;
+    const s0 = col * k;
+    for (let kk = 0; kk < k; kk++) dst[d0 + kk * GEMM_NR] = src[s0 + kk];
+  }
+}
+
+/** Bias padded to the panel width (zeros if null), as an engine tensor. */
+export function packBias(eng: Engine, bias: ArrayLike<number> | null, n: number, what: string): Tensor {
+  if (bias && bias.length !== n) throw new Error(`${what}: expected bias of length ${n}, got ${bias.length}`);
+  const t = eng.zeros([panelsFor(n) * GEMM_NR]);
+  if (bias) t.f32().set(bias as ArrayLike<number>);
+  return t;
+}
+
+/** Prepacks a linear layer's weight (torch layout [out, in]) and bias for linear(). */
+export function prepareLinear(eng: Engine, weight: Float32Array, bias: Float32Array | null, out: number, inF: number): LinearWeight {
+  if (!(Number.isInteger(out) && out > 0 && Number.isInteger(inF) && inF > 0)) throw new Error(`prepareLinear: invalid dims out=${out}, in=${inF}`);
+  if (weight.length !== out * inF) throw new Error(`prepareLinear: expected weight of ${out}x${inF} = ${out * inF} values, got ${weight.length}`);
+  const packed = eng.zeros([panelsFor(out), inF, GEMM_NR]);
+  packPanelsNK(packed.f32(), weight, out, inF);
+  return { kind: "f32", out, inF, packed, bias: packBias(eng, bias, out, "prepareLinear") };
+}
+
+/** Frees the engine memory held by a prepared weight. */
+export function freeLinear(w: LinearWeight): void {
+  w.packed.free();
+  w.bias.free();
+}
+
+/**
+ * Cache blocking for the packed kernels: kc = K block (floats of K per pass; 0 = all of K), mcT = row block
+ * in GEMM_MR-row tiles (0 = all of a thread's rows). Results do not depend on these.
+ */
+export function gemmBlocking(M: number, N: number, K: number): { kc: number; mcT: number } {
+  void M;
+  void N;
+  void K;
+  return { kc: 0, mcT: 0 };
+}
+
+/** y[..., out] = x[..., in] W^T + b. */
+export function linear(x: Tensor, w: LinearWeight): Tensor {
+  const inF = x.shape[x.shape.length - 1];
+  if (x.shape.length < 1 || inF !== w.inF) throw new Error(`linear: expected input [..., ${w.inF}] (in features = ${w.inF}), got [${x.shape}]`);
+  if (x.dtype !== "f32") throw new Error(`linear: expected an f32 input, got ${x.dtype}`);
+  const M = x.size / inF;
+  const y = x.engine.empty([...x.shape.slice(0, -1), w.out]);
+  switch (w.kind) {
+    case "f32": {
+      const { kc, mcT } = gemmBlocking(M, w.out, inF);
+      x.engine.run("gemm_f32_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT);
+      return y;
+    }
+    default:
+      throw new Error(`linear: unsupported weight kind ${(w as { kind: string }).kind}`);
+  }
+}
+
+export interface MatmulOptions {
+  /** Use A^T: a is stored [K, M]. */
+  transA?: boolean;
+  /** Use B^T: b is stored [N, K] (e.g. a torch [out, in] weight). */
+  transB?: boolean;
+  /** Bias [N] added to every row. */
+  bias?: Tensor | null;
+  /** Write into (and with accumulate, add to) this [M, N] tensor instead of a new one. */
+  out?: Tensor;
+  accumulate?: boolean;
+}
+
+/**
+ * Plain 2-D matrix product on unpacked operands (general strided kernel gemm_f32):
+ * C[M, N] = op(A) op(B) (+ bias) (+ C if accumulate). Meant for backward passes (dX = dY W, dW = dY^T X)
+ * and one-off products; linear() with a prepacked weight is faster.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  if (a.shape.length !== 2 || b.shape.length !== 2) throw new Error(`matmul: expected 2-D operands, got [${a.shape}] and [${b.shape}]`);
+  const [M, Ka] = opts.transA ? [a.shape[1], a.shape[0]] : [a.shape[0], a.shape[1]];
+  const [Kb, N] = opts.transB ? [b.shape[1], b.shape[0]] : [b.shape[0], b.shape[1]];
+  if (Ka !== Kb) throw new Error(`matmul: inner dims differ: A gives K=${Ka}, B gives K=${Kb} (shapes [${a.shape}]${opts.transA ? "^T" : ""} x [${b.shape}]${opts.transB ? "^T" : ""})`);
+  if (opts.bias && opts.bias.size !== N) throw new Error(`matmul: expected bias of ${N} values, got [${opts.bias.shape}]`);
+  const eng = a.engine;
+  const c = opts.out ?? eng.empty([M, N]);
+  if (c.size !== M * N) throw new Error(`matmul: expected out of [${M}, ${N}], got [${c.shape}]`);
+  const [sam, sak] = opts.transA ? [1, M] : [Ka, 1];
+  const [sbk, sbn] = opts.transB ? [1, Kb] : [N, 1];
+  eng.run("gemm_f32", M, N, Ka, a.ptr, sam, sak, b.ptr, sbk, sbn, c.ptr, N, opts.bias?.ptr ?? 0, opts.accumulate ? 1 : 0);
+  return c;
+}
