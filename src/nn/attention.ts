@@ -1,0 +1,62 @@
+// Fused multi-head attention and softmax over the kernels in assembly/attention.ts.
+import type { Tensor } from "../runtime/tensor.ts";
+
+/** Queries per work unit and keys per tile (must match ATT_BQ / ATT_BK in assembly/attention.ts). */
+export const ATT_BQ = 32;
+export const ATT_BK = 64;
+
+/** Scratch floats one thread of attention_f32 uses for head dim D. */
+export function attScratchFloats(D: number): number {
+  const Dp = (D + 7) & ~7;
+  return 2 * Dp * ATT_BK + 2 * ATT_BQ * Dp + 4 * ATT_BK + 2 * ATT_BQ + 16;
+}
+
+export interface AttentionOptions {
+  /** Mask keys j > i for query i (top-left aligned, like torch's is_causal). */
+  causal?: boolean;
+  /** Score scale (default 1/sqrt(D)). */
+  scale?: number;
+  /** Receives logsumexp_j(scale * q_i . k_j) per [B, heads, Lq] (f32), for a backward pass. */
+  lse?: Tensor;
+}
+
+/**
+ * softmax(scale * Q K^T) V per head, fused: q [B,Lq,H*D], k and v [B,Lk,H*D] with heads interleaved
+ * in the last dim. Returns [B,Lq,H*D]. The score matrix is never materialised.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions = {}): Tensor {
+  for (const [n, t] of [["q", q], ["k", k], ["v", v]] as const) {
+    if (t.dtype !== "f32") throw new TypeError(`attention: ${n} must be f32, got ${t.dtype}`);
+    if (t.shape.length !== 3) throw new Error(`attention: ${n} must be [B, L, heads*D], got [${t.shape}]`);
+  }
+  const [B, Lq, HD] = q.shape;
+  const Lk = k.shape[1];
+  if (k.shape[0] !== B || v.shape[0] !== B) throw new Error(`attention: batch mismatch q [${q.shape}], k [${k.shape}], v [${v.shape}]`);
+  if (k.shape[2] !== HD) throw new Error(`attention: q and k dims differ: q [${q.shape}], k [${k.shape}]`);
+  if (v.shape[1] !== Lk || v.shape[2] !== HD) throw new Error(`attention: v [${v.shape}] must match k [${k.shape}]`);
+  if (!Number.isInteger(heads) || heads < 1 || HD % heads !== 0) throw new Error(`attention: ${HD} channels are not divisible into ${heads} heads`);
+  const D = HD / heads;
+  if (Lk === 0 && Lq > 0) throw new Error("attention: no keys (Lk = 0)");
+  const scale = opts.scale ?? 1 / Math.sqrt(D);
+  if (opts.lse && (opts.lse.dtype !== "f32" || opts.lse.size !== B * heads * Lq)) throw new Error(`attention: opts.lse must be f32 with ${B * heads * Lq} values`);
+  const eng = q.engine;
+  const out = eng.empty([B, Lq, HD]);
+  if (out.size === 0) return out;
+  const scratch = eng.alloc(eng.threads * attScratchFloats(D) * 4);
+  try {
+    eng.run("attention_f32", q.ptr, k.ptr, v.ptr, out.ptr, opts.lse?.ptr ?? 0, scratch, B, heads, Lq, Lk, D, HD, HD, HD, HD, scale, opts.causal ? 1 : 0);
+  } finally {
+    eng.free(scratch);
+  }
+  return out;
+}
+
+/** Numerically stable softmax over the last dim. */
+export function softmax(x: Tensor): Tensor {
+  if (x.dtype !== "f32") throw new TypeError(`softmax: expected f32, got ${x.dtype}`);
+  if (x.shape.length < 1) throw new Error("softmax: expected at least one dim");
+  const N = x.shape[x.shape.length - 1];
+  const out = x.engine.empty(x.shape);
+  if (x.size > 0) x.engine.run("softmax_f32", x.ptr, out.ptr, x.size / N, N);
+  return out;
+}

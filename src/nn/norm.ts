@@ -1,0 +1,76 @@
+// GroupNorm (NHWC) and LayerNorm over the kernels in assembly/norm.ts.
+import type { Tensor } from "../runtime/tensor.ts";
+
+/** Spatial positions per GroupNorm statistics tile (must match GN_TILE in assembly/norm.ts). */
+export const GN_TILE = 64;
+
+export interface GroupNormOptions {
+  /** Fuse SiLU into the output: silu(groupNorm(x)). */
+  silu?: boolean;
+  /** Receives the per-(batch, group) mean [B, G] (f32) for a backward pass. */
+  mean?: Tensor;
+  /** Receives the per-(batch, group) 1/sqrt(var + eps) [B, G] (f32) for a backward pass. */
+  rstd?: Tensor;
+}
+
+function checkVec(name: string, what: string, t: Tensor, C: number): void {
+  if (t.dtype !== "f32" || t.size !== C) throw new Error(`${name}: ${what} must be f32 with ${C} values, got ${t.dtype} [${t.shape}]`);
+}
+
+/**
+ * GroupNorm over an NHWC map x [B,H,W,C] (also accepts [B,L,C] or [B,C]): channels are split into
+ * `groups` consecutive groups; each (batch, group) is normalised over its channels and all positions,
+ * then y = norm * gamma[c] + beta[c]. Two-pass channel-parallel: statistics kernel (f64 shifted sums
+ * per channel and spatial tile), a tiny per-group reduction, then the normalisation pass (optionally
+ * with SiLU fused).
+ */
+export function groupNorm(x: Tensor, groups: number, gamma: Tensor, beta: Tensor, eps: number, opts: GroupNormOptions = {}): Tensor {
+  if (x.dtype !== "f32") throw new TypeError(`groupNorm: expected f32 input, got ${x.dtype}`);
+  if (x.shape.length < 2) throw new Error(`groupNorm: expected NHWC [B,H,W,C], got [${x.shape}]`);
+  const B = x.shape[0];
+  const C = x.shape[x.shape.length - 1];
+  const HW = x.shape.slice(1, -1).reduce((a, b) => a * b, 1);
+  if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0)
+    throw new Error(`groupNorm: ${C} channels are not divisible into ${groups} groups`);
+  checkVec("groupNorm", "gamma", gamma, C);
+  checkVec("groupNorm", "beta", beta, C);
+  for (const [k, t] of [["mean", opts.mean], ["rstd", opts.rstd]] as const)
+    if (t && (t.dtype !== "f32" || t.size !== B * groups)) throw new Error(`groupNorm: opts.${k} must be f32 with ${B * groups} values`);
+  const eng = x.engine;
+  const out = eng.empty(x.shape);
+  if (x.size === 0) return out;
+  const nT = Math.max(1, Math.ceil(HW / GN_TILE));
+  const part = eng.alloc(B * nT * 2 * C * 8);
+  const coef = eng.alloc(B * 3 * C * 4);
+  try {
+    eng.run("groupnorm_stats_f32", x.ptr, part, B, HW, C);
+    eng.run("groupnorm_finalize_f32", x.ptr, part, gamma.ptr, beta.ptr, coef, opts.mean?.ptr ?? 0, opts.rstd?.ptr ?? 0, B, HW, C, groups, eps);
+    eng.run("groupnorm_apply_f32", x.ptr, coef, out.ptr, B, HW, C, opts.silu ? 1 : 0);
+  } finally {
+    eng.free(coef);
+    eng.free(part);
+  }
+  return out;
+}
+
+export interface LayerNormOptions {
+  /** Receives the per-row mean [rows] (f32) for a backward pass. */
+  mean?: Tensor;
+  /** Receives the per-row 1/sqrt(var + eps) [rows] (f32). */
+  rstd?: Tensor;
+}
+
+/** LayerNorm over the last dim of x [..., C]: (x - mean) / sqrt(var + eps) * gamma + beta. */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, opts: LayerNormOptions = {}): Tensor {
+  if (x.dtype !== "f32") throw new TypeError(`layerNorm: expected f32 input, got ${x.dtype}`);
+  if (x.shape.length < 1) throw new Error(`layerNorm: expected [..., C], got [${x.shape}]`);
+  const C = x.shape[x.shape.length - 1];
+  const rows = C === 0 ? 0 : x.size / C;
+  checkVec("layerNorm", "gamma", gamma, C);
+  checkVec("layerNorm", "beta", beta, C);
+  for (const [k, t] of [["mean", opts.mean], ["rstd", opts.rstd]] as const)
+    if (t && (t.dtype !== "f32" || t.size !== rows)) throw new Error(`layerNorm: opts.${k} must be f32 with ${rows} values`);
+  const out = x.engine.empty(x.shape);
+  if (x.size > 0) x.engine.run("layernorm_f32", x.ptr, gamma.ptr, beta.ptr, out.ptr, rows, C, eps, opts.mean?.ptr ?? 0, opts.rstd?.ptr ?? 0);
+  return out;
+}

@@ -1,0 +1,88 @@
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { Engine } from "../src/runtime/engine.ts";
+import type { Tensor } from "../src/runtime/tensor.ts";
+import { attention, softmax } from "../src/nn/attention.ts";
+import * as ref from "../src/nn/reference/ops.ts";
+
+const VARIANTS = ["baseline", "relaxed"] as const;
+const THREADS = [1, 2, 4];
+const engines: Record<string, Engine[]> = {};
+
+beforeAll(async () => {
+  for (const simd of VARIANTS) engines[simd] = await Promise.all(THREADS.map((threads) => Engine.create({ threads, simd, memoryBytes: 64 << 20 })));
+});
+afterAll(() => Object.values(engines).flat().forEach((e) => e.close()));
+
+function check(simd: string, f: (e: Engine) => Tensor[], expected: ArrayLike<number>[], tol: number): void {
+  const outs = engines[simd].map((e) => e.scope(() => f(e).map((t) => t.toArray())));
+  for (let i = 0; i < outs.length; i++)
+    for (let k = 0; k < expected.length; k++) {
+      const err = ref.relErr(outs[i][k], expected[k]);
+      if (process.env.SHOW_ERR && i === 0) console.log(`ERR ${expect.getState().currentTestName} out${k}: ${err.toExponential(2)}`);
+      expect(err, `${simd}, ${THREADS[i]} threads, output ${k}: rel-to-max error`).toBeLessThanOrEqual(tol);
+      expect(ref.firstBitDiff(outs[i][k], outs[0][k]), `${simd}, output ${k}: ${THREADS[i]} threads differ from 1 thread`).toBe(-1);
+    }
+}
+
+describe("fused attention", () => {
+  // [B, H, Lq, Lk, D, causal, scale?, data std]
+  const cases: [number, number, number, number, number, boolean, number | undefined, number][] = [
+    [1, 1, 1, 1, 8, false, undefined, 1],
+    [2, 8, 77, 77, 8, false, undefined, 1],
+    [1, 2, 77, 77, 40, true, undefined, 1], // CLIP-style causal self-attention
+    [2, 1, 33, 77, 64, false, undefined, 1], // cross-attention Lq != Lk
+    [1, 8, 100, 77, 40, false, undefined, 1],
+    [1, 2, 130, 130, 80, false, undefined, 1],
+    [1, 1, 65, 200, 160, false, undefined, 1],
+    [1, 3, 17, 70, 5, false, undefined, 1], // D not a multiple of 4
+    [2, 2, 70, 70, 12, true, undefined, 1], // causal, several key tiles
+    [1, 2, 50, 150, 20, false, 1.0, 2.5], // large logits: online max rescaling matters
+    [1, 1, 1, 77, 64, false, undefined, 1], // one query
+    [1, 4, 77, 1, 16, false, undefined, 1], // one key
+    [1, 1, 129, 129, 3, true, undefined, 1],
+  ];
+  for (const simd of VARIANTS)
+    for (const [B, H, Lq, Lk, D, causal, scale, std] of cases)
+      it(`B=${B} H=${H} Lq=${Lq} Lk=${Lk} D=${D}${causal ? " causal" : ""}${scale ? ` scale=${scale}` : ""} (${simd})`, () => {
+        const r = ref.rng(B * 7 + H * 131 + Lq * 3 + Lk + D);
+        const q = r.normals(B * Lq * H * D, std);
+        const k = r.normals(B * Lk * H * D, std);
+        const v = r.normals(B * Lk * H * D);
+        const e = ref.refAttention(q, k, v, B, Lq, Lk, H, D, scale ?? 1 / Math.sqrt(D), causal);
+        check(
+          simd,
+          (eng) => {
+            const lse = eng.empty([B, H, Lq]);
+            const out = attention(eng.fromArray(q, [B, Lq, H * D]), eng.fromArray(k, [B, Lk, H * D]), eng.fromArray(v, [B, Lk, H * D]), H, { causal, scale, lse });
+            expect(out.shape).toEqual([B, Lq, H * D]);
+            return [out, lse];
+          },
+          [e.out, e.lse],
+          2e-5,
+        );
+      });
+
+  it("bad shapes throw clear errors", () => {
+    const eng = engines.baseline[0];
+    eng.scope(() => {
+      const q = eng.zeros([1, 4, 16]);
+      expect(() => attention(q, eng.zeros([1, 5, 8]), eng.zeros([1, 5, 8]), 2)).toThrow(/q and k dims differ/);
+      expect(() => attention(q, eng.zeros([1, 5, 16]), eng.zeros([1, 6, 16]), 2)).toThrow(/v \[1,6,16\] must match k/);
+      expect(() => attention(q, q, q, 3)).toThrow(/16 channels are not divisible into 3 heads/);
+      expect(() => attention(q, eng.zeros([2, 4, 16]), eng.zeros([2, 4, 16]), 2)).toThrow(/batch mismatch/);
+      expect(() => attention(eng.zeros([4, 16]), q, q, 2)).toThrow(/must be \[B, L, heads\*D\]/);
+    });
+  });
+});
+
+describe("softmax (last dim)", () => {
+  for (const simd of VARIANTS)
+    it(`rows of 77, 1, 1000 and 13, with large values and -inf (${simd})`, () => {
+      for (const [rows, N] of [[5, 77], [3, 1], [2, 1000], [4, 13]]) {
+        const r = ref.rng(rows + N);
+        const x = r.normals(rows * N, 20, 50);
+        if (N > 2) x[1] = -Infinity;
+        check(simd, (eng) => [softmax(eng.fromArray(x, [rows, N]))], [ref.refSoftmax(x, rows, N)], 1e-5);
+      }
+    });
+});
