@@ -16,11 +16,10 @@ for (const target of ["simd", "relaxed"]) {
 
 if (!process.argv.includes("--wasm-only")) {
   const esbuild = await import("esbuild");
-  const entries = fs.existsSync(path.join(root, "src/cli/main.ts")) ? ["src/index.ts", "src/cli/main.ts"] : ["src/index.ts"];
+  const entryPoints = { index: path.join(root, "src/index.ts"), cli: path.join(root, "src/cli/main.ts") };
   await esbuild.build({
-    entryPoints: entries.map((e) => path.join(root, e)),
+    entryPoints,
     outdir: path.join(root, "dist"),
-    outbase: path.join(root, "src"),
     bundle: true,
     platform: "node",
     format: "esm",

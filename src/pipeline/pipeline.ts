@@ -1,0 +1,462 @@
+// StableDiffusionPipeline: text-to-image over a diffusers folder (model_index.json, tokenizer/,
+// text_encoder/, unet/, vae/, scheduler/), following diffusers' StableDiffusionPipeline.__call__:
+//
+//   ids      = tokenizer(prompt), tokenizer(negative_prompt or "")       (77 ids each, truncated)
+//   context  = text_encoder([negative, prompt]).last_hidden_state         ([2,77,C]; batch 1 without CFG)
+//   latents  = noise * scheduler.init_noise_sigma                         (noise: seeded Rng or given)
+//   for t in scheduler.timesteps:
+//     x      = scheduler.scale_model_input(cat([latents] * 2), t)
+//     e_u,e_c= unet(x, t, context)                                        (ONE call on the doubled batch)
+//     eps    = e_u + g * (e_c - e_u)                                       (g > 1; else eps = unet(x) batch 1)
+//     latents= scheduler.step(eps, t, latents)
+//   image    = vae.decode(latents / scaling_factor); (image/2+0.5).clamp(0,1); (x*255).round() → uint8
+//
+// Latents cross the model boundary as NCHW Float32Arrays (what schedulers and golden files use); the
+// UNet and VAE take NHWC tensors (see src/models/layout.ts).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Engine, type SimdVariant } from "../runtime/engine.ts";
+import type { Tensor } from "../runtime/tensor.ts";
+import { OutOfMemoryError } from "../runtime/memory.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
+import {
+  checkPipelineComponents,
+  DiffusersError,
+  findWeights,
+  loadComponentConfig,
+  loadPipelineIndex,
+  type PipelineIndex,
+} from "../io/diffusers.ts";
+import { ClipTokenizer } from "../models/tokenizer.ts";
+import { ClipTextModel } from "../models/clip.ts";
+import { UNet } from "../models/unet.ts";
+import { Vae } from "../models/vae.ts";
+import { nchwToNhwc, nhwcToNchw } from "../models/layout.ts";
+import { createScheduler, schedulerFromConfig, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
+import { Rng } from "./random.ts";
+import { toRgb8 } from "./png.ts";
+
+export class PipelineError extends Error {}
+
+export interface PipelineLoadOptions {
+  /** Threads including the calling one (default: the machine's core count). */
+  threads?: number;
+  /** Engine memory in bytes (default: estimated from the weight files and the activations of `width`x`height`). */
+  memoryBytes?: number;
+  /** Kernel build: "auto" (default), "relaxed" or "baseline". */
+  simd?: "auto" | SimdVariant;
+  /** Largest image the memory estimate should cover (default: the model's native size). */
+  width?: number;
+  height?: number;
+  /** Warnings (e.g. truncated prompts) go here; default: console.warn. */
+  onWarning?: (message: string) => void;
+}
+
+export interface StepInfo {
+  /** 1-based step number. */
+  step: number;
+  /** Number of UNet evaluations in this run (scheduler.timesteps.length; PNDM runs one more than `steps`). */
+  total: number;
+  /** The timestep passed to the UNet (Euler's may be fractional). */
+  timestep: number;
+  /** Milliseconds this step took. */
+  stepMs: number;
+  /** Milliseconds since the denoising loop began. */
+  elapsedMs: number;
+  /** The latents after this step, NCHW [1,C,h,w] (a copy: keep it if you need it). */
+  latents: Float32Array;
+}
+
+export interface GenerateOptions {
+  prompt: string;
+  /** What the unconditional branch of classifier-free guidance encodes (default ""). */
+  negativePrompt?: string;
+  /** Inference steps (default 50). */
+  steps?: number;
+  /** Classifier-free guidance scale (default 7.5); ≤ 1 runs without guidance (batch 1, negative prompt unused). */
+  guidance?: number;
+  /** Seed of the initial noise (src/pipeline/random.ts; default: a random seed, reported in the result). */
+  seed?: number;
+  /** pndm, ddim, euler, dpm++ (alias dpmsolver++), over the model's scheduler config; default: the model's own. */
+  scheduler?: string;
+  /** Image size in pixels, multiples of 8 (default: unet sample_size * 8). */
+  width?: number;
+  height?: number;
+  /** Initial noise NCHW [1,4,height/8,width/8], unscaled (multiplied by init_noise_sigma, as diffusers does); replaces the seed. */
+  latents?: Float32Array;
+  /** Called after every denoising step. */
+  onStep?: (info: StepInfo) => void;
+  /** Warnings for this call (default: the pipeline's onWarning). */
+  onWarning?: (message: string) => void;
+}
+
+export interface GenerateTimings {
+  textMs: number;
+  denoiseMs: number;
+  /** Per-step milliseconds. */
+  stepMs: number[];
+  decodeMs: number;
+  totalMs: number;
+}
+
+export interface GenerateResult {
+  /** 8-bit RGB, interleaved HWC: height*width*3 bytes. */
+  image: Uint8Array;
+  width: number;
+  height: number;
+  /** The VAE output in [-1,1] (not clamped), NCHW [1,3,height,width] — what diffusers' output_type="pt" gives before postprocessing. */
+  decoded: Float32Array;
+  /** Final latents NCHW [1,C,height/8,width/8] (before division by the scaling factor). */
+  latents: Float32Array;
+  latentShape: number[];
+  /** The seed used (undefined when latents were given). */
+  seed?: number;
+  scheduler: string;
+  /** The token ids of the prompt and of the negative prompt (unused without guidance), 77 each. */
+  promptIds: number[];
+  negativeIds: number[];
+  /** True when the prompt (or negative prompt) was longer than 77 tokens and was cut. */
+  truncated: boolean;
+  timings: GenerateTimings;
+}
+
+export interface PromptEncoding {
+  /** Rows in UNet batch order: [negative, prompt] with guidance, [prompt] without. */
+  ids: Int32Array;
+  batch: number;
+  /** [batch, 77, C] text embeddings (last_hidden_state), in the caller's scope. */
+  context: Tensor;
+  promptIds: number[];
+  negativeIds: number[];
+  truncated: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+export class StableDiffusionPipeline {
+  private warn: (message: string) => void;
+
+  private constructor(
+    readonly dir: string,
+    readonly index: PipelineIndex,
+    readonly engine: Engine,
+    readonly tokenizer: ClipTokenizer,
+    readonly textEncoder: ClipTextModel,
+    readonly unet: UNet,
+    readonly vae: Vae,
+    /** The model's scheduler/scheduler_config.json, parsed. */
+    readonly schedulerConfig: SchedulerConfig,
+    /** How long loading took, in milliseconds. */
+    readonly loadMs: number,
+    onWarning?: (message: string) => void,
+  ) {
+    this.warn = onWarning ?? ((m) => console.warn(`stepq: warning: ${m}`));
+  }
+
+  /**
+   * Loads a diffusers Stable Diffusion folder. Creates the engine (threads, memory: the weights as f32 plus
+   * the activations of the largest image, unless memoryBytes is given) and loads every component into it.
+   * Errors name the file or field at fault.
+   */
+  static async load(dir: string, opts: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
+    const t0 = performance.now();
+    const index = loadPipelineIndex(dir);
+    const issues = checkPipelineComponents(index);
+    if (issues.length) throw new DiffusersError(`${dir}: ${issues.join("; ")}`);
+    const schedulerConfig = loadComponentConfig(dir, "scheduler");
+    schedulerFromConfig(schedulerConfig); // validate now rather than at the first generate()
+    const tokenizer = ClipTokenizer.fromDir(path.join(dir, "tokenizer"));
+
+    const memoryBytes = opts.memoryBytes ?? estimatePipelineMemory(dir, { width: opts.width, height: opts.height });
+    const engine = await Engine.create({ threads: opts.threads, memoryBytes, simd: opts.simd });
+    try {
+      const textEncoder = await ClipTextModel.load(engine, path.join(dir, "text_encoder"));
+      const unet = await UNet.load(engine, path.join(dir, "unet"));
+      const vae = await Vae.load(engine, path.join(dir, "vae"), { encoder: false });
+      return new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
+    } catch (e) {
+      engine.close();
+      throw withMemoryHint(e, memoryBytes, opts.memoryBytes === undefined);
+    }
+  }
+
+  /** Native image size: unet sample_size * vae scale factor. */
+  get defaultWidth(): number {
+    return (this.unet.config.sample_size ?? 64) * this.vaeScale;
+  }
+
+  get defaultHeight(): number {
+    return this.defaultWidth;
+  }
+
+  /** Pixels per latent cell: 2^(VAE levels - 1), diffusers' vae_scale_factor (8 for SD, 4 for fashion-sd-tiny). */
+  get vaeScale(): number {
+    return 2 ** (this.vae.config.block_out_channels.length - 1);
+  }
+
+  /** A scheduler over the model's config: `name` (pndm, ddim, euler, dpm++) or the model's own class. */
+  createScheduler(name?: string): Scheduler {
+    return name ? createScheduler(name, this.schedulerConfig) : schedulerFromConfig(this.schedulerConfig);
+  }
+
+  /** Tokenizes and encodes prompt (and the negative prompt when guidance > 1) into the UNet's context. */
+  encodePrompt(prompt: string, negativePrompt: string, guidance: boolean, onWarning = this.warn): PromptEncoding {
+    const p = this.tokenizer.encode(prompt);
+    const n = this.tokenizer.encode(negativePrompt);
+    const room = this.tokenizer.maxLength - 2;
+    // like diffusers: name the part of the prompt that was cut off
+    const cut = (text: string) => this.tokenizer.decode(this.tokenizer.tokenIds(text).slice(room));
+    if (p.truncated)
+      onWarning(`the prompt has ${p.promptTokens} tokens and CLIP takes ${room}; this part was truncated: "${cut(prompt)}"`);
+    if (guidance && n.truncated)
+      onWarning(`the negative prompt has ${n.promptTokens} tokens and CLIP takes ${room}; this part was truncated: "${cut(negativePrompt)}"`);
+    const rows = guidance ? [n.ids, p.ids] : [p.ids];
+    const ids = Int32Array.from(rows.flat());
+    const context = this.textEncoder.encode(ids, rows.length).last;
+    return { ids, batch: rows.length, context, promptIds: p.ids, negativeIds: n.ids, truncated: p.truncated || (guidance && n.truncated) };
+  }
+
+  /** Runs text-to-image; see GenerateOptions for the defaults. */
+  async generate(opts: GenerateOptions): Promise<GenerateResult> {
+    const tStart = performance.now();
+    const eng = this.engine;
+    const warn = opts.onWarning ?? this.warn;
+    if (typeof opts.prompt !== "string") throw new PipelineError("prompt must be a string");
+    const steps = opts.steps ?? 50;
+    if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw new PipelineError(`steps must be an integer from 1 to 1000, got ${steps}`);
+    const g = opts.guidance ?? 7.5;
+    if (!Number.isFinite(g) || g < 0) throw new PipelineError(`guidance must be a number >= 0, got ${g}`);
+    const cfg = g > 1;
+
+    // sizes
+    const lc = this.unet.config.in_channels;
+    const scale = this.vaeScale;
+    let width = opts.width;
+    let height = opts.height;
+    if (opts.latents && (width === undefined || height === undefined)) {
+      // size from the latents when they are square or the other side is given
+      const cells = opts.latents.length / lc;
+      if (width === undefined && height === undefined) {
+        const side = Math.round(Math.sqrt(cells));
+        if (side * side === cells) width = height = side * scale;
+      } else if (width === undefined) width = (cells / (height! / scale)) * scale;
+      else height = (cells / (width / scale)) * scale;
+    }
+    width ??= this.defaultWidth;
+    height ??= this.defaultHeight;
+    for (const [name, v] of [["width", width], ["height", height]] as const) {
+      if (!Number.isInteger(v) || v <= 0) throw new PipelineError(`${name} must be a positive integer, got ${v}`);
+      // diffusers' check_inputs: multiples of 8
+      if (v % 8) throw new PipelineError(`${name} must be a multiple of 8, got ${v}`);
+    }
+    // and the latents (image / vae scale) must go through the UNet's downsamplers evenly
+    const unit = lcm(lcm(8, scale), scale * this.unet.sizeMultiple);
+    if (width % unit || height % unit)
+      throw new PipelineError(`width and height must be multiples of ${unit} for this model (VAE scale ${scale}, UNet downsamples ${this.unet.sizeMultiple}x), got ${width}x${height}`);
+    const h = height / scale;
+    const w = width / scale;
+    const latentShape = [1, lc, h, w];
+    const nLat = lc * h * w;
+
+    const scheduler = this.createScheduler(opts.scheduler);
+    scheduler.setTimesteps(steps);
+
+    let seed: number | undefined;
+    let noise: Float32Array;
+    if (opts.latents) {
+      if (opts.latents.length !== nLat)
+        throw new PipelineError(`latents have ${opts.latents.length} values; ${width}x${height} needs [${latentShape}] (${nLat})`);
+      noise = opts.latents;
+    } else {
+      seed = opts.seed ?? Math.floor(Math.random() * 0x100000000);
+      noise = new Rng(seed).normal(nLat);
+    }
+    const sigma0 = Math.fround(scheduler.initNoiseSigma);
+    let latents: Float32Array = sigma0 === 1 ? Float32Array.from(noise) : noise.map((x) => x * sigma0);
+
+    try {
+      // text
+      const tText = performance.now();
+      const enc = this.encodePrompt(opts.prompt, opts.negativePrompt ?? "", cfg, warn);
+      const context = enc.context;
+      const textMs = performance.now() - tText;
+
+      // denoise
+      const tLoop = performance.now();
+      const stepMs: number[] = [];
+      const B = enc.batch;
+      const timesteps = scheduler.timesteps;
+      try {
+        for (let i = 0; i < timesteps.length; i++) {
+          const ts = performance.now();
+          const t = timesteps[i];
+          const scaled = scheduler.scaleModelInput(latents, t);
+          const eps = eng.scope(() => {
+            const x = eng.empty([B, h, w, lc]);
+            const xv = x.f32();
+            nchwToNhwc(scaled, latentShape, xv.subarray(0, nLat));
+            if (B === 2) xv.copyWithin(nLat, 0, nLat);
+            const out = this.unet.forward(x, t, context);
+            const o = nhwcToNchw(out.f32(), [B, h, w, lc]);
+            if (!cfg) return o;
+            // diffusers: noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond), in float32
+            const gg = Math.fround(g);
+            const e = new Float32Array(nLat);
+            for (let j = 0; j < nLat; j++) {
+              const u = o[j];
+              e[j] = u + Math.fround(gg * Math.fround(o[nLat + j] - u));
+            }
+            return e;
+          });
+          latents = scheduler.step(eps, t, latents);
+          const now = performance.now();
+          stepMs.push(now - ts);
+          opts.onStep?.({ step: i + 1, total: timesteps.length, timestep: t, stepMs: now - ts, elapsedMs: now - tLoop, latents: latents.slice() });
+          if (!Number.isFinite(latents[0])) throw new PipelineError(`latents became ${latents[0]} at step ${i + 1} (t=${t})`);
+        }
+      } finally {
+        context.free();
+      }
+      const denoiseMs = performance.now() - tLoop;
+
+      // decode
+      const tDec = performance.now();
+      const sf = Math.fround(this.vae.scalingFactor);
+      const decodedHwc = eng.scope(() => {
+        const z = eng.empty([1, h, w, lc]);
+        const zv = z.f32();
+        nchwToNhwc(latents, latentShape, zv);
+        for (let j = 0; j < zv.length; j++) zv[j] = zv[j] / sf;
+        const img = this.vae.decode(z);
+        if (img.shape[1] !== height || img.shape[2] !== width)
+          throw new PipelineError(`VAE decoded [${img.shape}] from latents [${latentShape}], expected ${height}x${width}`);
+        return { data: img.toArray(), channels: img.shape[3] };
+      });
+      const image = toRgb8(decodedHwc.data, width, height, decodedHwc.channels);
+      const decoded = nhwcToNchw(decodedHwc.data, [1, height, width, decodedHwc.channels]);
+      const decodeMs = performance.now() - tDec;
+
+      return {
+        image,
+        width,
+        height,
+        decoded,
+        latents,
+        latentShape,
+        seed,
+        scheduler: scheduler.name,
+        promptIds: enc.promptIds,
+        negativeIds: enc.negativeIds,
+        truncated: enc.truncated,
+        timings: { textMs, denoiseMs, stepMs, decodeMs, totalMs: performance.now() - tStart },
+      };
+    } catch (e) {
+      throw withMemoryHint(e, eng.stats().capacity, false);
+    }
+  }
+
+  /** Frees the engine (threads, memory). The pipeline is unusable afterwards. */
+  close(): void {
+    this.engine.close();
+  }
+}
+
+function lcm(a: number, b: number): number {
+  let x = a;
+  let y = b;
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
+}
+
+function withMemoryHint(e: unknown, bytes: number, estimated: boolean): unknown {
+  if (e instanceof OutOfMemoryError)
+    return new OutOfMemoryError(
+      `${e.message} (engine memory ${Math.round(bytes / MiB)} MiB${estimated ? ", estimated" : ""}; pass a larger memoryBytes / --memory, up to 4G)`,
+    );
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// memory estimate
+
+/** Bytes the weights of a safetensors file take as float32. */
+export function weightBytesF32(file: string): number {
+  const st = SafetensorsFile.open(file);
+  try {
+    let n = 0;
+    for (const t of st.tensors.values()) n += t.shape.reduce((a, d) => a * d, 1) * 4;
+    return n;
+  } finally {
+    st.close();
+  }
+}
+
+/**
+ * Engine memory for a pipeline folder: the weights as f32 (+25% for packing), the UNet activations of a
+ * CFG batch of 2 at `width`x`height` (feature maps, skips, attention scores of one layer), the VAE
+ * decoder's full-resolution maps, plus slack; rounded up to 16 MiB and capped at 4 GiB.
+ */
+export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number } = {}): number {
+  const unetCfg = loadComponentConfig(dir, "unet");
+  const vaeCfg = loadComponentConfig(dir, "vae");
+  const textCfg = loadComponentConfig(dir, "text_encoder");
+  let weights = 0;
+  for (const c of ["text_encoder", "unet", "vae"]) weights += weightBytesF32(findWeights(path.join(dir, c)));
+  const vaeLevels: number[] = vaeCfg.block_out_channels ?? [64];
+  const scale = 2 ** (vaeLevels.length - 1);
+  const native = (unetCfg.sample_size ?? 64) * scale;
+  const W = opts.width ?? native;
+  const H = opts.height ?? native;
+  const hw = (W / scale) * (H / scale);
+  const B = 2;
+  const ch: number[] = unetCfg.block_out_channels ?? [320];
+  const heads = Math.max(...[unetCfg.num_attention_heads ?? unetCfg.attention_head_dim ?? 8].flat());
+  // feature maps: skips and working tensors at each level (each level has 1/4 the cells of the one above)
+  let maps = 0;
+  ch.forEach((c: number, i: number) => (maps += (c * 12 * hw) / 4 ** i));
+  const ff = 8 * ch[0] * hw; // GEGLU projection at the top level
+  const scores = heads * hw * hw; // one attention layer's scores at the top level
+  const unetAct = 4 * B * (maps + ff + scores);
+  const vaeAct = 4 * (W * H * vaeLevels[0] * 6 + hw * hw * 2);
+  const textAct = 4 * B * 77 * (textCfg.hidden_size ?? 768) * 16 + 4 * B * (textCfg.num_attention_heads ?? 12) * 77 * 77;
+  const total = weights * 1.25 + Math.max(unetAct, vaeAct) + textAct + 48 * MiB;
+  const rounded = Math.ceil(total / (16 * MiB)) * 16 * MiB;
+  return Math.min(Math.max(rounded, 64 * MiB), 4096 * MiB);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// default model
+
+/** The package root (the folder with stepq's package.json), from this module's location in src/ or dist/. */
+export function packageRoot(): string {
+  let d = path.dirname(new URL(import.meta.url).pathname);
+  for (let i = 0; i < 5; i++) {
+    const pj = path.join(d, "package.json");
+    if (fs.existsSync(pj)) {
+      try {
+        if (JSON.parse(fs.readFileSync(pj, "utf8")).name === "stepq") return d;
+      } catch {
+        /* keep looking */
+      }
+    }
+    d = path.dirname(d);
+  }
+  return path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
+}
+
+export const DEFAULT_MODEL = "fashion-sd-tiny";
+
+/** Where the default model is looked for: <package>/models/fashion-sd-tiny, then ../shared/models/fashion-sd-tiny. */
+export function defaultModelCandidates(): string[] {
+  const root = packageRoot();
+  const c = [path.join(root, "models", DEFAULT_MODEL), path.join(root, "..", "shared", "models", DEFAULT_MODEL)];
+  if (process.env.STEPQ_SHARED) c.push(path.join(process.env.STEPQ_SHARED, "models", DEFAULT_MODEL));
+  return [...new Set(c)];
+}
+
+/** The default model folder; throws naming every place looked in when none exists. */
+export function resolveDefaultModel(): string {
+  const c = defaultModelCandidates();
+  for (const d of c) if (fs.existsSync(path.join(d, "model_index.json"))) return d;
+  throw new PipelineError(`no --model given and the default model ${DEFAULT_MODEL} was not found (looked in ${c.join(", ")})`);
+}
