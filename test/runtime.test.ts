@@ -92,3 +92,17 @@ describe("arena allocator", () => {
     expect(() => a.free(p)).toThrow(/double free/);
   });
 });
+
+describe("persistent allocations", () => {
+  it("survive the scope they were made in", async () => {
+    const e = await Engine.create({ threads: 1, memoryBytes: 64 << 20 });
+    const w = e.scope(() => {
+      const p = e.persistent(() => e.empty([100]));
+      e.empty([100]);
+      return null;
+    });
+    expect(w).toBe(null);
+    expect(e.stats().used).toBe(448); // the persistent one (400 B → 448 aligned) stays
+    e.close();
+  });
+});

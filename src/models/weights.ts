@@ -5,7 +5,8 @@
 // shapes (benchmarks of SD-size models without a checkpoint). The per-step precision option (bf16, int8
 // weight kinds) plugs in here later: models never call prepareLinear/prepareConv2d themselves.
 //
-// Everything a store creates lives in engine memory, owned by no scope: load models outside eng.scope().
+// Everything a store creates lives in engine memory owned by no scope (Engine.persistent), so a model
+// may be loaded inside a scope.
 // Host-side Float32Arrays exist only while one layer is being prepared, so no copy of the model stays
 // alive in JS memory.
 import type { Engine } from "../runtime/engine.ts";
@@ -102,7 +103,7 @@ export class WeightStore {
       w = this.read(wName, [[out, inF], [out, inF, 1, 1]]);
       b = this.has(bName) ? this.read(bName, [[out]]) : null;
     }
-    return prepareLinear(this.engine, w, b, out, inF);
+    return this.engine.persistent(() => prepareLinear(this.engine, w, b, out, inF));
   }
 
   /** A conv layer: `${prefix}.weight` [cout, cin, kh, kw] and `${prefix}.bias` [cout] if present. */
@@ -126,23 +127,21 @@ export class WeightStore {
         b = b ? b.slice(o0, o1) : null;
       }
     }
-    return prepareConv2d(this.engine, w, b, { cout: n, cin, kh, kw }, { stride: opts.stride ?? 1, padding: opts.padding ?? 0 });
+    return this.engine.persistent(() => prepareConv2d(this.engine, w, b, { cout: n, cin, kh, kw }, { stride: opts.stride ?? 1, padding: opts.padding ?? 0 }));
   }
 
   /** GroupNorm / LayerNorm affine parameters: `${prefix}.weight` → gamma, `${prefix}.bias` → beta, each [C]. */
   norm(prefix: string, channels: number): NormParams {
     if (this.isRandom) {
-      return {
-        gamma: this.engine.fromArray(new Float32Array(channels).fill(1), [channels]),
-        beta: this.engine.zeros([channels]),
-      };
+      const eng = this.engine;
+      return eng.persistent(() => ({ gamma: eng.fromArray(new Float32Array(channels).fill(1), [channels]), beta: eng.zeros([channels]) }));
     }
     return { gamma: this.param(`${prefix}.weight`, [channels]), beta: this.param(`${prefix}.bias`, [channels]) };
   }
 
   /** A tensor as an f32 engine tensor of the given shape (random stores: uniform ±0.05). */
   param(name: string, shape: number[]): Tensor {
-    const t = this.engine.empty(shape);
+    const t = this.engine.persistent(() => this.engine.empty(shape));
     if (this.isRandom) t.f32().set(this.uniform(t.size, 0.05));
     else {
       this.check(name, [shape]);

@@ -30,7 +30,8 @@ export interface ProbeResult {
 }
 
 export class Engine {
-  private scopes: Set<Tensor>[] = [];
+  /** Innermost last; null marks an unscoped region (see persistent()). */
+  private scopes: (Set<Tensor> | null)[] = [];
 
   private constructor(
     readonly memory: WebAssembly.Memory,
@@ -147,6 +148,19 @@ export class Engine {
       else t.free();
     }
     return result;
+  }
+
+  /**
+   * Runs fn with allocations owned by no scope: for weights and other long-lived data prepared while
+   * a scope may be open (loading a model inside a scoped block must not free its weights at the end).
+   */
+  persistent<T>(fn: () => T): T {
+    this.scopes.push(null);
+    try {
+      return fn();
+    } finally {
+      this.scopes.pop();
+    }
   }
 
   /** Memory statistics in bytes. */
