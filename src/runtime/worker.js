@@ -12,8 +12,9 @@ function start(init, reply) {
   const ctrl = new Int32Array(ctrlBuf);
   const args = new Float64Array(argsBuf);
   const err = new Uint8Array(errBuf);
-  reply("ready");
+  // read the job counter before saying ready: a job posted right after "ready" must look new
   let seen = Atomics.load(ctrl, SEQ);
+  reply("ready");
   for (;;) {
     let s, spins = 0;
     while ((s = Atomics.load(ctrl, SEQ)) === seen) {
