@@ -1,0 +1,262 @@
+// Emulated BF16 GEMM and convolution (implicit GEMM), with the numerics of PyTorch's BF16 autocast on
+// CPU: operands rounded to bf16, products accumulated in f32, output rounded to bf16.
+//
+// Operands
+//   A: activations already rounded to bf16 values, kept as f32 (bf16_round_f32 in quantize.ts does that
+//      once per call, so the inner loop is a plain f32 broadcast load).
+//   B: bf16 weights (u16 bit patterns) in panels of 8 output channels: panel p holds K rows of 8 u16,
+//      packed[(p * K + k) * 8 + j] = bf16(W[p*8 + j][k]) (padding zero). A row is one 16-byte load, widened
+//      to two f32x4 by moving each u16 into the high half of a 32-bit lane (exact: bf16 is the top half
+//      of an f32).
+//   bias: f32 values (bf16-rounded by the caller, as autocast casts the bias), padded to panels * 8.
+// Result, for every output element, in this order:
+//   acc = 0; for k = 0..K-1: acc = acc + a[k] * w[k]    (f32; fused or not makes no difference: the
+//                                                        product of two bf16 values is exact in f32,
+//                                                        unless it underflows below 2^-126)
+//   y = bf16(acc + bias)                                 (f32 add, then round to nearest even, as f32)
+// so the relaxed (fused madd) and baseline (mul + add) builds give the same bits, and results do not
+// depend on the thread count, the tiling or the K blocking (partials are stored in y between K blocks).
+//
+// Tile 6 rows x 8 channels (12 f32x4 accumulators); convolution rows point straight into the NHWC input
+// (taps in the padding read a zero buffer of kw*Cin floats) exactly as the FP32 conv in gemm.ts.
+
+// @ts-nocheck (AssemblyScript)
+
+@inline function bShareStart(n: i32, tid: i32, nt: i32): i32 {
+  const per = n / nt;
+  const rem = n % nt;
+  return tid * per + min(tid, rem);
+}
+
+@inline function bfma(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.relaxed_madd(a, b, c);
+  } else {
+    return f32x4.add(f32x4.mul(a, b), c);
+  }
+}
+
+/** Lanes 0..3 of 8 u16 as f32 bit patterns u << 16. */
+@inline function bWidenLo(w: v128): v128 {
+  return i8x16.shuffle(i32x4.splat(0), w, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+}
+
+/** Lanes 4..7 of 8 u16 as f32 bit patterns u << 16. */
+@inline function bWidenHi(w: v128): v128 {
+  return i8x16.shuffle(i32x4.splat(0), w, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+}
+
+@inline function bLoadPart(ptr: usize, n: i32): v128 {
+  if (n >= 4) return v128.load(ptr);
+  let v = f32x4.splat(0);
+  if (n > 0) v = f32x4.replace_lane(v, 0, load<f32>(ptr));
+  if (n > 1) v = f32x4.replace_lane(v, 1, load<f32>(ptr, 4));
+  if (n > 2) v = f32x4.replace_lane(v, 2, load<f32>(ptr, 8));
+  return v;
+}
+
+@inline function bStorePart(ptr: usize, v: v128, n: i32): void {
+  if (n >= 4) {
+    v128.store(ptr, v);
+    return;
+  }
+  if (n > 0) store<f32>(ptr, f32x4.extract_lane(v, 0));
+  if (n > 1) store<f32>(ptr, f32x4.extract_lane(v, 1), 4);
+  if (n > 2) store<f32>(ptr, f32x4.extract_lane(v, 2), 8);
+}
+
+/** Round to nearest even bf16, NaN -> quiet NaN (same as quantize.ts). */
+@inline function bRound(v: v128): v128 {
+  const hiMask = i32x4.splat(0xffff0000);
+  const lsb = v128.and(i32x4.shr_u(v, 16), i32x4.splat(1));
+  const r = v128.and(i32x4.add(i32x4.add(v, i32x4.splat(0x7fff)), lsb), hiMask);
+  const qnan = v128.and(v128.or(v, i32x4.splat(0x00400000)), hiMask);
+  return v128.bitselect(qnan, r, f32x4.ne(v, v));
+}
+
+@inline function bRowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, zero: usize): usize {
+  return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : zero + off;
+}
+
+/** One 6 x 8 tile: rows m0..m0+5 (clamped to M-1), panel p, k in [k0, k1). */
+function bTile(
+  x: usize, pixB: usize, H: i32, W: i32, Cin: i32,
+  wp: usize, bias: usize, y: usize, ldyB: usize,
+  M: i32, HoWo: i32, Wo: i32, N: i32, K: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize,
+  m0: i32, p: i32, k0: i32, k1: i32,
+): void {
+  const HWB = usize(H) * usize(W) * pixB;
+  const r0 = min(m0 + 0, M - 1);
+  const n0 = r0 / HoWo, q0 = r0 - n0 * HoWo, oy0 = q0 / Wo, ox0 = q0 - oy0 * Wo;
+  const base0 = x + usize(n0) * HWB, iy0 = oy0 * stride - padT, ix0 = ox0 * stride - padL;
+  const cp0 = y + usize(r0) * ldyB + (usize(p) << 5);
+  const r1 = min(m0 + 1, M - 1);
+  const n1 = r1 / HoWo, q1 = r1 - n1 * HoWo, oy1 = q1 / Wo, ox1 = q1 - oy1 * Wo;
+  const base1 = x + usize(n1) * HWB, iy1 = oy1 * stride - padT, ix1 = ox1 * stride - padL;
+  const cp1 = y + usize(r1) * ldyB + (usize(p) << 5);
+  const r2 = min(m0 + 2, M - 1);
+  const n2 = r2 / HoWo, q2 = r2 - n2 * HoWo, oy2 = q2 / Wo, ox2 = q2 - oy2 * Wo;
+  const base2 = x + usize(n2) * HWB, iy2 = oy2 * stride - padT, ix2 = ox2 * stride - padL;
+  const cp2 = y + usize(r2) * ldyB + (usize(p) << 5);
+  const r3 = min(m0 + 3, M - 1);
+  const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
+  const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
+  const cp3 = y + usize(r3) * ldyB + (usize(p) << 5);
+  const r4 = min(m0 + 4, M - 1);
+  const n4 = r4 / HoWo, q4 = r4 - n4 * HoWo, oy4 = q4 / Wo, ox4 = q4 - oy4 * Wo;
+  const base4 = x + usize(n4) * HWB, iy4 = oy4 * stride - padT, ix4 = ox4 * stride - padL;
+  const cp4 = y + usize(r4) * ldyB + (usize(p) << 5);
+  const r5 = min(m0 + 5, M - 1);
+  const n5 = r5 / HoWo, q5 = r5 - n5 * HoWo, oy5 = q5 / Wo, ox5 = q5 - oy5 * Wo;
+  const base5 = x + usize(n5) * HWB, iy5 = oy5 * stride - padT, ix5 = ox5 * stride - padL;
+  const cp5 = y + usize(r5) * ldyB + (usize(p) << 5);
+  const hok = (kw == 1 || pixB == usize(Cin) << 2) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W && ix4 >= 0 && ix4 + kw <= W && ix5 >= 0 && ix5 + kw <= W;
+  const ncols = N - (p << 3);
+  const z = f32x4.splat(0);
+  let c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
+  if (k0 > 0) {
+    c00 = bLoadPart(cp0, ncols); c01 = bLoadPart(cp0 + 16, ncols - 4);
+    c10 = bLoadPart(cp1, ncols); c11 = bLoadPart(cp1 + 16, ncols - 4);
+    c20 = bLoadPart(cp2, ncols); c21 = bLoadPart(cp2 + 16, ncols - 4);
+    c30 = bLoadPart(cp3, ncols); c31 = bLoadPart(cp3 + 16, ncols - 4);
+    c40 = bLoadPart(cp4, ncols); c41 = bLoadPart(cp4 + 16, ncols - 4);
+    c50 = bLoadPart(cp5, ncols); c51 = bLoadPart(cp5 + 16, ncols - 4);
+  }
+  const rowK = kw * Cin;
+  let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 4);
+  let k = k0;
+  while (k < k1) {
+    const ky = k / rowK;
+    const within = k - ky * rowK;
+    let dx = 0, off = within, len = min(k1, (ky + 1) * rowK) - k;
+    if (!hok) {
+      dx = within / Cin;
+      off = within - dx * Cin;
+      len = min(k1 - k, Cin - off);
+    }
+    const offB = usize(off) << 2;
+    let a0 = bRowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, offB, zero);
+    let a1 = bRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, offB, zero);
+    let a2 = bRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, offB, zero);
+    let a3 = bRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, offB, zero);
+    let a4 = bRowPtr(base4, iy4 + ky, ix4 + dx, H, W, pixB, offB, zero);
+    let a5 = bRowPtr(base5, iy5 + ky, ix5 + dx, H, W, pixB, offB, zero);
+    k += len;
+    let w: v128, b0: v128, b1: v128, a: v128;
+    for (; len >= 2; len -= 2) {
+      w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
+      a = v128.load32_splat(a0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
+      a = v128.load32_splat(a1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
+      a = v128.load32_splat(a2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
+      a = v128.load32_splat(a3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      a = v128.load32_splat(a4); c40 = bfma(a, b0, c40); c41 = bfma(a, b1, c41);
+      a = v128.load32_splat(a5); c50 = bfma(a, b0, c50); c51 = bfma(a, b1, c51);
+      w = v128.load(bq, 16); b0 = bWidenLo(w); b1 = bWidenHi(w);
+      a = v128.load32_splat(a0, 4); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
+      a = v128.load32_splat(a1, 4); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
+      a = v128.load32_splat(a2, 4); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
+      a = v128.load32_splat(a3, 4); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      a = v128.load32_splat(a4, 4); c40 = bfma(a, b0, c40); c41 = bfma(a, b1, c41);
+      a = v128.load32_splat(a5, 4); c50 = bfma(a, b0, c50); c51 = bfma(a, b1, c51);
+      a0 += 8; a1 += 8; a2 += 8; a3 += 8; a4 += 8; a5 += 8;
+      bq += 32;
+    }
+    if (len > 0) {
+      w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
+      a = v128.load32_splat(a0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
+      a = v128.load32_splat(a1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
+      a = v128.load32_splat(a2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
+      a = v128.load32_splat(a3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      a = v128.load32_splat(a4); c40 = bfma(a, b0, c40); c41 = bfma(a, b1, c41);
+      a = v128.load32_splat(a5); c50 = bfma(a, b0, c50); c51 = bfma(a, b1, c51);
+      bq += 16;
+    }
+  }
+  if (k1 == K) {
+    const bb = bias + (usize(p) << 5);
+    const v0 = v128.load(bb), v1 = v128.load(bb, 16);
+    c00 = bRound(f32x4.add(c00, v0)); c01 = bRound(f32x4.add(c01, v1));
+    c10 = bRound(f32x4.add(c10, v0)); c11 = bRound(f32x4.add(c11, v1));
+    c20 = bRound(f32x4.add(c20, v0)); c21 = bRound(f32x4.add(c21, v1));
+    c30 = bRound(f32x4.add(c30, v0)); c31 = bRound(f32x4.add(c31, v1));
+    c40 = bRound(f32x4.add(c40, v0)); c41 = bRound(f32x4.add(c41, v1));
+    c50 = bRound(f32x4.add(c50, v0)); c51 = bRound(f32x4.add(c51, v1));
+  }
+  if (ncols >= 8) {
+    v128.store(cp0, c00); v128.store(cp0, c01, 16);
+    v128.store(cp1, c10); v128.store(cp1, c11, 16);
+    v128.store(cp2, c20); v128.store(cp2, c21, 16);
+    v128.store(cp3, c30); v128.store(cp3, c31, 16);
+    v128.store(cp4, c40); v128.store(cp4, c41, 16);
+    v128.store(cp5, c50); v128.store(cp5, c51, 16);
+  } else {
+    bStorePart(cp0, c00, ncols); bStorePart(cp0 + 16, c01, ncols - 4);
+    bStorePart(cp1, c10, ncols); bStorePart(cp1 + 16, c11, ncols - 4);
+    bStorePart(cp2, c20, ncols); bStorePart(cp2 + 16, c21, ncols - 4);
+    bStorePart(cp3, c30, ncols); bStorePart(cp3 + 16, c31, ncols - 4);
+    bStorePart(cp4, c40, ncols); bStorePart(cp4 + 16, c41, ncols - 4);
+    bStorePart(cp5, c50, ncols); bStorePart(cp5 + 16, c51, ncols - 4);
+  }
+}
+
+function bgemm(
+  tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cin: i32,
+  wp: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32,
+): void {
+  const HoWo = Ho * Wo;
+  const M = Bn * HoWo;
+  const K = kh * kw * Cin;
+  if (M <= 0 || N <= 0) return;
+  const mt = (M + 5) / 6;
+  const np = (N + 7) >> 3;
+  if (kc <= 0 || kc > K) kc = K;
+  if (mcT <= 0) mcT = mt;
+  const cm = i64((mt + nt - 1) / nt), cn = i64((np + nt - 1) / nt);
+  let t0 = 0, t1 = mt, p0 = 0, p1 = np;
+  if (i64(mt) * cn >= i64(np) * cm) {
+    t0 = bShareStart(mt, tid, nt);
+    t1 = bShareStart(mt, tid + 1, nt);
+  } else {
+    p0 = bShareStart(np, tid, nt);
+    p1 = bShareStart(np, tid + 1, nt);
+  }
+  if (K == 0) {
+    for (let t = t0; t < t1; t++)
+      for (let p = p0; p < p1; p++)
+        bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t * 6, p, 0, 0);
+    return;
+  }
+  for (let mb = t0; mb < t1; mb += mcT) {
+    const me = min(mb + mcT, t1);
+    for (let k0 = 0; k0 < K; k0 += kc) {
+      const k1 = min(k0 + kc, K);
+      for (let p = p0; p < p1; p++)
+        for (let t = mb; t < me; t++)
+          bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t * 6, p, k0, k1);
+    }
+  }
+}
+
+/**
+ * y[M, N] (row stride ldy floats) = bf16(A[M, K] (bf16 values as f32, row stride lda floats) x W^T + bias),
+ * W packed as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 6-row tiles (0 = all).
+ */
+export function gemm_bf16_packed(
+  tid: i32, nt: i32, a: usize, lda: i32, wp: usize, bias: usize, y: usize, ldy: i32,
+  M: i32, N: i32, K: i32, kc: i32, mcT: i32,
+): void {
+  bgemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT);
+}
+
+/**
+ * NHWC BF16 convolution. x: [Bn, H, W, Cin] bf16 values as f32 (contiguous), y: [Bn, Ho, Wo, *] with pixel
+ * stride ldy floats, weights packed as bf16 panels over K = (ky, kx, ci), zero: kw*Cin zero floats.
+ */
+export function conv2d_bf16(
+  tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cin: i32,
+  wp: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32,
+): void {
+  bgemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT);
+}

@@ -1,0 +1,319 @@
+// INT8 GEMM and convolution (implicit GEMM): u8 activations x i8 weights, exact i32 accumulation, fused
+// dequantising epilogue. (Scheme of "Effective Quantization for Diffusion Models on CPUs": weights int8
+// symmetric per output channel, activations 8-bit asymmetric per tensor.)
+//
+// Operands
+//   A: activations quantised by quantize_act_u8 (assembly/quantize.ts): u8 rows (pixels) of Cp bytes,
+//      Cp = Cin rounded up to a multiple of 4, the padding channels hold the zero point.
+//   B: weights, i8 in [-127, 127], packed in panels of 8 output channels; inside a panel K runs in groups
+//      of 4 ("k-groups"), each group 32 bytes: channel j's 4 weights at bytes 4j..4j+3:
+//        packed[((p * K + k) * 8) + 4 * j + (k & 3)] = W[p*8 + j][k]   (k & ~3 inside the group)
+//      i.e. byte offset (p*K + (k & ~3)) * 8 + 4*j + (k & 3). Padded channels / k are zero.
+//   corr[n] = zp * sum_k W[n][k] (i32), scale[n] = f32(sx * sw[n]), bias[n] (f32); all padded to panels*8.
+// Result
+//   acc[m][n] = sum_k A[m][k] * W[n][k] - corr[n]          (exact in i32: starts at -corr[n])
+//   y[m][n]   = f32(acc) * scale[n] + bias[n]              (f32 multiply, then f32 add, never fused)
+//   so y = (sum (qa - zp) * qw) * sx * sw + bias: the zero-point correction of the paper's epilogue.
+//   flags & 2 (RAW): store acc itself (as i32 bits) instead, for tests.
+//
+// Inner products, per output tile of 4 rows x 8 channels (8 i32x4 accumulators):
+//   relaxed build, activations 7-bit (0..127), flags & 1 == 0:
+//     acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(w_group, splat(4 activation bytes), acc)
+//     weights are the signed i8 operand, activations the 7-bit operand: the only inputs for which
+//     the instruction is deterministic on every CPU (x86 pmaddubsw/vpdpbusd, Arm sdot/usdot) and on x86
+//     the i16 pair sums stay below 2*127*127 < 32767, so nothing saturates: the result is exact.
+//   otherwise (baseline build, or flags & 1 = activations up to 255): weights shuffled into k-pairs and
+//     sign-extended to i16, activations zero-extended, i32x4.dot_i16x8_s: exact for all u8 activations.
+//   Both compute the same exact integer sums, so with 7-bit activations the two builds agree bit for bit.
+//
+// Convolution: M = B*Ho*Wo output pixels (NHWC rows), N = Cout, K = kh*kw*Cp in (ky, kx, ci) order; rows
+// point straight into the quantised NHWC input; taps in the spatial padding read a buffer of zero-point
+// bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
+// A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
+// Threads split output tiles statically (row tiles or channel panels); the K loop may be blocked (kc),
+// partial sums then live in y as i32 between blocks. Integer sums: results never depend on the order.
+
+// @ts-nocheck (AssemblyScript)
+
+const FLAG_I16: i32 = 1;
+const FLAG_RAW: i32 = 2;
+
+@inline function qShareStart(n: i32, tid: i32, nt: i32): i32 {
+  const per = n / nt;
+  const rem = n % nt;
+  return tid * per + min(tid, rem);
+}
+
+@inline function qLoadPart(ptr: usize, n: i32): v128 {
+  if (n >= 4) return v128.load(ptr);
+  let v = i32x4.splat(0);
+  if (n > 0) v = i32x4.replace_lane(v, 0, load<i32>(ptr));
+  if (n > 1) v = i32x4.replace_lane(v, 1, load<i32>(ptr, 4));
+  if (n > 2) v = i32x4.replace_lane(v, 2, load<i32>(ptr, 8));
+  return v;
+}
+
+@inline function qStorePart(ptr: usize, v: v128, n: i32): void {
+  if (n >= 4) {
+    v128.store(ptr, v);
+    return;
+  }
+  if (n > 0) store<i32>(ptr, i32x4.extract_lane(v, 0));
+  if (n > 1) store<i32>(ptr, i32x4.extract_lane(v, 1), 4);
+  if (n > 2) store<i32>(ptr, i32x4.extract_lane(v, 2), 8);
+}
+
+@inline function qRowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, pad: usize): usize {
+  return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : pad + off;
+}
+
+/** relaxed dot: weights (i8) first, activations (7-bit) second. */
+@inline function qdot(w: v128, a: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.relaxed_dot_i8x16_i7x16_add_s(w, a, c);
+  } else {
+    return c; // never used: the baseline build always takes the i16 path
+  }
+}
+
+/** Channels (0,1,2,3) x k (0..3) bytes -> k-pairs: [c0k0 c0k1 c1k0 c1k1 ... c3k1 | c0k2 c0k3 ... c3k3]. */
+@inline function qPairs(w: v128): v128 {
+  return i8x16.shuffle(w, w, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+}
+
+/** acc + (channel j's k0,k1 . a0,a1) + (k2,k3 . a2,a3), lanes j = 0..3, via i16 dots. */
+@inline function qdot16(wP: v128, wQ: v128, aP: v128, aQ: v128, c: v128): v128 {
+  return i32x4.add(c, i32x4.add(i32x4.dot_i16x8_s(wP, aP), i32x4.dot_i16x8_s(wQ, aQ)));
+}
+
+/**
+ * One 4 x 8 tile: output rows m0..m0+3 (clamped to M-1), panel p, k in [k0, k1) (multiples of 4).
+ */
+function qTile(
+  x: usize, pixB: usize, H: i32, W: i32, Cp: i32,
+  wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
+  M: i32, HoWo: i32, Wo: i32, N: i32, K: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize,
+  m0: i32, p: i32, k0: i32, k1: i32, flags: i32,
+): void {
+  const HWB = usize(H) * usize(W) * pixB;
+  const r0 = min(m0 + 0, M - 1);
+  const n0 = r0 / HoWo, q0 = r0 - n0 * HoWo, oy0 = q0 / Wo, ox0 = q0 - oy0 * Wo;
+  const base0 = x + usize(n0) * HWB, iy0 = oy0 * stride - padT, ix0 = ox0 * stride - padL;
+  const cp0 = y + usize(r0) * ldyB + (usize(p) << 5);
+  const r1 = min(m0 + 1, M - 1);
+  const n1 = r1 / HoWo, q1 = r1 - n1 * HoWo, oy1 = q1 / Wo, ox1 = q1 - oy1 * Wo;
+  const base1 = x + usize(n1) * HWB, iy1 = oy1 * stride - padT, ix1 = ox1 * stride - padL;
+  const cp1 = y + usize(r1) * ldyB + (usize(p) << 5);
+  const r2 = min(m0 + 2, M - 1);
+  const n2 = r2 / HoWo, q2 = r2 - n2 * HoWo, oy2 = q2 / Wo, ox2 = q2 - oy2 * Wo;
+  const base2 = x + usize(n2) * HWB, iy2 = oy2 * stride - padT, ix2 = ox2 * stride - padL;
+  const cp2 = y + usize(r2) * ldyB + (usize(p) << 5);
+  const r3 = min(m0 + 3, M - 1);
+  const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
+  const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
+  const cp3 = y + usize(r3) * ldyB + (usize(p) << 5);
+  const hok = (kw == 1 || pixB == usize(Cp)) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W;
+  const ncols = N - (p << 3);
+  let c00: v128, c01: v128, c10: v128, c11: v128, c20: v128, c21: v128, c30: v128, c31: v128;
+  if (k0 == 0) {
+    const z = i32x4.splat(0);
+    const cc = corr + (usize(p) << 5);
+    const v0 = i32x4.sub(z, v128.load(cc)), v1 = i32x4.sub(z, v128.load(cc, 16));
+    c00 = v0; c01 = v1; c10 = v0; c11 = v1; c20 = v0; c21 = v1; c30 = v0; c31 = v1;
+  } else {
+    c00 = qLoadPart(cp0, ncols); c01 = qLoadPart(cp0 + 16, ncols - 4);
+    c10 = qLoadPart(cp1, ncols); c11 = qLoadPart(cp1 + 16, ncols - 4);
+    c20 = qLoadPart(cp2, ncols); c21 = qLoadPart(cp2 + 16, ncols - 4);
+    c30 = qLoadPart(cp3, ncols); c31 = qLoadPart(cp3 + 16, ncols - 4);
+  }
+  const useDot = ASC_FEATURE_RELAXED_SIMD && (flags & FLAG_I16) == 0;
+  const rowK = kw * Cp;
+  let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
+  let k = k0;
+  while (k < k1) {
+    const ky = k / rowK;
+    const within = k - ky * rowK;
+    let dx = 0, off = within, len = min(k1, (ky + 1) * rowK) - k;
+    if (!hok) {
+      dx = within / Cp;
+      off = within - dx * Cp;
+      len = min(k1 - k, Cp - off);
+    }
+    let a0 = qRowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
+    let a1 = qRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
+    let a2 = qRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
+    let a3 = qRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
+    k += len;
+    if (useDot) {
+      let w0: v128, w1: v128, a: v128;
+      for (; len >= 16; len -= 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(a0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(a1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(a2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(a3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        w0 = v128.load(bq, 32); w1 = v128.load(bq, 48);
+        a = v128.load32_splat(a0, 4); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(a1, 4); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(a2, 4); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(a3, 4); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        w0 = v128.load(bq, 64); w1 = v128.load(bq, 80);
+        a = v128.load32_splat(a0, 8); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(a1, 8); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(a2, 8); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(a3, 8); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        w0 = v128.load(bq, 96); w1 = v128.load(bq, 112);
+        a = v128.load32_splat(a0, 12); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(a1, 12); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(a2, 12); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(a3, 12); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        a0 += 16; a1 += 16; a2 += 16; a3 += 16;
+        bq += 128;
+      }
+      for (; len > 0; len -= 4) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(a0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(a1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(a2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(a3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        a0 += 4; a1 += 4; a2 += 4; a3 += 4;
+        bq += 32;
+      }
+    } else {
+      for (; len > 0; len -= 4) {
+        const s0 = qPairs(v128.load(bq)), s1 = qPairs(v128.load(bq, 16));
+        const wP0 = i16x8.extend_low_i8x16_s(s0), wQ0 = i16x8.extend_high_i8x16_s(s0);
+        const wP1 = i16x8.extend_low_i8x16_s(s1), wQ1 = i16x8.extend_high_i8x16_s(s1);
+        let aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a0)), aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a0, 2));
+        c00 = qdot16(wP0, wQ0, aP, aQ, c00); c01 = qdot16(wP1, wQ1, aP, aQ, c01);
+        aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a1)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a1, 2));
+        c10 = qdot16(wP0, wQ0, aP, aQ, c10); c11 = qdot16(wP1, wQ1, aP, aQ, c11);
+        aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a2)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a2, 2));
+        c20 = qdot16(wP0, wQ0, aP, aQ, c20); c21 = qdot16(wP1, wQ1, aP, aQ, c21);
+        aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a3)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a3, 2));
+        c30 = qdot16(wP0, wQ0, aP, aQ, c30); c31 = qdot16(wP1, wQ1, aP, aQ, c31);
+        a0 += 4; a1 += 4; a2 += 4; a3 += 4;
+        bq += 32;
+      }
+    }
+  }
+  if (k1 == K && (flags & FLAG_RAW) == 0) {
+    const so = usize(p) << 5;
+    const s0 = v128.load(scl + so), s1 = v128.load(scl + so, 16);
+    const b0 = v128.load(bias + so), b1 = v128.load(bias + so, 16);
+    c00 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c00), s0), b0); c01 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c01), s1), b1);
+    c10 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c10), s0), b0); c11 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c11), s1), b1);
+    c20 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c20), s0), b0); c21 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c21), s1), b1);
+    c30 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c30), s0), b0); c31 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c31), s1), b1);
+  }
+  if (ncols >= 8) {
+    v128.store(cp0, c00); v128.store(cp0, c01, 16);
+    v128.store(cp1, c10); v128.store(cp1, c11, 16);
+    v128.store(cp2, c20); v128.store(cp2, c21, 16);
+    v128.store(cp3, c30); v128.store(cp3, c31, 16);
+  } else {
+    qStorePart(cp0, c00, ncols); qStorePart(cp0 + 16, c01, ncols - 4);
+    qStorePart(cp1, c10, ncols); qStorePart(cp1 + 16, c11, ncols - 4);
+    qStorePart(cp2, c20, ncols); qStorePart(cp2 + 16, c21, ncols - 4);
+    qStorePart(cp3, c30, ncols); qStorePart(cp3 + 16, c31, ncols - 4);
+  }
+}
+
+/** Driver: static split of 4-row tiles (or 8-channel panels when that balances better) over threads. */
+function qgemm(
+  tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cp: i32,
+  wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, flags: i32,
+): void {
+  const HoWo = Ho * Wo;
+  const M = Bn * HoWo;
+  const K = kh * kw * Cp;
+  if (M <= 0 || N <= 0) return;
+  const mt = (M + 3) >> 2;
+  const np = (N + 7) >> 3;
+  if (kc <= 0 || kc > K) kc = K;
+  kc = (kc + 3) & ~3;
+  if (mcT <= 0) mcT = mt;
+  const cm = i64((mt + nt - 1) / nt), cn = i64((np + nt - 1) / nt);
+  let t0 = 0, t1 = mt, p0 = 0, p1 = np;
+  if (i64(mt) * cn >= i64(np) * cm) {
+    t0 = qShareStart(mt, tid, nt);
+    t1 = qShareStart(mt, tid + 1, nt);
+  } else {
+    p0 = qShareStart(np, tid, nt);
+    p1 = qShareStart(np, tid + 1, nt);
+  }
+  if (K == 0) {
+    for (let t = t0; t < t1; t++)
+      for (let p = p0; p < p1; p++)
+        qTile(x, pixB, H, W, Cp, wp, corr, scl, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, pad, t << 2, p, 0, 0, flags);
+    return;
+  }
+  for (let mb = t0; mb < t1; mb += mcT) {
+    const me = min(mb + mcT, t1);
+    for (let k0 = 0; k0 < K; k0 += kc) {
+      const k1 = min(k0 + kc, K);
+      for (let p = p0; p < p1; p++)
+        for (let t = mb; t < me; t++)
+          qTile(x, pixB, H, W, Cp, wp, corr, scl, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, pad, t << 2, p, k0, k1, flags);
+    }
+  }
+}
+
+/**
+ * y[M, N] (row stride ldy floats) = dequant(A[M, K] (u8, row stride lda bytes) x W^T) + bias, W packed as
+ * above, K a multiple of 4. kc: K block in bytes (0 = all); mcT: row block in 4-row tiles (0 = all);
+ * flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators.
+ */
+export function gemm_int8_packed(
+  tid: i32, nt: i32, a: usize, lda: i32, wp: usize, corr: usize, scale: usize, bias: usize,
+  y: usize, ldy: i32, M: i32, N: i32, K: i32, kc: i32, mcT: i32, flags: i32,
+): void {
+  qgemm(tid, nt, a, usize(lda), 1, 1, M, K, wp, corr, scale, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, flags);
+}
+
+/**
+ * NHWC INT8 convolution. x: quantised [Bn, H, W, Cp] u8 (Cp a multiple of 4), y: [Bn, Ho, Wo, *] f32 with
+ * pixel stride ldy floats, weights packed over K = (ky, kx, ci < Cp), pad: kw*Cp bytes of the zero point.
+ * padT/padL: top/left padding (bottom/right follow from Ho/Wo). kc, mcT, flags as gemm_int8_packed.
+ */
+export function conv2d_int8(
+  tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cp: i32,
+  wp: usize, corr: usize, scale: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, flags: i32,
+): void {
+  qgemm(tid, nt, x, usize(Cp), Bn, H, W, Cp, wp, corr, scale, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, pad, kc, mcT, flags);
+}
+
+/**
+ * Register-only loop measuring the INT8 dot peak: 12 independent accumulators, iters iterations of 12
+ * dots (16 multiply-adds each = 32 ops): iters * 384 ops per thread. Relaxed build: relaxed dot;
+ * baseline build: the i16 path's 2 x dot_i16x8_s + 2 adds per 16 multiply-adds. Writes a checksum to
+ * out + tid * 16.
+ */
+export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize): void {
+  const w = i8x16(1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16);
+  const a = i8x16.splat(3);
+  let s0 = i32x4.splat(0), s1 = i32x4.splat(1), s2 = i32x4.splat(2), s3 = i32x4.splat(3);
+  let s4 = i32x4.splat(4), s5 = i32x4.splat(5), s6 = i32x4.splat(6), s7 = i32x4.splat(7);
+  let s8 = i32x4.splat(8), s9 = i32x4.splat(9), s10 = i32x4.splat(10), s11 = i32x4.splat(11);
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    for (let i = 0; i < iters; i++) {
+      s0 = qdot(w, a, s0); s1 = qdot(w, a, s1); s2 = qdot(w, a, s2); s3 = qdot(w, a, s3);
+      s4 = qdot(w, a, s4); s5 = qdot(w, a, s5); s6 = qdot(w, a, s6); s7 = qdot(w, a, s7);
+      s8 = qdot(w, a, s8); s9 = qdot(w, a, s9); s10 = qdot(w, a, s10); s11 = qdot(w, a, s11);
+    }
+  } else {
+    const wP = i16x8.extend_low_i8x16_s(w), wQ = i16x8.extend_high_i8x16_s(w);
+    const aP = i16x8.extend_low_i8x16_u(a), aQ = i16x8.extend_high_i8x16_u(a);
+    for (let i = 0; i < iters; i++) {
+      s0 = qdot16(wP, wQ, aP, aQ, s0); s1 = qdot16(wP, wQ, aP, aQ, s1); s2 = qdot16(wP, wQ, aP, aQ, s2);
+      s3 = qdot16(wP, wQ, aP, aQ, s3); s4 = qdot16(wP, wQ, aP, aQ, s4); s5 = qdot16(wP, wQ, aP, aQ, s5);
+      s6 = qdot16(wP, wQ, aP, aQ, s6); s7 = qdot16(wP, wQ, aP, aQ, s7); s8 = qdot16(wP, wQ, aP, aQ, s8);
+      s9 = qdot16(wP, wQ, aP, aQ, s9); s10 = qdot16(wP, wQ, aP, aQ, s10); s11 = qdot16(wP, wQ, aP, aQ, s11);
+    }
+  }
+  let t = i32x4.add(i32x4.add(i32x4.add(s0, s1), i32x4.add(s2, s3)), i32x4.add(i32x4.add(s4, s5), i32x4.add(s6, s7)));
+  t = i32x4.add(t, i32x4.add(i32x4.add(s8, s9), i32x4.add(s10, s11)));
+  v128.store(out + (usize(tid) << 4), t);
+}
