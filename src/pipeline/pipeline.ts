@@ -135,6 +135,8 @@ const MiB = 1024 * 1024;
 
 export class StableDiffusionPipeline {
   private warn: (message: string) => void;
+  /** The image size the engine memory was estimated for ("WxH", or "memoryBytes" when given). */
+  sizedFor = "";
 
   private constructor(
     readonly dir: string,
@@ -173,10 +175,12 @@ export class StableDiffusionPipeline {
       const textEncoder = await ClipTextModel.load(engine, path.join(dir, "text_encoder"));
       const unet = await UNet.load(engine, path.join(dir, "unet"));
       const vae = await Vae.load(engine, path.join(dir, "vae"), { encoder: false });
-      return new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
+      const pipe = new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
+      pipe.sizedFor = opts.memoryBytes !== undefined ? "the memoryBytes given" : `${opts.width ?? pipe.defaultWidth}x${opts.height ?? pipe.defaultHeight} images`;
+      return pipe;
     } catch (e) {
       engine.close();
-      throw withMemoryHint(e, memoryBytes, opts.memoryBytes === undefined);
+      throw withMemoryHint(e, opts.memoryBytes === undefined ? `loading needed more than the ${Math.round(memoryBytes / MiB)} MiB estimated for this model` : null);
     }
   }
 
@@ -351,7 +355,10 @@ export class StableDiffusionPipeline {
         timings: { textMs, denoiseMs, stepMs, decodeMs, totalMs: performance.now() - tStart },
       };
     } catch (e) {
-      throw withMemoryHint(e, eng.stats().capacity, false);
+      throw withMemoryHint(
+        e,
+        `the engine (${Math.round(eng.stats().capacity / MiB)} MiB) was sized at load for ${this.sizedFor}; for larger images load with {width, height} (CLI: --width/--height do this) or memoryBytes`,
+      );
     }
   }
 
@@ -368,11 +375,8 @@ function lcm(a: number, b: number): number {
   return (a / x) * b;
 }
 
-function withMemoryHint(e: unknown, bytes: number, estimated: boolean): unknown {
-  if (e instanceof OutOfMemoryError)
-    return new OutOfMemoryError(
-      `${e.message} (engine memory ${Math.round(bytes / MiB)} MiB${estimated ? ", estimated" : ""}; pass a larger memoryBytes / --memory, up to 4G)`,
-    );
+function withMemoryHint(e: unknown, hint: string | null): unknown {
+  if (e instanceof OutOfMemoryError && hint) return new OutOfMemoryError(`${e.message} (${hint})`);
   return e;
 }
 
@@ -393,8 +397,8 @@ export function weightBytesF32(file: string): number {
 
 /**
  * Engine memory for a pipeline folder: the weights as f32 (+25% for packing), the UNet activations of a
- * CFG batch of 2 at `width`x`height` (feature maps, skips, attention scores of one layer), the VAE
- * decoder's full-resolution maps, plus slack; rounded up to 16 MiB and capped at 4 GiB.
+ * CFG batch of 2 at `width`x`height` (feature maps and skips), the VAE decoder's full-resolution maps,
+ * plus slack; rounded up to 16 MiB and capped at 4 GiB.
  */
 export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number } = {}): number {
   const unetCfg = loadComponentConfig(dir, "unet");
@@ -410,15 +414,14 @@ export function estimatePipelineMemory(dir: string, opts: { width?: number; heig
   const hw = (W / scale) * (H / scale);
   const B = 2;
   const ch: number[] = unetCfg.block_out_channels ?? [320];
-  const heads = Math.max(...[unetCfg.num_attention_heads ?? unetCfg.attention_head_dim ?? 8].flat());
   // feature maps: skips and working tensors at each level (each level has 1/4 the cells of the one above)
   let maps = 0;
   ch.forEach((c: number, i: number) => (maps += (c * 12 * hw) / 4 ** i));
   const ff = 8 * ch[0] * hw; // GEGLU projection at the top level
-  const scores = heads * hw * hw; // one attention layer's scores at the top level
-  const unetAct = 4 * B * (maps + ff + scores);
-  const vaeAct = 4 * (W * H * vaeLevels[0] * 6 + hw * hw * 2);
-  const textAct = 4 * B * 77 * (textCfg.hidden_size ?? 768) * 16 + 4 * B * (textCfg.num_attention_heads ?? 12) * 77 * 77;
+  // attention is flash-style (src/nn/attention.ts): no [L, L] score matrices to budget for
+  const unetAct = 2 * 4 * B * (maps + ff);
+  const vaeAct = 4 * W * H * vaeLevels[0] * 10; // ~8 full-resolution maps live at the decoder top (measured)
+  const textAct = 4 * B * 77 * (textCfg.hidden_size ?? 768) * 16;
   const total = weights * 1.25 + Math.max(unetAct, vaeAct) + textAct + 48 * MiB;
   const rounded = Math.ceil(total / (16 * MiB)) * 16 * MiB;
   return Math.min(Math.max(rounded, 64 * MiB), 4096 * MiB);
