@@ -106,3 +106,18 @@ describe("persistent allocations", () => {
     e.close();
   });
 });
+
+describe("scopes and errors", () => {
+  it("a scope that throws frees what it allocated", async () => {
+    const e = await Engine.create({ threads: 1, memoryBytes: 64 << 20 });
+    const before = e.stats().used;
+    expect(() =>
+      e.scope(() => {
+        e.empty([1000]);
+        e.empty([1 << 30]); // out of memory
+      }),
+    ).toThrow(/out of engine memory/);
+    expect(e.stats().used).toBe(before);
+    e.close();
+  });
+});

@@ -132,6 +132,10 @@ export class Engine {
     let result: T;
     try {
       result = fn();
+    } catch (e) {
+      // a failed block (e.g. out of memory mid-step) must not leak what it allocated
+      for (const t of mine) t.free();
+      throw e;
     } finally {
       this.scopes.pop();
     }
