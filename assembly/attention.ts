@@ -15,11 +15,18 @@
 // a backward pass.
 //
 // Per-thread scratch (floats, Dp = D rounded up to 8): see attScratchFloats in src/nn/attention.ts:
-//   KT Dp*BK | V BK*Dp | Q BQ*Dp | ACC BQ*Dp | SP 4*BK | M BQ | L BQ | ALPHA 4 (+ padding)
+//   KT Dp*BK | V BK*Dp | Q BQ*Dp | ACC BQ*Dp | SP 4*128 | M BQ | L BQ | ALPHA 4 (+ padding)
 import { splitStart, splitEnd, madd, exp2neg4, exp4, hmax, hsum } from "./math";
 
-const ATT_BQ: i32 = 32;
-const ATT_BK: i32 = 64;
+const ATT_BQ: i32 = 64;
+
+/** Keys per tile for head dim D (keeps the packed K tile around 16 KB: L1-resident). */
+/** Row stride (floats) of the per-thread 4-row score block: the largest tile. */
+const SPS: i32 = 128;
+
+@inline function attBK(D: i32): i32 {
+  return D <= 48 ? 128 : D <= 96 ? 64 : 32;
+}
 const LOG2E: f32 = 1.44269504088896341;
 const NEG_INF: f32 = -Infinity;
 
@@ -28,14 +35,15 @@ export function attention_f32(
   B: i32, H: i32, Lq: i32, Lk: i32, D: i32, ldq: i32, ldk: i32, ldv: i32, ldo: i32, scale: f32, causal: i32,
 ): void {
   const Dp = (D + 7) & ~7;
-  const perThread = 2 * Dp * ATT_BK + 2 * ATT_BQ * Dp + 4 * ATT_BK + 2 * ATT_BQ + 16;
+  const ATT_BK = attBK(D);
+  const perThread = 2 * Dp * ATT_BK + 2 * ATT_BQ * Dp + 4 * SPS + 2 * ATT_BQ + 16;
   const base = scratch + ((usize(tid) * usize(perThread)) << 2);
   const KT = base;
   const VP = KT + ((usize(Dp) * ATT_BK) << 2);
   const QP = VP + ((usize(Dp) * ATT_BK) << 2);
   const ACC = QP + ((usize(Dp) * ATT_BQ) << 2);
   const SP = ACC + ((usize(Dp) * ATT_BQ) << 2);
-  const MM = SP + ((4 * ATT_BK) << 2);
+  const MM = SP + ((4 * SPS) << 2);
   const LL = MM + (ATT_BQ << 2);
   const AL = LL + (ATT_BQ << 2);
   const packV = (D & 7) != 0;
@@ -131,23 +139,23 @@ export function attention_f32(
           const sp = SP + (usize(jc) << 2);
           v128.store(sp, s00);
           v128.store(sp, s01, 16);
-          v128.store(sp + (ATT_BK << 2), s10);
-          v128.store(sp + (ATT_BK << 2), s11, 16);
-          v128.store(sp + (2 * ATT_BK << 2), s20);
-          v128.store(sp + (2 * ATT_BK << 2), s21, 16);
-          v128.store(sp + (3 * ATT_BK << 2), s30);
-          v128.store(sp + (3 * ATT_BK << 2), s31, 16);
+          v128.store(sp + (SPS << 2), s10);
+          v128.store(sp + (SPS << 2), s11, 16);
+          v128.store(sp + (2 * SPS << 2), s20);
+          v128.store(sp + (2 * SPS << 2), s21, 16);
+          v128.store(sp + (3 * SPS << 2), s30);
+          v128.store(sp + (3 * SPS << 2), s31, 16);
         }
         // mask, online softmax: p = 2^(s - m_new), alpha = 2^(m_old - m_new)
         for (let r = 0; r < 4; r++) {
-          const srow = SP + ((usize(r) * ATT_BK) << 2);
+          const srow = SP + ((usize(r) * SPS) << 2);
           const qi = i0 + r;
           // valid keys in this tile for this row: j < lim
           let lim = nk;
           if (causal) lim = min(lim, qi - kBeg + 1);
           for (let j = max(lim, 0); j < nkc; j++) store<f32>(srow + (usize(j) << 2), NEG_INF);
           let mv = f32x4.splat(NEG_INF);
-          for (let j = 0; j < nkc; j += 4) mv = f32x4.max(mv, v128.load(srow + (usize(j) << 2)));
+          for (let j = 0; j < nkc; j += 4) mv = f32x4.pmax(mv, v128.load(srow + (usize(j) << 2)));
           const mOld = load<f32>(MM + (usize(r0 + r) << 2));
           const mNew = max(mOld, hmax(mv));
           const mSub = mNew == NEG_INF ? f32(0) : mNew;
@@ -186,13 +194,13 @@ export function attention_f32(
             const p0 = v128.load32_splat(pp);
             c00 = madd(p0, v0, c00);
             c01 = madd(p0, v1, c01);
-            const p1 = v128.load32_splat(pp, ATT_BK << 2);
+            const p1 = v128.load32_splat(pp, SPS << 2);
             c10 = madd(p1, v0, c10);
             c11 = madd(p1, v1, c11);
-            const p2 = v128.load32_splat(pp, 2 * ATT_BK << 2);
+            const p2 = v128.load32_splat(pp, 2 * SPS << 2);
             c20 = madd(p2, v0, c20);
             c21 = madd(p2, v1, c21);
-            const p3 = v128.load32_splat(pp, 3 * ATT_BK << 2);
+            const p3 = v128.load32_splat(pp, 3 * SPS << 2);
             c30 = madd(p3, v0, c30);
             c31 = madd(p3, v1, c31);
             vp += vstride;
@@ -238,7 +246,7 @@ export function softmax_f32(tid: i32, nt: i32, x: usize, out: usize, rows: i32, 
     const po = out + usize(r) * rowBytes;
     let mv = f32x4.splat(NEG_INF);
     let j = 0;
-    for (; j + 4 <= N; j += 4) mv = f32x4.max(mv, v128.load(px + (usize(j) << 2)));
+    for (; j + 4 <= N; j += 4) mv = f32x4.pmax(mv, v128.load(px + (usize(j) << 2)));
     let m = hmax(mv);
     for (; j < N; j++) m = max(m, load<f32>(px + (usize(j) << 2)));
     if (m == NEG_INF) m = 0; // all -inf: gives 0/0 = NaN like torch

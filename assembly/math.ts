@@ -48,7 +48,7 @@
 
 /** Horizontal max of the 4 lanes. */
 @inline export function hmax(v: v128): f32 {
-  const s = f32x4.max(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
+  const s = f32x4.pmax(v, i32x4.shuffle(v, v, 2, 3, 0, 1));
   return max(f32x4.extract_lane(s, 0), f32x4.extract_lane(s, 1));
 }
 
@@ -70,42 +70,46 @@ const P3: f32 = 4.1665795894e-2;
 const P4: f32 = 1.6666665459e-1;
 const P5: f32 = 5.0000001201e-1;
 
-/** exp(r) for |r| <= ln2/2 (the polynomial part of expf). */
+/**
+ * exp(r) for |r| <= ln2/2 (the polynomial part of expf): 1 + r + r^2 q(r), q of degree 5 evaluated by
+ * Estrin's scheme (dependency depth 3 instead of 5: these loops are latency-bound in V8).
+ */
 @inline function expPoly(r: v128): v128 {
-  let p = madd(f32x4.splat(P0), r, f32x4.splat(P1));
-  p = madd(p, r, f32x4.splat(P2));
-  p = madd(p, r, f32x4.splat(P3));
-  p = madd(p, r, f32x4.splat(P4));
-  p = madd(p, r, f32x4.splat(P5));
   const r2 = f32x4.mul(r, r);
-  return f32x4.add(madd(p, r2, r), f32x4.splat(1.0));
+  const a = madd(kc(4), r, kc(5));
+  const b = madd(kc(2), r, kc(3));
+  const c = madd(kc(0), r, kc(1));
+  const r4 = f32x4.mul(r2, r2);
+  const q = madd(r4, c, madd(r2, b, a));
+  return f32x4.add(madd(q, r2, r), kc(6));
 }
 
-/** 2^n for integral-valued n in [-126, 127] (as f32 lanes). */
-@inline function pow2i(n: v128): v128 {
-  const e = i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127));
-  return i32x4.shl(e, 23);
-}
+// Rounding by the magic-number trick: t = y + (1.5 * 2^23 + 127) rounds y to the nearest integer n and
+// leaves n + 127 in the low mantissa bits of t, so (bits(t) << 23) is the f32 2^n (for n in [-126, 127])
+// and t - MAGIC is n as a float. Cheaper in V8 than nearest + trunc_sat + add.
+const MAGIC: f32 = 12583039.0; // 1.5 * 2^23 + 127
 
 /** exp(x) lane-wise, ~1 ulp. */
 @inline export function exp4(x: v128): v128 {
-  const xc = f32x4.min(f32x4.max(x, f32x4.splat(EXP_LO)), f32x4.splat(EXP_HI));
-  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(LOG2E)));
+  const xc = f32x4.pmin(f32x4.pmax(x, kc(7)), kc(8));
+  const t = f32x4.add(f32x4.mul(xc, kc(9)), kc(10));
+  const n = f32x4.sub(t, kc(10));
   // r = x - n*ln2 in two steps (n*LN2_HI is exact: LN2_HI has 9 significant bits, |n| <= 127)
-  let r = f32x4.sub(xc, f32x4.mul(n, f32x4.splat(LN2_HI)));
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(LN2_LO)));
-  const y = f32x4.mul(expPoly(r), pow2i(n));
+  let r = madd(n, kc(11), xc);
+  r = madd(n, kc(12), r);
+  const y = f32x4.mul(expPoly(r), i32x4.shl(t, 23));
   // underflow to exactly 0 (also exp(-inf) = 0)
-  return v128.andnot(y, f32x4.lt(x, f32x4.splat(EXP_LO)));
+  return v128.andnot(y, f32x4.lt(x, kc(7)));
 }
 
 /** 2^x lane-wise for x <= 0 (softmax: x = score - running max, or -inf for masked keys). */
 @inline export function exp2neg4(x: v128): v128 {
-  const xc = f32x4.max(x, f32x4.splat(-126.0));
-  const n = f32x4.nearest(xc);
-  const r = f32x4.mul(f32x4.sub(xc, n), f32x4.splat(0.69314718055994531)); // |r| <= ln2/2
-  const y = f32x4.mul(expPoly(r), pow2i(n));
-  return v128.andnot(y, f32x4.lt(x, f32x4.splat(-126.0)));
+  const xc = f32x4.pmax(x, kc(13));
+  const t = f32x4.add(xc, kc(10));
+  const n = f32x4.sub(t, kc(10));
+  const r = f32x4.mul(f32x4.sub(xc, n), kc(14)); // |r| <= ln2/2
+  const y = f32x4.mul(expPoly(r), i32x4.shl(t, 23));
+  return v128.andnot(y, f32x4.lt(x, kc(13)));
 }
 
 /** Scalar exp(x) with the same algorithm (lane 0 of exp4). */
@@ -124,12 +128,12 @@ const P5: f32 = 5.0000001201e-1;
 /** x * sigmoid(alpha * x) = x / (1 + exp(-alpha x)). alpha = 1: SiLU; alpha = 1.702: quick GELU. */
 @inline export function siluA4(x: v128, alpha: v128): v128 {
   const e = exp4(f32x4.neg(f32x4.mul(x, alpha)));
-  return f32x4.div(x, f32x4.add(f32x4.splat(1.0), e));
+  return f32x4.div(x, f32x4.add(kc(6), e));
 }
 
 @inline export function silu4(x: v128): v128 {
   const e = exp4(f32x4.neg(x));
-  return f32x4.div(x, f32x4.add(f32x4.splat(1.0), e));
+  return f32x4.div(x, f32x4.add(kc(6), e));
 }
 
 // erf(x): rational minimax approximation x * P(x^2) / Q(x^2) on [-4, 4] (clamped; erf(4) = 1 - 1.5e-8),
@@ -149,25 +153,67 @@ const EB3: f32 = -7.37332916720468e-03;
 const EB4: f32 = -1.42647390514189e-02;
 
 @inline export function erf4(x: v128): v128 {
-  const xc = f32x4.min(f32x4.max(x, f32x4.splat(-4.0)), f32x4.splat(4.0));
+  const xc = f32x4.pmin(f32x4.pmax(x, kc(15)), kc(16));
   const x2 = f32x4.mul(xc, xc);
-  let p = madd(x2, f32x4.splat(EA0), f32x4.splat(EA1));
-  p = madd(p, x2, f32x4.splat(EA2));
-  p = madd(p, x2, f32x4.splat(EA3));
-  p = madd(p, x2, f32x4.splat(EA4));
-  p = madd(p, x2, f32x4.splat(EA5));
-  p = madd(p, x2, f32x4.splat(EA6));
+  let p = madd(x2, kc(17), kc(18));
+  p = madd(p, x2, kc(19));
+  p = madd(p, x2, kc(20));
+  p = madd(p, x2, kc(21));
+  p = madd(p, x2, kc(22));
+  p = madd(p, x2, kc(23));
   p = f32x4.mul(p, xc);
-  let q = madd(x2, f32x4.splat(EB0), f32x4.splat(EB1));
-  q = madd(q, x2, f32x4.splat(EB2));
-  q = madd(q, x2, f32x4.splat(EB3));
-  q = madd(q, x2, f32x4.splat(EB4));
+  let q = madd(x2, kc(24), kc(25));
+  q = madd(q, x2, kc(26));
+  q = madd(q, x2, kc(27));
+  q = madd(q, x2, kc(28));
   return f32x4.div(p, q);
 }
 
 /** Exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)). */
 @inline export function gelu4(x: v128): v128 {
-  const e = erf4(f32x4.mul(x, f32x4.splat(0.70710678118654752)));
-  const h = f32x4.mul(x, f32x4.splat(0.5));
+  const e = erf4(f32x4.mul(x, kc(29)));
+  const h = f32x4.mul(x, kc(30));
   return madd(h, e, h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only table of the splatted constants above (a static data segment). Kernels load them with
+// v128.load32_splat (one broadcast load) instead of v128.const: V8 rematerialises every SIMD constant
+// inside loops with several instructions, which made exp-heavy loops 2-3x slower.
+const KTAB: usize = memory.data<f32>([
+  P0, // 0
+  P1, // 1
+  P2, // 2
+  P3, // 3
+  P4, // 4
+  P5, // 5
+  1.0, // 6
+  EXP_LO, // 7
+  EXP_HI, // 8
+  LOG2E, // 9
+  MAGIC, // 10
+  -LN2_HI, // 11
+  -LN2_LO, // 12
+  -126.0, // 13
+  0.69314718055994531, // 14
+  -4.0, // 15
+  4.0, // 16
+  EA0, // 17
+  EA1, // 18
+  EA2, // 19
+  EA3, // 20
+  EA4, // 21
+  EA5, // 22
+  EA6, // 23
+  EB0, // 24
+  EB1, // 25
+  EB2, // 26
+  EB3, // 27
+  EB4, // 28
+  0.70710678118654752, // 29
+  0.5, // 30
+]);
+
+@inline function kc(i: i32): v128 {
+  return v128.load32_splat(KTAB + (usize(i) << 2));
 }

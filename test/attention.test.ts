@@ -40,6 +40,7 @@ describe("fused attention", () => {
     [1, 1, 1, 77, 64, false, undefined, 1], // one query
     [1, 4, 77, 1, 16, false, undefined, 1], // one key
     [1, 1, 129, 129, 3, true, undefined, 1],
+    [1, 2, 300, 300, 40, true, undefined, 1], // causal over several key tiles and query blocks
   ];
   for (const simd of VARIANTS)
     for (const [B, H, Lq, Lk, D, causal, scale, std] of cases)

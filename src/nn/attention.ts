@@ -1,14 +1,19 @@
 // Fused multi-head attention and softmax over the kernels in assembly/attention.ts.
 import type { Tensor } from "../runtime/tensor.ts";
 
-/** Queries per work unit and keys per tile (must match ATT_BQ / ATT_BK in assembly/attention.ts). */
-export const ATT_BQ = 32;
-export const ATT_BK = 64;
+/** Queries per work unit (must match ATT_BQ in assembly/attention.ts). */
+export const ATT_BQ = 64;
+
+/** Keys per tile for head dim D (must match attBK in assembly/attention.ts). */
+export function attBK(D: number): number {
+  return D <= 48 ? 128 : D <= 96 ? 64 : 32;
+}
 
 /** Scratch floats one thread of attention_f32 uses for head dim D. */
 export function attScratchFloats(D: number): number {
   const Dp = (D + 7) & ~7;
-  return 2 * Dp * ATT_BK + 2 * ATT_BQ * Dp + 4 * ATT_BK + 2 * ATT_BQ + 16;
+  const ATT_BK = attBK(D);
+  return 2 * Dp * ATT_BK + 2 * ATT_BQ * Dp + 4 * 128 + 2 * ATT_BQ + 16;
 }
 
 export interface AttentionOptions {

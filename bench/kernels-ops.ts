@@ -1,0 +1,188 @@
+// FP32 op benchmark (GroupNorm, fused attention, and a few cheap ops), 1 vs 2 threads, baseline vs
+// relaxed SIMD. Run: sh bench/ops.sh [--quick] [--threads=1,2]
+// (builds the kernels, bundles this file with esbuild, runs it under node --experimental-wasm-relaxed-simd
+// --no-liftoff). Prints a table and writes bench/results/ops.json.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
+import { groupNorm, layerNorm } from "../src/nn/norm.ts";
+import { attention, softmax } from "../src/nn/attention.ts";
+import { geglu, silu, add } from "../src/nn/elementwise.ts";
+
+const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
+const QUICK = args.has("quick");
+const MIN_TIME = QUICK ? 0.2 : 1.0;
+const THREADS = (args.get("threads") ?? "1,2").split(",").map(Number);
+const ONLY = args.get("only"); // substring filter on case names
+
+const now = () => performance.now() / 1000;
+
+/** Best time of one call over repeats lasting at least MIN_TIME (after one warm-up call), and at least 2 repeats. */
+function timeIt(fn: () => void): number {
+  fn();
+  let best = Infinity, total = 0, n = 0;
+  while (total < MIN_TIME || n < 2) {
+    const t0 = now();
+    fn();
+    const dt = now() - t0;
+    best = Math.min(best, dt);
+    total += dt;
+    n++;
+  }
+  return best;
+}
+
+function rand(n: number, seed: number, std = 1): Float32Array {
+  let s = seed >>> 0;
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s / 4294967296) * 2 - 1) * std * 1.732;
+  }
+  return a;
+}
+
+interface Case {
+  name: string;
+  unit: "GB/s" | "GFLOP/s";
+  /** bytes moved or flops per call */
+  work: number;
+  setup(e: Engine): () => void;
+}
+
+const GB = 1e9;
+const cases: Case[] = [];
+{
+  const [B, H, W, C, G] = [2, 64, 64, 320, 32];
+  const n = B * H * W * C;
+  for (const fused of [false, true])
+    cases.push({
+      name: `groupNorm ${B}x${H}x${W}x${C} g${G}${fused ? " +silu" : ""}`,
+      unit: "GB/s",
+      work: 3 * n * 4, // stats pass reads x, apply pass reads x and writes y
+      setup(e) {
+        const x = e.fromArray(rand(n, 1), [B, H, W, C]);
+        const g = e.fromArray(rand(C, 2), [C]);
+        const b = e.fromArray(rand(C, 3), [C]);
+        return () => e.scope(() => void groupNorm(x, G, g, b, 1e-5, { silu: fused }));
+      },
+    });
+}
+{
+  const [B, H, L, Lc, D] = [2, 8, 4096, 77, 40];
+  const flops = (lq: number, lk: number) => 4 * B * H * lq * lk * D;
+  const Lself = QUICK ? 1024 : L;
+  cases.push({
+    name: `attention self ${B}x${H}h ${Lself}x${Lself} D${D}`,
+    unit: "GFLOP/s",
+    work: flops(Lself, Lself),
+    setup(e) {
+      const q = e.fromArray(rand(B * Lself * H * D, 4), [B, Lself, H * D]);
+      const k = e.fromArray(rand(B * Lself * H * D, 5), [B, Lself, H * D]);
+      const v = e.fromArray(rand(B * Lself * H * D, 6), [B, Lself, H * D]);
+      return () => e.scope(() => void attention(q, k, v, H));
+    },
+  });
+  cases.push({
+    name: `attention cross ${B}x${H}h ${L}x${Lc} D${D}`,
+    unit: "GFLOP/s",
+    work: flops(L, Lc),
+    setup(e) {
+      const q = e.fromArray(rand(B * L * H * D, 7), [B, L, H * D]);
+      const k = e.fromArray(rand(B * Lc * H * D, 8), [B, Lc, H * D]);
+      const v = e.fromArray(rand(B * Lc * H * D, 9), [B, Lc, H * D]);
+      return () => e.scope(() => void attention(q, k, v, H));
+    },
+  });
+  cases.push({
+    name: `attention clip causal 1x12h 77x77 D64`,
+    unit: "GFLOP/s",
+    work: (4 * 12 * 77 * 78 * 64) / 2,
+    setup(e) {
+      const q = e.fromArray(rand(77 * 768, 10), [1, 77, 768]);
+      return () => e.scope(() => void attention(q, q, q, 12, { causal: true }));
+    },
+  });
+}
+{
+  const rows = 2 * 4096, C = 320;
+  cases.push({
+    name: `layerNorm ${rows}x${C}`,
+    unit: "GB/s",
+    work: 2 * rows * C * 4,
+    setup(e) {
+      const x = e.fromArray(rand(rows * C, 11), [rows, C]);
+      const g = e.fromArray(rand(C, 12), [C]);
+      return () => e.scope(() => void layerNorm(x, g, g, 1e-5));
+    },
+  });
+  const N = 1280;
+  cases.push({
+    name: `geglu ${rows}x${2 * N}`,
+    unit: "GB/s",
+    work: 3 * rows * N * 4,
+    setup(e) {
+      const x = e.fromArray(rand(rows * 2 * N, 13, 2), [rows, 2 * N]);
+      return () => e.scope(() => void geglu(x));
+    },
+  });
+  cases.push({
+    name: `silu ${rows}x${N}`,
+    unit: "GB/s",
+    work: 2 * rows * N * 4,
+    setup(e) {
+      const x = e.fromArray(rand(rows * N, 14, 2), [rows, N]);
+      return () => e.scope(() => void silu(x));
+    },
+  });
+  cases.push({
+    name: `add bias [2,64,64,320]+[2,1,1,320]`,
+    unit: "GB/s",
+    work: 2 * 2 * 64 * 64 * 320 * 4,
+    setup(e) {
+      const x = e.fromArray(rand(2 * 64 * 64 * 320, 15), [2, 64, 64, 320]);
+      const b = e.fromArray(rand(2 * 320, 16), [2, 1, 1, 320]);
+      return () => e.scope(() => void add(x, b));
+    },
+  });
+  cases.push({
+    name: `softmax ${rows}x77`,
+    unit: "GB/s",
+    work: 2 * rows * 77 * 4,
+    setup(e) {
+      const x = e.fromArray(rand(rows * 77, 17, 5), [rows, 77]);
+      return () => e.scope(() => void softmax(x));
+    },
+  });
+}
+
+interface Row { case: string; unit: string; simd: SimdVariant; threads: number; ms: number; rate: number }
+const rows: Row[] = [];
+for (const simd of ["baseline", "relaxed"] as SimdVariant[])
+  for (const threads of THREADS) {
+    const e = await Engine.create({ threads, simd, memoryBytes: 1024 << 20 });
+    for (const c of cases) {
+      if (ONLY && !c.name.includes(ONLY)) continue;
+      const fn = e.scope(() => c.setup(e));
+      const t = timeIt(fn);
+      const rate = c.work / t / GB;
+      rows.push({ case: c.name, unit: c.unit, simd, threads, ms: t * 1e3, rate });
+      console.error(`${c.name.padEnd(44)} ${simd.padEnd(8)} t=${threads}  ${(t * 1e3).toFixed(2).padStart(9)} ms  ${rate.toFixed(2).padStart(8)} ${c.unit}`);
+    }
+    e.close();
+  }
+
+// table: one line per case, columns simd x threads
+const cols = (["baseline", "relaxed"] as const).flatMap((s) => THREADS.map((t) => ({ s, t })));
+const header = ["case".padEnd(44), "unit".padEnd(8), ...cols.map((c) => `${c.s.slice(0, 4)} t${c.t}`.padStart(12))].join(" ");
+console.log(header);
+for (const c of cases) {
+  if (ONLY && !c.name.includes(ONLY)) continue;
+  const vals = cols.map(({ s, t }) => rows.find((r) => r.case === c.name && r.simd === s && r.threads === t));
+  console.log([c.name.padEnd(44), c.unit.padEnd(8), ...vals.map((r) => (r ? r.rate.toFixed(2) : "-").padStart(12))].join(" "));
+}
+const outDir = path.join(process.cwd(), "bench", "results");
+fs.mkdirSync(outDir, { recursive: true });
+const meta = { date: new Date().toISOString(), node: process.version, quick: QUICK, cpus: (await import("node:os")).cpus()[0]?.model };
+fs.writeFileSync(path.join(outDir, "ops.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
+console.log(`wrote bench/results/ops.json`);

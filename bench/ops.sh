@@ -1,0 +1,10 @@
+#!/bin/sh
+# FP32 op benchmark (GroupNorm, attention, LayerNorm, GEGLU, ...): builds the kernels, bundles
+# bench/kernels-ops.ts and runs it. Usage: sh bench/ops.sh [--quick] [--threads=1,2] [--only=attention]
+set -e
+cd "$(dirname "$0")/.."
+node scripts/build.mjs --wasm-only > /dev/null
+mkdir -p build/bench
+npx esbuild bench/kernels-ops.ts --bundle --platform=node --format=esm --target=node20 --outfile=build/bench/kernels-ops.mjs --log-level=warning
+cp src/runtime/worker.js build/bench/worker.js
+exec node --experimental-wasm-relaxed-simd --no-liftoff build/bench/kernels-ops.mjs "$@"
