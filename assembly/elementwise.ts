@@ -107,7 +107,13 @@ export function binary_bcast_f32(tid: i32, nt: i32, a: usize, b: usize, out: usi
 
 // ---------------------------------------------------------------------------------------------
 // Unary ops. op 0: x * sigmoid(alpha x) (SiLU with alpha = 1, quick GELU with alpha = 1.702);
-// op 1: exact GELU; op 2: alpha * x. In place (out == x) is fine.
+// op 1: exact GELU; op 2: alpha * x; op 3: ReLU. In place (out == x) is fine.
+
+/** ReLU: lanes <= 0 become +0, others (including NaN, as torch.relu) pass through. */
+@inline function relu4(v: v128): v128 {
+  const zero = f32x4.splat(0);
+  return v128.bitselect(zero, v, f32x4.le(v, zero));
+}
 
 @inline function unaryTail(x: usize, out: usize, i: i32, end: i32, op: i32, av: v128): void {
   for (; i < end; i++) {
@@ -116,6 +122,7 @@ export function binary_bcast_f32(tid: i32, nt: i32, a: usize, b: usize, out: usi
     let r: v128;
     if (op == 0) r = siluA4(v, av);
     else if (op == 1) r = gelu4(v);
+    else if (op == 3) r = relu4(v);
     else r = f32x4.mul(v, av);
     store<f32>(out + o, f32x4.extract_lane(r, 0));
   }
@@ -134,6 +141,11 @@ export function unary_f32(tid: i32, nt: i32, x: usize, out: usize, n: i32, op: i
     for (; i + 4 <= end; i += 4) {
       const o = usize(i) << 2;
       v128.store(out + o, gelu4(v128.load(x + o)));
+    }
+  } else if (op == 3) {
+    for (; i + 4 <= end; i += 4) {
+      const o = usize(i) << 2;
+      v128.store(out + o, relu4(v128.load(x + o)));
     }
   } else {
     for (; i + 4 <= end; i += 4) {

@@ -91,6 +91,11 @@ export function quickGelu(x: Tensor): Tensor {
   return unary("quickGelu", x, 0, 1.702);
 }
 
+/** max(x, 0) (torch.relu: NaN stays NaN). */
+export function relu(x: Tensor): Tensor {
+  return unary("relu", x, 3, 0);
+}
+
 /** s * x */
 export function scale(x: Tensor, s: number): Tensor {
   return unary("scale", x, 2, s);
