@@ -64,14 +64,16 @@ export function attention_f32(
     const hOff = usize(h) * usize(D);
 
     // pack Q (scaled), zero padding rows/cols; reset m, l, acc
+    // Q is packed per sub-block of 4 rows, interleaved: QP[(r >> 2) * Dp * 4 + d * 4 + (r & 3)], so the
+    // QK loop broadcasts the 4 rows' values for one d from a single pointer with immediate offsets.
     for (let r = 0; r < nqPad; r++) {
-      const dst = QP + ((usize(r) * usize(Dp)) << 2);
+      const dst = QP + ((usize(r >> 2) * usize(Dp) * 4 + usize(r & 3)) << 2);
       if (r < nq) {
         const src = q + ((usize(b) * usize(Lq) * usize(ldq) + usize(qBeg + r) * usize(ldq) + hOff) << 2);
-        for (let d = 0; d < D; d++) store<f32>(dst + (usize(d) << 2), load<f32>(src + (usize(d) << 2)) * qscale);
-        for (let d = D; d < Dp; d++) store<f32>(dst + (usize(d) << 2), 0);
+        for (let d = 0; d < D; d++) store<f32>(dst + (usize(d) << 4), load<f32>(src + (usize(d) << 2)) * qscale);
+        for (let d = D; d < Dp; d++) store<f32>(dst + (usize(d) << 4), 0);
       } else {
-        for (let d = 0; d < Dp; d++) store<f32>(dst + (usize(d) << 2), 0);
+        for (let d = 0; d < Dp; d++) store<f32>(dst + (usize(d) << 4), 0);
       }
       const acc = ACC + ((usize(r) * usize(Dp)) << 2);
       for (let d = 0; d < Dp; d += 4) v128.store(acc + (usize(d) << 2), f32x4.splat(0));
@@ -110,31 +112,31 @@ export function attention_f32(
         const i0 = qBeg + r0; // query index of the sub-block's first row
         if (causal && kBeg > i0 + 3) continue; // this sub-block sees none of the tile
         // S = Q KT for 4 rows x nkc keys
-        const q0 = QP + ((usize(r0) * usize(Dp)) << 2);
-        const q1 = q0 + (usize(Dp) << 2);
-        const q2 = q1 + (usize(Dp) << 2);
-        const q3 = q2 + (usize(Dp) << 2);
+        const qs = QP + ((usize(r0) * usize(Dp)) << 2); // this sub-block's interleaved Q
+        const kstep = usize(ATT_BK) << 2;
         for (let jc = 0; jc < nkc; jc += 8) {
           let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
           let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
           let kp = KT + (usize(jc) << 2);
-          for (let d = 0; d < D; d++) {
+          let qp = qs;
+          const qend = qs + (usize(D) << 4);
+          while (qp < qend) {
             const k0 = v128.load(kp);
             const k1 = v128.load(kp, 16);
-            const dd = usize(d) << 2;
-            const a0 = v128.load32_splat(q0 + dd);
+            const a0 = v128.load32_splat(qp);
             s00 = madd(a0, k0, s00);
             s01 = madd(a0, k1, s01);
-            const a1 = v128.load32_splat(q1 + dd);
+            const a1 = v128.load32_splat(qp, 4);
             s10 = madd(a1, k0, s10);
             s11 = madd(a1, k1, s11);
-            const a2 = v128.load32_splat(q2 + dd);
+            const a2 = v128.load32_splat(qp, 8);
             s20 = madd(a2, k0, s20);
             s21 = madd(a2, k1, s21);
-            const a3 = v128.load32_splat(q3 + dd);
+            const a3 = v128.load32_splat(qp, 12);
             s30 = madd(a3, k0, s30);
             s31 = madd(a3, k1, s31);
-            kp += ATT_BK << 2;
+            kp += kstep;
+            qp += 16;
           }
           const sp = SP + (usize(jc) << 2);
           v128.store(sp, s00);
