@@ -3,6 +3,7 @@
 // errors print one line (the stack with STEPQ_DEBUG=1) and exit 1.
 import * as fs from "node:fs";
 import { UsageError } from "./args.ts";
+import * as bench from "./bench.ts";
 import * as generate from "./generate.ts";
 import * as verify from "./verify.ts";
 
@@ -15,6 +16,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   generate,
   verify,
+  bench,
 };
 
 function version(): string {

@@ -84,9 +84,26 @@ export class Engine {
     return this.pool.threads;
   }
 
+  /**
+   * Op timer: when set to a Map, run() adds each kernel call's count and wall-clock milliseconds under the
+   * kernel's name (`stepq bench unet --profile`). null (the default) costs one check per call.
+   */
+  profile: Map<string, { calls: number; ms: number }> | null = null;
+
   /** Runs a kernel on all threads: fn(tid, nt, ...args). Synchronous. */
   run(kernel: string, ...args: number[]): void {
+    if (this.profile === null) {
+      this.pool.run(kernel, args);
+      return;
+    }
+    const t0 = performance.now();
     this.pool.run(kernel, args);
+    const ms = performance.now() - t0;
+    const e = this.profile.get(kernel);
+    if (e) {
+      e.calls++;
+      e.ms += ms;
+    } else this.profile.set(kernel, { calls: 1, ms });
   }
 
   alloc(bytes: number): number {
