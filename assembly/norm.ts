@@ -1,7 +1,7 @@
 // Normalisation kernels: GroupNorm (NHWC, two-pass, channel-parallel) and LayerNorm (last dim).
 //
 // GroupNorm on x [B, HW, C] with G groups of C/G channels, three kernel calls:
-//   1. groupnorm_stats_f32: the spatial axis is cut into fixed tiles of GN_TILE positions; each
+//   1. groupnorm_stats_f32: the spatial axis is cut into fixed tiles (gnTileLen positions); each
 //      (batch, tile) unit sums, per channel, d = x - shift and d^2 in f64 (shift = the channel's value
 //      at position 0, so large means cost no precision), 4 channels per vector, walking positions with
 //      stride C. Partial sums go to part [B, nTiles, 2, C] (f64). Units are split across threads, but
@@ -15,15 +15,23 @@
 //   3. groupnorm_apply_f32: threads split positions; y = (x - S) * A + Bc, optional fused SiLU.
 import { splitStart, splitEnd, madd, silu4, hsum } from "./math";
 
-/** Spatial positions per GroupNorm statistics tile (fixed: results must not depend on threads). */
-const GN_TILE: i32 = 64;
+/**
+ * Spatial positions per GroupNorm statistics tile: 64, or more for very large maps so there are at
+ * most 256 tiles (bounds the partial-sum buffer). Depends only on HW, never on the thread count.
+ * Must match gnTiles in src/nn/norm.ts.
+ */
+@inline function gnTileLen(HW: i32): i32 {
+  return max(64, (HW + 255) / 256);
+}
 
 @inline function gnTiles(HW: i32): i32 {
-  return max(1, (HW + GN_TILE - 1) / GN_TILE);
+  const t = gnTileLen(HW);
+  return max(1, (HW + t - 1) / t);
 }
 
 export function groupnorm_stats_f32(tid: i32, nt: i32, x: usize, part: usize, B: i32, HW: i32, C: i32): void {
   const nT = gnTiles(HW);
+  const tileLen = gnTileLen(HW);
   const units = B * nT;
   const u0 = splitStart(units, tid, nt);
   const u1 = splitEnd(units, tid, nt);
@@ -31,8 +39,8 @@ export function groupnorm_stats_f32(tid: i32, nt: i32, x: usize, part: usize, B:
   for (let u = u0; u < u1; u++) {
     const b = u / nT;
     const t = u - b * nT;
-    const pBeg = t * GN_TILE;
-    const pEnd = min(HW, pBeg + GN_TILE);
+    const pBeg = t * tileLen;
+    const pEnd = min(HW, pBeg + tileLen);
     const xb = x + usize(b) * usize(HW) * rowBytes; // position 0 of batch b: the shifts
     const ps = part + ((usize(u) * 2 * usize(C)) << 3); // sums of d
     const pq = ps + (usize(C) << 3); // sums of d^2

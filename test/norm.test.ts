@@ -36,6 +36,7 @@ describe("groupNorm (NHWC)", () => {
     [1, 16, 16, 64, 32],
     [1, 4, 4, 7, 7],
     [1, 13, 11, 36, 4],
+    [1, 130, 130, 8, 2], // > 16384 positions: longer statistics tiles
   ];
   for (const simd of VARIANTS)
     for (const [B, H, W, C, G] of cases)

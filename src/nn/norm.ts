@@ -1,8 +1,11 @@
 // GroupNorm (NHWC) and LayerNorm over the kernels in assembly/norm.ts.
 import type { Tensor } from "../runtime/tensor.ts";
 
-/** Spatial positions per GroupNorm statistics tile (must match GN_TILE in assembly/norm.ts). */
-export const GN_TILE = 64;
+/** Number of GroupNorm statistics tiles for HW positions (must match gnTiles in assembly/norm.ts). */
+export function gnTiles(HW: number): number {
+  const t = Math.max(64, Math.floor((HW + 255) / 256));
+  return Math.max(1, Math.ceil(HW / t));
+}
 
 export interface GroupNormOptions {
   /** Fuse SiLU into the output: silu(groupNorm(x)). */
@@ -39,7 +42,7 @@ export function groupNorm(x: Tensor, groups: number, gamma: Tensor, beta: Tensor
   const eng = x.engine;
   const out = eng.empty(x.shape);
   if (x.size === 0) return out;
-  const nT = Math.max(1, Math.ceil(HW / GN_TILE));
+  const nT = gnTiles(HW);
   const part = eng.alloc(B * nT * 2 * C * 8);
   const coef = eng.alloc(B * 3 * C * 4);
   try {
