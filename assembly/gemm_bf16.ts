@@ -17,8 +17,10 @@
 // so the relaxed (fused madd) and baseline (mul + add) builds give the same bits, and results do not
 // depend on the thread count, the tiling or the K blocking (partials are stored in y between K blocks).
 //
-// Tile 6 rows x 8 channels (12 f32x4 accumulators); convolution rows point straight into the NHWC input
-// (taps in the padding read a zero buffer of kw*Cin floats) exactly as the FP32 conv in gemm.ts.
+// Tile 4 rows x 8 channels (8 f32x4 accumulators), one k per loop step: V8 issues all loads of a loop
+// body first, so the live set is 8 accumulators + 2 widened weights + 4 broadcast activations + the zero
+// vector = 15 of x64's 16 xmm registers (a 6 x 8 tile spills). Convolution rows point straight into the
+// NHWC input (taps in the padding read a zero buffer of kw*Cin floats) like the FP32 conv in gemm.ts.
 
 // @ts-nocheck (AssemblyScript)
 
@@ -78,7 +80,7 @@
   return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : zero + off;
 }
 
-/** One 6 x 8 tile: rows m0..m0+5 (clamped to M-1), panel p, k in [k0, k1). */
+/** One 4 x 8 tile: rows m0..m0+3 (clamped to M-1), panel p, k in [k0, k1). */
 function bTile(
   x: usize, pixB: usize, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldyB: usize,
@@ -102,25 +104,15 @@ function bTile(
   const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
   const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
   const cp3 = y + usize(r3) * ldyB + (usize(p) << 5);
-  const r4 = min(m0 + 4, M - 1);
-  const n4 = r4 / HoWo, q4 = r4 - n4 * HoWo, oy4 = q4 / Wo, ox4 = q4 - oy4 * Wo;
-  const base4 = x + usize(n4) * HWB, iy4 = oy4 * stride - padT, ix4 = ox4 * stride - padL;
-  const cp4 = y + usize(r4) * ldyB + (usize(p) << 5);
-  const r5 = min(m0 + 5, M - 1);
-  const n5 = r5 / HoWo, q5 = r5 - n5 * HoWo, oy5 = q5 / Wo, ox5 = q5 - oy5 * Wo;
-  const base5 = x + usize(n5) * HWB, iy5 = oy5 * stride - padT, ix5 = ox5 * stride - padL;
-  const cp5 = y + usize(r5) * ldyB + (usize(p) << 5);
-  const hok = (kw == 1 || pixB == usize(Cin) << 2) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W && ix4 >= 0 && ix4 + kw <= W && ix5 >= 0 && ix5 + kw <= W;
+  const hok = (kw == 1 || pixB == usize(Cin) << 2) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W;
   const ncols = N - (p << 3);
   const z = f32x4.splat(0);
-  let c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
+  let c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
   if (k0 > 0) {
     c00 = bLoadPart(cp0, ncols); c01 = bLoadPart(cp0 + 16, ncols - 4);
     c10 = bLoadPart(cp1, ncols); c11 = bLoadPart(cp1 + 16, ncols - 4);
     c20 = bLoadPart(cp2, ncols); c21 = bLoadPart(cp2 + 16, ncols - 4);
     c30 = bLoadPart(cp3, ncols); c31 = bLoadPart(cp3 + 16, ncols - 4);
-    c40 = bLoadPart(cp4, ncols); c41 = bLoadPart(cp4 + 16, ncols - 4);
-    c50 = bLoadPart(cp5, ncols); c51 = bLoadPart(cp5 + 16, ncols - 4);
   }
   const rowK = kw * Cin;
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 4);
@@ -139,36 +131,15 @@ function bTile(
     let a1 = bRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, offB, zero);
     let a2 = bRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, offB, zero);
     let a3 = bRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, offB, zero);
-    let a4 = bRowPtr(base4, iy4 + ky, ix4 + dx, H, W, pixB, offB, zero);
-    let a5 = bRowPtr(base5, iy5 + ky, ix5 + dx, H, W, pixB, offB, zero);
     k += len;
     let w: v128, b0: v128, b1: v128, a: v128;
-    for (; len >= 2; len -= 2) {
+    for (; len > 0; len--) {
       w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
       a = v128.load32_splat(a0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
       a = v128.load32_splat(a1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
       a = v128.load32_splat(a2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
       a = v128.load32_splat(a3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
-      a = v128.load32_splat(a4); c40 = bfma(a, b0, c40); c41 = bfma(a, b1, c41);
-      a = v128.load32_splat(a5); c50 = bfma(a, b0, c50); c51 = bfma(a, b1, c51);
-      w = v128.load(bq, 16); b0 = bWidenLo(w); b1 = bWidenHi(w);
-      a = v128.load32_splat(a0, 4); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
-      a = v128.load32_splat(a1, 4); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
-      a = v128.load32_splat(a2, 4); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
-      a = v128.load32_splat(a3, 4); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
-      a = v128.load32_splat(a4, 4); c40 = bfma(a, b0, c40); c41 = bfma(a, b1, c41);
-      a = v128.load32_splat(a5, 4); c50 = bfma(a, b0, c50); c51 = bfma(a, b1, c51);
-      a0 += 8; a1 += 8; a2 += 8; a3 += 8; a4 += 8; a5 += 8;
-      bq += 32;
-    }
-    if (len > 0) {
-      w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
-      a = v128.load32_splat(a0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
-      a = v128.load32_splat(a1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
-      a = v128.load32_splat(a2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
-      a = v128.load32_splat(a3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
-      a = v128.load32_splat(a4); c40 = bfma(a, b0, c40); c41 = bfma(a, b1, c41);
-      a = v128.load32_splat(a5); c50 = bfma(a, b0, c50); c51 = bfma(a, b1, c51);
+      a0 += 4; a1 += 4; a2 += 4; a3 += 4;
       bq += 16;
     }
   }
@@ -179,23 +150,17 @@ function bTile(
     c10 = bRound(f32x4.add(c10, v0)); c11 = bRound(f32x4.add(c11, v1));
     c20 = bRound(f32x4.add(c20, v0)); c21 = bRound(f32x4.add(c21, v1));
     c30 = bRound(f32x4.add(c30, v0)); c31 = bRound(f32x4.add(c31, v1));
-    c40 = bRound(f32x4.add(c40, v0)); c41 = bRound(f32x4.add(c41, v1));
-    c50 = bRound(f32x4.add(c50, v0)); c51 = bRound(f32x4.add(c51, v1));
   }
   if (ncols >= 8) {
     v128.store(cp0, c00); v128.store(cp0, c01, 16);
     v128.store(cp1, c10); v128.store(cp1, c11, 16);
     v128.store(cp2, c20); v128.store(cp2, c21, 16);
     v128.store(cp3, c30); v128.store(cp3, c31, 16);
-    v128.store(cp4, c40); v128.store(cp4, c41, 16);
-    v128.store(cp5, c50); v128.store(cp5, c51, 16);
   } else {
     bStorePart(cp0, c00, ncols); bStorePart(cp0 + 16, c01, ncols - 4);
     bStorePart(cp1, c10, ncols); bStorePart(cp1 + 16, c11, ncols - 4);
     bStorePart(cp2, c20, ncols); bStorePart(cp2 + 16, c21, ncols - 4);
     bStorePart(cp3, c30, ncols); bStorePart(cp3 + 16, c31, ncols - 4);
-    bStorePart(cp4, c40, ncols); bStorePart(cp4 + 16, c41, ncols - 4);
-    bStorePart(cp5, c50, ncols); bStorePart(cp5 + 16, c51, ncols - 4);
   }
 }
 
@@ -208,7 +173,7 @@ function bgemm(
   const M = Bn * HoWo;
   const K = kh * kw * Cin;
   if (M <= 0 || N <= 0) return;
-  const mt = (M + 5) / 6;
+  const mt = (M + 3) >> 2;
   const np = (N + 7) >> 3;
   if (kc <= 0 || kc > K) kc = K;
   if (mcT <= 0) mcT = mt;
@@ -224,7 +189,7 @@ function bgemm(
   if (K == 0) {
     for (let t = t0; t < t1; t++)
       for (let p = p0; p < p1; p++)
-        bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t * 6, p, 0, 0);
+        bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t << 2, p, 0, 0);
     return;
   }
   for (let mb = t0; mb < t1; mb += mcT) {
@@ -233,14 +198,14 @@ function bgemm(
       const k1 = min(k0 + kc, K);
       for (let p = p0; p < p1; p++)
         for (let t = mb; t < me; t++)
-          bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t * 6, p, k0, k1);
+          bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t << 2, p, k0, k1);
     }
   }
 }
 
 /**
  * y[M, N] (row stride ldy floats) = bf16(A[M, K] (bf16 values as f32, row stride lda floats) x W^T + bias),
- * W packed as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 6-row tiles (0 = all).
+ * W packed as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 4-row tiles (0 = all).
  */
 export function gemm_bf16_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, bias: usize, y: usize, ldy: i32,

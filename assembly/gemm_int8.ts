@@ -16,12 +16,15 @@
 //   so y = (sum (qa - zp) * qw) * sx * sw + bias: the zero-point correction of the paper's epilogue.
 //   flags & 2 (RAW): store acc itself (as i32 bits) instead, for tests.
 //
-// Inner products, per output tile of 4 rows x 8 channels (8 i32x4 accumulators):
-//   relaxed build, activations 7-bit (0..127), flags & 1 == 0:
-//     acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(w_group, splat(4 activation bytes), acc)
-//     weights are the signed i8 operand, activations the 7-bit operand: the only inputs for which
-//     the instruction is deterministic on every CPU (x86 pmaddubsw/vpdpbusd, Arm sdot/usdot) and on x86
-//     the i16 pair sums stay below 2*127*127 < 32767, so nothing saturates: the result is exact.
+// Inner products, per output tile of 4 rows x 8 channels (8 i32x4 accumulators), one k-group per step:
+//   relaxed build, activations 7-bit (0..127), flags & 1 == 0: weights are the signed i8 operand and
+//     activations the 7-bit operand, the only inputs for which the relaxed dot is deterministic on every
+//     CPU (x86 pmaddubsw/vpdpbusd, Arm sdot/usdot); on x86 the i16 pair sums stay within 2*127*127 < 32767
+//     so nothing saturates: the result is exact. Two instruction sequences for the same sum:
+//       flags & 4 (FUSED): acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(w, splat(4 activation bytes), acc)
+//       otherwise (split): acc += i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a))
+//     V8 expands the fused form to 5 instructions on x86 without AVX-VNNI (it rebuilds a ones vector each
+//     time), the split form to 3, so the runtime measures which is faster (lowp.ts preferFusedDot).
 //   otherwise (baseline build, or flags & 1 = activations up to 255): weights shuffled into k-pairs and
 //     sign-extended to i16, activations zero-extended, i32x4.dot_i16x8_s: exact for all u8 activations.
 //   Both compute the same exact integer sums, so with 7-bit activations the two builds agree bit for bit.
@@ -37,6 +40,7 @@
 
 const FLAG_I16: i32 = 1;
 const FLAG_RAW: i32 = 2;
+const FLAG_FUSED: i32 = 4;
 
 @inline function qShareStart(n: i32, tid: i32, nt: i32): i32 {
   const per = n / nt;
@@ -73,6 +77,20 @@ const FLAG_RAW: i32 = 2;
     return i32x4.relaxed_dot_i8x16_i7x16_add_s(w, a, c);
   } else {
     return c; // never used: the baseline build always takes the i16 path
+  }
+}
+
+/**
+ * The same sum as qdot in three instructions that lower well on x86 without VNNI: the i16 relaxed dot
+ * (pmaddubsw: exact, |pair sum| <= 2*127*127 < 2^15 so neither saturation nor wrapping can happen),
+ * widened by i32x4.dot_i16x8_s with ones (pmaddwd), then added. (V8 expands the fused instruction to
+ * five, regenerating the ones constant each time.)
+ */
+@inline function qdotSplit(w: v128, a: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a)));
+  } else {
+    return c;
   }
 }
 
@@ -144,7 +162,7 @@ function qTile(
     let a2 = qRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
     let a3 = qRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
     k += len;
-    if (useDot) {
+    if (useDot && (flags & FLAG_FUSED) != 0) {
       let w0: v128, w1: v128, a: v128;
       for (; len >= 16; len -= 16) {
         w0 = v128.load(bq); w1 = v128.load(bq, 16);
@@ -176,6 +194,17 @@ function qTile(
         a = v128.load32_splat(a1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
         a = v128.load32_splat(a2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
         a = v128.load32_splat(a3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        a0 += 4; a1 += 4; a2 += 4; a3 += 4;
+        bq += 32;
+      }
+    } else if (useDot) {
+      let w0: v128, w1: v128, a: v128;
+      for (; len > 0; len -= 4) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(a0); c00 = qdotSplit(w0, a, c00); c01 = qdotSplit(w1, a, c01);
+        a = v128.load32_splat(a1); c10 = qdotSplit(w0, a, c10); c11 = qdotSplit(w1, a, c11);
+        a = v128.load32_splat(a2); c20 = qdotSplit(w0, a, c20); c21 = qdotSplit(w1, a, c21);
+        a = v128.load32_splat(a3); c30 = qdotSplit(w0, a, c30); c31 = qdotSplit(w1, a, c31);
         a0 += 4; a1 += 4; a2 += 4; a3 += 4;
         bq += 32;
       }
@@ -263,7 +292,8 @@ function qgemm(
 /**
  * y[M, N] (row stride ldy floats) = dequant(A[M, K] (u8, row stride lda bytes) x W^T) + bias, W packed as
  * above, K a multiple of 4. kc: K block in bytes (0 = all); mcT: row block in 4-row tiles (0 = all);
- * flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators.
+ * flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators, 4 = fused
+ * relaxed dot-add instead of the split sequence.
  */
 export function gemm_int8_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, corr: usize, scale: usize, bias: usize,
@@ -286,27 +316,37 @@ export function conv2d_int8(
 }
 
 /**
- * Register-only loop measuring the INT8 dot peak: 12 independent accumulators, iters iterations of 12
- * dots (16 multiply-adds each = 32 ops): iters * 384 ops per thread. Relaxed build: relaxed dot;
- * baseline build: the i16 path's 2 x dot_i16x8_s + 2 adds per 16 multiply-adds. Writes a checksum to
- * out + tid * 16.
+ * Register-only loops measuring the INT8 multiply-add peak: 12 independent accumulators, iters iterations
+ * of 12 "dots" of 16 multiply-adds (32 ops) each: iters * 384 ops per thread. variant 0: relaxed
+ * i32x4.relaxed_dot_i8x16_i7x16_add_s; 1: i16x8.relaxed_dot_i8x16_i7x16_s + i32x4.dot_i16x8_s(., ones) + add
+ * (the split sequence); 2: the baseline i16 path (2 x dot_i16x8_s + 2 adds). Variants 0 and 1 need the
+ * relaxed build (the baseline build runs variant 2 for them). Operands depend on the loop (the
+ * accumulators feed the multiplier) so nothing can be hoisted. Writes a checksum to out + tid * 16.
  */
-export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize): void {
+export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: i32): void {
   const w = i8x16(1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16);
-  const a = i8x16.splat(3);
+  const m7 = i8x16.splat(0x3f);
   let s0 = i32x4.splat(0), s1 = i32x4.splat(1), s2 = i32x4.splat(2), s3 = i32x4.splat(3);
   let s4 = i32x4.splat(4), s5 = i32x4.splat(5), s6 = i32x4.splat(6), s7 = i32x4.splat(7);
   let s8 = i32x4.splat(8), s9 = i32x4.splat(9), s10 = i32x4.splat(10), s11 = i32x4.splat(11);
-  if (ASC_FEATURE_RELAXED_SIMD) {
+  if (ASC_FEATURE_RELAXED_SIMD && variant == 0) {
     for (let i = 0; i < iters; i++) {
+      const a = v128.and(s0, m7);
       s0 = qdot(w, a, s0); s1 = qdot(w, a, s1); s2 = qdot(w, a, s2); s3 = qdot(w, a, s3);
       s4 = qdot(w, a, s4); s5 = qdot(w, a, s5); s6 = qdot(w, a, s6); s7 = qdot(w, a, s7);
       s8 = qdot(w, a, s8); s9 = qdot(w, a, s9); s10 = qdot(w, a, s10); s11 = qdot(w, a, s11);
     }
+  } else if (ASC_FEATURE_RELAXED_SIMD && variant == 1) {
+    for (let i = 0; i < iters; i++) {
+      const a = v128.and(s0, m7);
+      s0 = qdotSplit(w, a, s0); s1 = qdotSplit(w, a, s1); s2 = qdotSplit(w, a, s2); s3 = qdotSplit(w, a, s3);
+      s4 = qdotSplit(w, a, s4); s5 = qdotSplit(w, a, s5); s6 = qdotSplit(w, a, s6); s7 = qdotSplit(w, a, s7);
+      s8 = qdotSplit(w, a, s8); s9 = qdotSplit(w, a, s9); s10 = qdotSplit(w, a, s10); s11 = qdotSplit(w, a, s11);
+    }
   } else {
     const wP = i16x8.extend_low_i8x16_s(w), wQ = i16x8.extend_high_i8x16_s(w);
-    const aP = i16x8.extend_low_i8x16_u(a), aQ = i16x8.extend_high_i8x16_u(a);
     for (let i = 0; i < iters; i++) {
+      const aP = v128.and(s0, m7), aQ = v128.and(s1, m7);
       s0 = qdot16(wP, wQ, aP, aQ, s0); s1 = qdot16(wP, wQ, aP, aQ, s1); s2 = qdot16(wP, wQ, aP, aQ, s2);
       s3 = qdot16(wP, wQ, aP, aQ, s3); s4 = qdot16(wP, wQ, aP, aQ, s4); s5 = qdot16(wP, wQ, aP, aQ, s5);
       s6 = qdot16(wP, wQ, aP, aQ, s6); s7 = qdot16(wP, wQ, aP, aQ, s7); s8 = qdot16(wP, wQ, aP, aQ, s8);

@@ -37,6 +37,18 @@ export interface LowpRunOptions {
   mcT?: number;
 }
 
+export interface Int8RunOptions extends LowpRunOptions {
+  /** Store the i32 accumulators (sum q_x q_w - zp * sum q_w) instead of f32 outputs (for tests). */
+  raw?: boolean;
+  /**
+   * Relaxed build, 7-bit activations: "fused" = i32x4.relaxed_dot_i8x16_i7x16_add_s per k-group,
+   * "split" = i16 relaxed dot + pairwise widen + add (three instructions that V8 lowers better on x86
+   * without AVX-VNNI), "auto" (default) = whichever is faster on this engine (measured once).
+   * The integer results are identical.
+   */
+  dot?: "auto" | "fused" | "split";
+}
+
 export interface LinearWeightInt8 {
   kind: "int8";
   out: number;
@@ -93,6 +105,7 @@ export interface ConvWeightBf16 extends Omit<LinearWeightBf16, "kind" | "out" | 
 
 const FLAG_I16 = 1;
 const FLAG_RAW = 2;
+const FLAG_FUSED = 4;
 
 function pad4(p: number | Padding4 | undefined): Padding4 {
   if (p === undefined) return [0, 0, 0, 0];
@@ -183,15 +196,49 @@ export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: Array
   return { kind: "int8", cout, cin, kh, kw, cp, stride, padding: pad4(opts.padding), padBuf, ...common };
 }
 
-function int8Flags(eng: Engine, qmax: number, raw: boolean): number {
-  return (qmax > 127 || eng.simd !== "relaxed" ? FLAG_I16 : 0) | (raw ? FLAG_RAW : 0);
+const fusedDotFaster = new WeakMap<Engine, boolean>();
+
+/**
+ * Whether the fused relaxed dot-add beats the split sequence on this engine: both register-only loops
+ * (peak_dot_i8 variants 0 and 1) run briefly, best of 5. Cached per engine; affects speed only.
+ */
+export function preferFusedDot(eng: Engine): boolean {
+  if (eng.simd !== "relaxed") return false;
+  let v = fusedDotFaster.get(eng);
+  if (v === undefined) {
+    const out = eng.alloc(16 * eng.threads);
+    try {
+      const time = (variant: number) => {
+        let best = Infinity;
+        for (let r = 0; r < 5; r++) {
+          const t0 = performance.now();
+          eng.run("peak_dot_i8", 2000, out, variant);
+          best = Math.min(best, performance.now() - t0);
+        }
+        return best;
+      };
+      time(0);
+      time(1);
+      v = time(0) < 0.9 * time(1);
+    } finally {
+      eng.free(out);
+    }
+    fusedDotFaster.set(eng, v);
+  }
+  return v;
+}
+
+function int8Flags(eng: Engine, qmax: number, opts: Int8RunOptions): number {
+  const i16 = qmax > 127 || eng.simd !== "relaxed";
+  const fused = !i16 && (opts.dot === "fused" || ((opts.dot ?? "auto") === "auto" && preferFusedDot(eng)));
+  return (i16 ? FLAG_I16 : 0) | (opts.raw ? FLAG_RAW : 0) | (fused ? FLAG_FUSED : 0);
 }
 
 /**
  * y [..., out] = INT8 linear of x [..., in] (f32). With raw: true, y is i32 holding the integer
  * accumulators sum q_x q_w - zp * sum q_w (for tests).
  */
-export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: LowpRunOptions & { raw?: boolean } = {}): Tensor {
+export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: Int8RunOptions = {}): Tensor {
   const eng = x.engine;
   const inF = x.shape[x.shape.length - 1];
   if (inF !== w.inF) throw new RangeError(`linearInt8: input [${x.shape}] does not end in ${w.inF}`);
@@ -200,7 +247,7 @@ export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: LowpRunOptions 
   if (M === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.kp);
   try {
-    eng.run("gemm_int8_packed", xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp, opts.kc ?? 0, opts.mcT ?? 0, int8Flags(eng, w.act.qmax, !!opts.raw));
+    eng.run("gemm_int8_packed", xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp, opts.kc ?? 0, opts.mcT ?? 0, int8Flags(eng, w.act.qmax, opts));
   } finally {
     xq.free();
   }
@@ -217,7 +264,7 @@ function convGeometry(x: Tensor, cin: number, kh: number, kw: number, stride: nu
 }
 
 /** y [B, Ho, Wo, cout] = INT8 conv of x [B, H, W, cin] (f32 NHWC). padding overrides the prepared one. */
-export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: LowpRunOptions & { padding?: Padding4; raw?: boolean } = {}): Tensor {
+export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: Int8RunOptions & { padding?: Padding4 } = {}): Tensor {
   const eng = x.engine;
   const p = opts.padding ? pad4(opts.padding) : w.padding;
   const { B, H, W, Ho, Wo } = convGeometry(x, w.cin, w.kh, w.kw, w.stride, p, "conv2dInt8");
@@ -227,7 +274,7 @@ export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: LowpRunOptions & 
   try {
     eng.run(
       "conv2d_int8", xq.ptr, B, H, W, w.cp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
-      w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr, opts.kc ?? 0, opts.mcT ?? 0, int8Flags(eng, w.act.qmax, !!opts.raw),
+      w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr, opts.kc ?? 0, opts.mcT ?? 0, int8Flags(eng, w.act.qmax, opts),
     );
   } finally {
     xq.free();
