@@ -86,10 +86,43 @@ export function attention_f32(
     for (let kBeg = 0; kBeg < kEnd; kBeg += ATT_BK) {
       const nk = min(ATT_BK, Lk - kBeg);
       const nkc = (nk + 7) & ~7;
-      // pack K transposed: KT[d, j]
-      for (let j = 0; j < nk; j++) {
-        const src = k + ((usize(b) * usize(Lk) * usize(ldk) + usize(kBeg + j) * usize(ldk) + hOff) << 2);
-        for (let d = 0; d < D; d++) store<f32>(KT + ((usize(d) * ATT_BK + usize(j)) << 2), load<f32>(src + (usize(d) << 2)));
+      // pack K transposed: KT[d, j], 4 keys x 4 dims at a time by in-register 4x4 transposes
+      const kRow = usize(ldk) << 2;
+      const ktRow = usize(ATT_BK) << 2;
+      const kTile = k + ((usize(b) * usize(Lk) * usize(ldk) + usize(kBeg) * usize(ldk) + hOff) << 2);
+      let j = 0;
+      for (; j + 4 <= nk; j += 4) {
+        const s0 = kTile + usize(j) * kRow;
+        const s1 = s0 + kRow;
+        const s2 = s1 + kRow;
+        const s3 = s2 + kRow;
+        const dst = KT + (usize(j) << 2);
+        let d = 0;
+        for (; d + 4 <= D; d += 4) {
+          const o = usize(d) << 2;
+          const r0 = v128.load(s0 + o), r1 = v128.load(s1 + o), r2 = v128.load(s2 + o), r3 = v128.load(s3 + o);
+          const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5); // r0[0] r1[0] r0[1] r1[1]
+          const t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+          const t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+          const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+          const kd = dst + usize(d) * ktRow;
+          v128.store(kd, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+          v128.store(kd + ktRow, i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+          v128.store(kd + 2 * ktRow, i32x4.shuffle(t2, t3, 0, 1, 4, 5));
+          v128.store(kd + 3 * ktRow, i32x4.shuffle(t2, t3, 2, 3, 6, 7));
+        }
+        for (; d < D; d++) {
+          const o = usize(d) << 2;
+          const kd = dst + usize(d) * ktRow;
+          store<f32>(kd, load<f32>(s0 + o));
+          store<f32>(kd, load<f32>(s1 + o), 4);
+          store<f32>(kd, load<f32>(s2 + o), 8);
+          store<f32>(kd, load<f32>(s3 + o), 12);
+        }
+      }
+      for (; j < nk; j++) {
+        const src = kTile + usize(j) * kRow;
+        for (let d = 0; d < D; d++) store<f32>(KT + usize(d) * ktRow + (usize(j) << 2), load<f32>(src + (usize(d) << 2)));
       }
       // V: packed [j, Dp] with zero padding, or in place
       let vb: usize;
