@@ -412,6 +412,9 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     log(`test set: ${test.count} images, classifier accuracy ${test.accuracy.toFixed(4)}${test.cached ? " (cached)" : ` (${(test.ms / 1000).toFixed(1)} s)`}`);
     const testStats = test.stats;
     const testAcc = test.accuracy;
+    const refAcc = clf.config.test_accuracy;
+    if (typeof refAcc === "number" && Math.abs(testAcc - refAcc) > 0.005)
+      log(`warning: the classifier's test accuracy ${testAcc.toFixed(4)} differs from the reference ${refAcc} by more than 0.005: its features (and so FID) are suspect`);
 
     if (o.outDir) fs.mkdirSync(o.outDir, { recursive: true });
     const images = new Uint8Array(o.n * px);
