@@ -1,6 +1,6 @@
 // 2-D convolution on NHWC activations as implicit GEMM (assembly/gemm.ts conv2d_f32):
 // M = B*Ho*Wo output pixels, N = Cout, K = kh*kw*Cin in (ky, kx, ci) order, reading input pixels straight
-// from the NHWC tensor (no im2col buffer). Weights are packed once into 8-column panels over K like
+// from the NHWC tensor (no im2col buffer). Weights are packed once into GEMM_NR-column panels over K like
 // linear weights; padding reads from a small zero buffer owned by the weight.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
@@ -17,7 +17,7 @@ export interface ConvWeightF32 {
   readonly stride: number;
   /** Default padding [top, left, bottom, right]. */
   readonly padding: Padding4;
-  /** [panels, kh*kw*cin, GEMM_NR]: packed[(p * K + (ky*kw + kx)*cin + ci) * 8 + j] = weight[p*8 + j][ci][ky][kx]. */
+  /** [panels, K = kh*kw*cin, GEMM_NR]: packed[(p * K + (ky*kw + kx)*cin + ci) * GEMM_NR + j] = weight[p*GEMM_NR + j][ci][ky][kx]. */
   readonly packed: Tensor;
   /** [panels * GEMM_NR], zero-padded. */
   readonly bias: Tensor;

@@ -1,23 +1,23 @@
 // Linear layers (and plain matrix products) on the FP32 GEMM kernels of assembly/gemm.ts.
 //
 // Weights are packed once, at load time, into the layout the micro-kernel streams: N (= out features)
-// cut into panels of GEMM_NR = 8 columns, each panel K rows x 8 floats contiguous, the last panel
+// cut into panels of GEMM_NR = 16 columns, each panel K rows x 16 floats contiguous, the last panel
 // zero-padded; bias padded to the same width (zeros when the layer has none, so the kernel always adds).
 // Weight kinds are told apart by `kind`; BF16 / INT8 kinds can sit beside "f32" in the LinearWeight union
 // with the same panel layout and their own kernels.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 
-/** Columns per packed panel (two f32x4 vectors). */
-export const GEMM_NR = 8;
+/** Columns per packed panel (four f32x4 vectors); must match assembly/gemm.ts. */
+export const GEMM_NR = 16;
 /** Rows per micro-tile of the kernels (assembly/gemm.ts). */
-export const GEMM_MR = 6;
+export const GEMM_MR = 2;
 
 export interface LinearWeightF32 {
   readonly kind: "f32";
   readonly out: number;
   readonly inF: number;
-  /** [panels, inF, GEMM_NR]: packed[(p * inF + k) * 8 + j] = weight[p * 8 + j][k]. */
+  /** [panels, inF, GEMM_NR]: packed[(p * inF + k) * GEMM_NR + j] = weight[p * GEMM_NR + j][k]. */
   readonly packed: Tensor;
   /** [panels * GEMM_NR], zero-padded (zeros when the layer has no bias). */
   readonly bias: Tensor;
@@ -31,8 +31,8 @@ export function panelsFor(n: number): number {
 }
 
 /**
- * Packs a torch-layout weight [n, k] (row-major, out x in) into 8-column panels over k:
- * dst[(p * k + kk) * 8 + j] = src[(p * 8 + j) * k + kk]; dst must be zeroed (padding columns).
+ * Packs a torch-layout weight [n, k] (row-major, out x in) into GEMM_NR-column panels over k:
+ * dst[(p * k + kk) * GEMM_NR + j] = src[(p * GEMM_NR + j) * k + kk]; dst must be zeroed (padding columns).
  */
 export function packPanelsNK(dst: Float32Array, src: ArrayLike<number>, n: number, k: number): void {
   for (let col = 0; col < n; col++) {
@@ -72,10 +72,11 @@ export function freeLinear(w: LinearWeight): void {
  * in GEMM_MR-row tiles (0 = all of a thread's rows). Results do not depend on these.
  */
 export function gemmBlocking(M: number, N: number, K: number): { kc: number; mcT: number } {
+  // Measured on Zen 4 (bench/kernels-gemm.ts): K blocking never helped (the hardware prefetchers keep the
+  // packed panel streaming from L2/L3), and row blocks of a few dozen tiles gain a few % on large M.
   void M;
   void N;
-  void K;
-  return { kc: 0, mcT: 0 };
+  return { kc: 0, mcT: Math.max(8, Math.min(128, Math.floor(65536 / Math.max(1, K)))) };
 }
 
 /** y[..., out] = x[..., in] W^T + b. */
