@@ -1,10 +1,13 @@
 #!/bin/sh
-# FP32 GEMM / conv benchmark: builds the kernels, bundles bench/kernels-gemm.ts and runs it.
-# Usage: sh bench/gemm.sh [--quick] [--kc=N] [--mc=N]
+# FP32 GEMM / conv benchmark: builds the kernels, bundles the bench script with esbuild and runs it.
+# Usage: sh bench/gemm.sh [--quick] [--kc=N] [--mc=N]    GEMM / linear / conv table, bench/results/gemm.json
+#        sh bench/gemm.sh peak [--threads=N]              f32 SIMD peak only
 set -e
 cd "$(dirname "$0")/.."
+script=kernels-gemm
+if [ "$1" = "peak" ]; then script=peak; shift; fi
 node scripts/build.mjs --wasm-only > /dev/null
 mkdir -p build/bench
-npx esbuild bench/kernels-gemm.ts --bundle --platform=node --format=esm --target=node20 --outfile=build/bench/kernels-gemm.mjs --log-level=warning
+npx esbuild "bench/$script.ts" --bundle --platform=node --format=esm --target=node20 --outfile="build/bench/$script.mjs" --log-level=warning
 cp src/runtime/worker.js build/bench/worker.js
-exec node --experimental-wasm-relaxed-simd --no-liftoff build/bench/kernels-gemm.mjs "$@"
+exec node --experimental-wasm-relaxed-simd --no-liftoff "build/bench/$script.mjs" "$@"
