@@ -5,8 +5,9 @@
 // is (batch, head, block of ATT_BQ queries); units are split statically across threads and each is
 // computed start to finish by one thread, so results do not depend on the thread count.
 // Per unit: the queries are packed into scratch pre-multiplied by scale*log2(e) (so softmax uses
-// exp2). Keys are walked in tiles of ATT_BK: the tile's K is packed transposed (KT [Dp, BK]) and its V
-// packed row-major ([BK, Dp], only when D is not a multiple of 8; otherwise V is read in place).
+// exp2), interleaved per sub-block of 4 rows. Keys are walked in tiles of BK (128/64/32 keys for
+// D <= 48 / <= 96 / larger): the tile's K is packed transposed (KT [Dp, BK], 4x4 register transposes)
+// and its V packed row-major ([BK, Dp], only when D is not a multiple of 8; else V is read in place).
 // Then for every sub-block of 4 queries: S = Q KT (4 x BK, register-blocked 4 queries x 8 keys),
 // masking (tile end, causal j > i), online softmax (running max m and sum l per query; the
 // accumulator is rescaled by 2^(m_old - m_new)), and acc += P V (register-blocked 4 queries x 8 dims).
@@ -18,12 +19,13 @@
 //   KT Dp*BK | V BK*Dp | Q BQ*Dp | ACC BQ*Dp | SP 4*128 | M BQ | L BQ | ALPHA 4 (+ padding)
 import { splitStart, splitEnd, madd, exp2neg4, exp4, hmax, hsum } from "./math";
 
+/** Queries per work unit. Must match ATT_BQ in src/nn/attention.ts. */
 const ATT_BQ: i32 = 64;
 
-/** Keys per tile for head dim D (keeps the packed K tile around 16 KB: L1-resident). */
 /** Row stride (floats) of the per-thread 4-row score block: the largest tile. */
 const SPS: i32 = 128;
 
+/** Keys per tile for head dim D (packed K tile of 16-20 KB). Must match attBK in src/nn/attention.ts. */
 @inline function attBK(D: i32): i32 {
   return D <= 48 ? 128 : D <= 96 ? 64 : 32;
 }
