@@ -2,8 +2,10 @@
 // CPU: operands rounded to bf16, products accumulated in f32, output rounded to bf16.
 //
 // Operands
-//   A: activations already rounded to bf16 values, kept as f32 (bf16_round_f32 in quantize.ts does that
-//      once per call, so the inner loop is a plain f32 broadcast load).
+//   A: f32 activations (rows, or an NHWC image for the conv). Each thread packs the 4-row tiles of its
+//      current row block x K block into scratch, rounding every value to bf16 on the way (RNE, as
+//      bf16_round_f32 in quantize.ts), interleaved by k: ap[k*4 + r] = bf16(A[r][k0 + k]) as f32, so the
+//      inner loop broadcasts from one pointer with constant offsets.
 //   B: bf16 weights (u16 bit patterns) in panels of 8 output channels: panel p holds K rows of 8 u16,
 //      packed[(p * K + k) * 8 + j] = bf16(W[p*8 + j][k]) (padding zero). A row is one 16-byte load, widened
 //      to two f32x4 by moving each u16 into the high half of a 32-bit lane (exact: bf16 is the top half
@@ -19,8 +21,8 @@
 //
 // Tile 4 rows x 8 channels (8 f32x4 accumulators), one k per loop step: V8 issues all loads of a loop
 // body first, so the live set is 8 accumulators + 2 widened weights + 4 broadcast activations + the zero
-// vector = 15 of x64's 16 xmm registers (a 6 x 8 tile spills). Convolution rows point straight into the
-// NHWC input (taps in the padding read a zero buffer of kw*Cin floats) like the FP32 conv in gemm.ts.
+// vector = 15 of x64's 16 xmm registers (a 6 x 8 tile spills). For the conv the packing gathers the
+// kernel window from the NHWC input (taps in the padding read a zero buffer of kw*Cin floats).
 
 // @ts-nocheck (AssemblyScript)
 
@@ -80,42 +82,35 @@
   return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : zero + off;
 }
 
-/** One 4 x 8 tile: rows m0..m0+3 (clamped to M-1), panel p, k in [k0, k1). */
-function bTile(
-  x: usize, pixB: usize, H: i32, W: i32, Cin: i32,
-  wp: usize, bias: usize, y: usize, ldyB: usize,
-  M: i32, HoWo: i32, Wo: i32, N: i32, K: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize,
-  m0: i32, p: i32, k0: i32, k1: i32,
+@inline function bRound1(v: f32): f32 {
+  const u = reinterpret<u32>(v);
+  if (v != v) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
+  return reinterpret<f32>((u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000);
+}
+
+/**
+ * Packs one 4-row tile (rows m0..m0+3, clamped to M-1) for k in [k0, k1), rounded to bf16:
+ * ap[(k - k0)*4 + r] = bf16(A[row r][k]). Conv rows gather the kernel window (padding reads zero).
+ */
+function bPackTile(
+  x: usize, pixB: usize, H: i32, W: i32, Cin: i32, M: i32, HoWo: i32, Wo: i32,
+  kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, m0: i32, k0: i32, k1: i32, ap: usize,
 ): void {
   const HWB = usize(H) * usize(W) * pixB;
   const r0 = min(m0 + 0, M - 1);
   const n0 = r0 / HoWo, q0 = r0 - n0 * HoWo, oy0 = q0 / Wo, ox0 = q0 - oy0 * Wo;
   const base0 = x + usize(n0) * HWB, iy0 = oy0 * stride - padT, ix0 = ox0 * stride - padL;
-  const cp0 = y + usize(r0) * ldyB + (usize(p) << 5);
   const r1 = min(m0 + 1, M - 1);
   const n1 = r1 / HoWo, q1 = r1 - n1 * HoWo, oy1 = q1 / Wo, ox1 = q1 - oy1 * Wo;
   const base1 = x + usize(n1) * HWB, iy1 = oy1 * stride - padT, ix1 = ox1 * stride - padL;
-  const cp1 = y + usize(r1) * ldyB + (usize(p) << 5);
   const r2 = min(m0 + 2, M - 1);
   const n2 = r2 / HoWo, q2 = r2 - n2 * HoWo, oy2 = q2 / Wo, ox2 = q2 - oy2 * Wo;
   const base2 = x + usize(n2) * HWB, iy2 = oy2 * stride - padT, ix2 = ox2 * stride - padL;
-  const cp2 = y + usize(r2) * ldyB + (usize(p) << 5);
   const r3 = min(m0 + 3, M - 1);
   const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
   const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
-  const cp3 = y + usize(r3) * ldyB + (usize(p) << 5);
   const hok = (kw == 1 || pixB == usize(Cin) << 2) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W;
-  const ncols = N - (p << 3);
-  const z = f32x4.splat(0);
-  let c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
-  if (k0 > 0) {
-    c00 = bLoadPart(cp0, ncols); c01 = bLoadPart(cp0 + 16, ncols - 4);
-    c10 = bLoadPart(cp1, ncols); c11 = bLoadPart(cp1 + 16, ncols - 4);
-    c20 = bLoadPart(cp2, ncols); c21 = bLoadPart(cp2 + 16, ncols - 4);
-    c30 = bLoadPart(cp3, ncols); c31 = bLoadPart(cp3 + 16, ncols - 4);
-  }
   const rowK = kw * Cin;
-  let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 4);
   let k = k0;
   while (k < k1) {
     const ky = k / rowK;
@@ -132,16 +127,53 @@ function bTile(
     let a2 = bRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, offB, zero);
     let a3 = bRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, offB, zero);
     k += len;
-    let w: v128, b0: v128, b1: v128, a: v128;
-    for (; len > 0; len--) {
-      w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
-      a = v128.load32_splat(a0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
-      a = v128.load32_splat(a1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
-      a = v128.load32_splat(a2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
-      a = v128.load32_splat(a3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
-      a0 += 4; a1 += 4; a2 += 4; a3 += 4;
-      bq += 16;
+    for (; len >= 4; len -= 4) {
+      const v0 = bRound(v128.load(a0)), v1 = bRound(v128.load(a1)), v2 = bRound(v128.load(a2)), v3 = bRound(v128.load(a3));
+      const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
+      const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7), t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
+      v128.store(ap, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+      v128.store(ap, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 16);
+      v128.store(ap, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 32);
+      v128.store(ap, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 48);
+      a0 += 16; a1 += 16; a2 += 16; a3 += 16;
+      ap += 64;
     }
+    for (; len > 0; len--) {
+      store<f32>(ap, bRound1(load<f32>(a0)));
+      store<f32>(ap, bRound1(load<f32>(a1)), 4);
+      store<f32>(ap, bRound1(load<f32>(a2)), 8);
+      store<f32>(ap, bRound1(load<f32>(a3)), 12);
+      a0 += 4; a1 += 4; a2 += 4; a3 += 4;
+      ap += 16;
+    }
+  }
+}
+
+/** One 4 x 8 tile from packed activations ap: rows m0..m0+3 (clamped to M-1), panel p, k in [k0, k1). */
+function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32, N: i32, K: i32, m0: i32, p: i32, k0: i32, k1: i32): void {
+  const cp0 = y + usize(min(m0 + 0, M - 1)) * ldyB + (usize(p) << 5);
+  const cp1 = y + usize(min(m0 + 1, M - 1)) * ldyB + (usize(p) << 5);
+  const cp2 = y + usize(min(m0 + 2, M - 1)) * ldyB + (usize(p) << 5);
+  const cp3 = y + usize(min(m0 + 3, M - 1)) * ldyB + (usize(p) << 5);
+  const ncols = N - (p << 3);
+  const z = f32x4.splat(0);
+  let c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+  if (k0 > 0) {
+    c00 = bLoadPart(cp0, ncols); c01 = bLoadPart(cp0 + 16, ncols - 4);
+    c10 = bLoadPart(cp1, ncols); c11 = bLoadPart(cp1 + 16, ncols - 4);
+    c20 = bLoadPart(cp2, ncols); c21 = bLoadPart(cp2 + 16, ncols - 4);
+    c30 = bLoadPart(cp3, ncols); c31 = bLoadPart(cp3 + 16, ncols - 4);
+  }
+  let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 4);
+  const end = ap + (usize(k1 - k0) << 4);
+  let w: v128, b0: v128, b1: v128, a: v128;
+  for (; ap < end; ap += 16) {
+    w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
+    a = v128.load32_splat(ap); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
+    a = v128.load32_splat(ap, 4); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
+    a = v128.load32_splat(ap, 8); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
+    a = v128.load32_splat(ap, 12); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+    bq += 16;
   }
   if (k1 == K) {
     const bb = bias + (usize(p) << 5);
@@ -164,10 +196,15 @@ function bTile(
   }
 }
 
+/**
+ * Driver: static split of 4-row tiles (or 8-channel panels when that balances better) over threads;
+ * inside a thread, row blocks of mcT tiles x K blocks of kc, each block packed (and rounded) once into
+ * the thread's scratch (mcT * 4 * kc floats at scratch + tid * scrStride bytes).
+ */
 function bgemm(
   tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, scratch: usize, scrStride: usize,
 ): void {
   const HoWo = Ho * Wo;
   const M = Bn * HoWo;
@@ -186,42 +223,48 @@ function bgemm(
     p0 = bShareStart(np, tid, nt);
     p1 = bShareStart(np, tid + 1, nt);
   }
+  const ap = scratch + usize(tid) * scrStride;
   if (K == 0) {
     for (let t = t0; t < t1; t++)
       for (let p = p0; p < p1; p++)
-        bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t << 2, p, 0, 0);
+        bTile(ap, wp, bias, y, ldyB, M, N, K, t << 2, p, 0, 0);
     return;
   }
   for (let mb = t0; mb < t1; mb += mcT) {
     const me = min(mb + mcT, t1);
     for (let k0 = 0; k0 < K; k0 += kc) {
       const k1 = min(k0 + kc, K);
+      const tileB = usize(k1 - k0) << 4;
+      for (let t = mb; t < me; t++)
+        bPackTile(x, pixB, H, W, Cin, M, HoWo, Wo, kw, stride, padT, padL, zero, t << 2, k0, k1, ap + usize(t - mb) * tileB);
       for (let p = p0; p < p1; p++)
         for (let t = mb; t < me; t++)
-          bTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t << 2, p, k0, k1);
+          bTile(ap + usize(t - mb) * tileB, wp, bias, y, ldyB, M, N, K, t << 2, p, k0, k1);
     }
   }
 }
 
 /**
- * y[M, N] (row stride ldy floats) = bf16(A[M, K] (bf16 values as f32, row stride lda floats) x W^T + bias),
- * W packed as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 4-row tiles (0 = all).
+ * y[M, N] (row stride ldy floats) = bf16(bf16(A[M, K]) (f32, row stride lda floats) x W^T + bias), W packed
+ * as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 4-row tiles (0 = all); scratch: nt
+ * blocks of scrStride >= mcT * 4 * kc * 4 bytes (kc clamped to K, mcT = 0 meaning all of a thread's tiles).
  */
 export function gemm_bf16_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, bias: usize, y: usize, ldy: i32,
-  M: i32, N: i32, K: i32, kc: i32, mcT: i32,
+  M: i32, N: i32, K: i32, kc: i32, mcT: i32, scratch: usize, scrStride: i32,
 ): void {
-  bgemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT);
+  bgemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, scratch, usize(scrStride));
 }
 
 /**
- * NHWC BF16 convolution. x: [Bn, H, W, Cin] bf16 values as f32 (contiguous), y: [Bn, Ho, Wo, *] with pixel
- * stride ldy floats, weights packed as bf16 panels over K = (ky, kx, ci), zero: kw*Cin zero floats.
+ * NHWC BF16 convolution. x: [Bn, H, W, Cin] f32 (contiguous; rounded to bf16 as it is packed), y: [Bn, Ho,
+ * Wo, *] with pixel stride ldy floats, weights packed as bf16 panels over K = (ky, kx, ci), zero: kw*Cin
+ * zero floats. kc, mcT, scratch as gemm_bf16_packed.
  */
 export function conv2d_bf16(
   tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, scratch: usize, scrStride: i32,
 ): void {
-  bgemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT);
+  bgemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT, scratch, usize(scrStride));
 }

@@ -22,7 +22,7 @@
 //     CPU (x86 pmaddubsw/vpdpbusd, Arm sdot/usdot); on x86 the i16 pair sums stay within 2*127*127 < 32767
 //     so nothing saturates: the result is exact. Two instruction sequences for the same sum:
 //       flags & 4 (FUSED): acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(w, splat(4 activation bytes), acc)
-//       otherwise (split): acc += i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a))
+//       otherwise (split): acc += i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a), ones)
 //     V8 expands the fused form to 5 instructions on x86 without AVX-VNNI (it rebuilds a ones vector each
 //     time), the split form to 3, so the runtime measures which is faster (lowp.ts preferFusedDot).
 //   otherwise (baseline build, or flags & 1 = activations up to 255): weights shuffled into k-pairs and
@@ -83,16 +83,17 @@ const FLAG_FUSED: i32 = 4;
 /**
  * The same sum as qdot in three instructions that lower well on x86 without VNNI: the i16 relaxed dot
  * (pmaddubsw: exact, |pair sum| <= 2*127*127 < 2^15 so neither saturation nor wrapping can happen),
- * widened by i32x4.dot_i16x8_s with ones (pmaddwd), then added. (V8 expands the fused instruction to
- * five, regenerating the ones constant each time.)
+ * widened pairwise to i32 by i32x4.dot_i16x8_s with ones (pmaddwd), then added. (V8 expands the fused
+ * instruction to five, rebuilding the ones vector every time.)
  */
-@inline function qdotSplit(w: v128, a: v128, c: v128): v128 {
+@inline function qdotSplit(w: v128, a: v128, c: v128, ones: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.add(c, i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a)));
+    return i32x4.add(c, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a), ones));
   } else {
     return c;
   }
 }
+
 
 /** Channels (0,1,2,3) x k (0..3) bytes -> k-pairs: [c0k0 c0k1 c1k0 c1k1 ... c3k1 | c0k2 c0k3 ... c3k3]. */
 @inline function qPairs(w: v128): v128 {
@@ -104,49 +105,41 @@ const FLAG_FUSED: i32 = 4;
   return i32x4.add(c, i32x4.add(i32x4.dot_i16x8_s(wP, aP), i32x4.dot_i16x8_s(wQ, aQ)));
 }
 
+/** Stores 4 rows of 4 k-group bytes each (v0..v3 = 16 bytes of rows 0..3) interleaved by k-group. */
+@inline function qTranspose4(ap: usize, v0: v128, v1: v128, v2: v128, v3: v128): void {
+  const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
+  const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7), t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
+  v128.store(ap, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+  v128.store(ap, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 16);
+  v128.store(ap, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 32);
+  v128.store(ap, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 48);
+}
+
 /**
- * One 4 x 8 tile: output rows m0..m0+3 (clamped to M-1), panel p, k in [k0, k1) (multiples of 4).
+ * Packs the activations of one 4-row tile (rows m0..m0+3, clamped to M-1) for k in [k0, k1) into ap,
+ * interleaved by k-group: ap[g*16 + r*4 + j] = A[row r][k0 + 4g + j]. For convolutions this gathers the
+ * kernel window (taps in the padding read the zero-point buffer), so the GEMM loop sees plain rows.
  */
-function qTile(
-  x: usize, pixB: usize, H: i32, W: i32, Cp: i32,
-  wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
-  M: i32, HoWo: i32, Wo: i32, N: i32, K: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize,
-  m0: i32, p: i32, k0: i32, k1: i32, flags: i32,
+function qPackTile(
+  x: usize, pixB: usize, H: i32, W: i32, Cp: i32, M: i32, HoWo: i32, Wo: i32,
+  kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, m0: i32, k0: i32, k1: i32, ap: usize,
 ): void {
   const HWB = usize(H) * usize(W) * pixB;
   const r0 = min(m0 + 0, M - 1);
   const n0 = r0 / HoWo, q0 = r0 - n0 * HoWo, oy0 = q0 / Wo, ox0 = q0 - oy0 * Wo;
   const base0 = x + usize(n0) * HWB, iy0 = oy0 * stride - padT, ix0 = ox0 * stride - padL;
-  const cp0 = y + usize(r0) * ldyB + (usize(p) << 5);
   const r1 = min(m0 + 1, M - 1);
   const n1 = r1 / HoWo, q1 = r1 - n1 * HoWo, oy1 = q1 / Wo, ox1 = q1 - oy1 * Wo;
   const base1 = x + usize(n1) * HWB, iy1 = oy1 * stride - padT, ix1 = ox1 * stride - padL;
-  const cp1 = y + usize(r1) * ldyB + (usize(p) << 5);
   const r2 = min(m0 + 2, M - 1);
   const n2 = r2 / HoWo, q2 = r2 - n2 * HoWo, oy2 = q2 / Wo, ox2 = q2 - oy2 * Wo;
   const base2 = x + usize(n2) * HWB, iy2 = oy2 * stride - padT, ix2 = ox2 * stride - padL;
-  const cp2 = y + usize(r2) * ldyB + (usize(p) << 5);
   const r3 = min(m0 + 3, M - 1);
   const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
   const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
-  const cp3 = y + usize(r3) * ldyB + (usize(p) << 5);
+  // whole kernel rows are contiguous runs when every row's window is horizontally inside the image
   const hok = (kw == 1 || pixB == usize(Cp)) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W;
-  const ncols = N - (p << 3);
-  let c00: v128, c01: v128, c10: v128, c11: v128, c20: v128, c21: v128, c30: v128, c31: v128;
-  if (k0 == 0) {
-    const z = i32x4.splat(0);
-    const cc = corr + (usize(p) << 5);
-    const v0 = i32x4.sub(z, v128.load(cc)), v1 = i32x4.sub(z, v128.load(cc, 16));
-    c00 = v0; c01 = v1; c10 = v0; c11 = v1; c20 = v0; c21 = v1; c30 = v0; c31 = v1;
-  } else {
-    c00 = qLoadPart(cp0, ncols); c01 = qLoadPart(cp0 + 16, ncols - 4);
-    c10 = qLoadPart(cp1, ncols); c11 = qLoadPart(cp1 + 16, ncols - 4);
-    c20 = qLoadPart(cp2, ncols); c21 = qLoadPart(cp2 + 16, ncols - 4);
-    c30 = qLoadPart(cp3, ncols); c31 = qLoadPart(cp3 + 16, ncols - 4);
-  }
-  const useDot = ASC_FEATURE_RELAXED_SIMD && (flags & FLAG_I16) == 0;
   const rowK = kw * Cp;
-  let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
   let k = k0;
   while (k < k1) {
     const ky = k / rowK;
@@ -162,68 +155,85 @@ function qTile(
     let a2 = qRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
     let a3 = qRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
     k += len;
-    if (useDot && (flags & FLAG_FUSED) != 0) {
-      let w0: v128, w1: v128, a: v128;
-      for (; len >= 16; len -= 16) {
-        w0 = v128.load(bq); w1 = v128.load(bq, 16);
-        a = v128.load32_splat(a0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-        a = v128.load32_splat(a1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-        a = v128.load32_splat(a2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-        a = v128.load32_splat(a3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-        w0 = v128.load(bq, 32); w1 = v128.load(bq, 48);
-        a = v128.load32_splat(a0, 4); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-        a = v128.load32_splat(a1, 4); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-        a = v128.load32_splat(a2, 4); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-        a = v128.load32_splat(a3, 4); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-        w0 = v128.load(bq, 64); w1 = v128.load(bq, 80);
-        a = v128.load32_splat(a0, 8); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-        a = v128.load32_splat(a1, 8); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-        a = v128.load32_splat(a2, 8); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-        a = v128.load32_splat(a3, 8); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-        w0 = v128.load(bq, 96); w1 = v128.load(bq, 112);
-        a = v128.load32_splat(a0, 12); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-        a = v128.load32_splat(a1, 12); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-        a = v128.load32_splat(a2, 12); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-        a = v128.load32_splat(a3, 12); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-        a0 += 16; a1 += 16; a2 += 16; a3 += 16;
-        bq += 128;
-      }
-      for (; len > 0; len -= 4) {
-        w0 = v128.load(bq); w1 = v128.load(bq, 16);
-        a = v128.load32_splat(a0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-        a = v128.load32_splat(a1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-        a = v128.load32_splat(a2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-        a = v128.load32_splat(a3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-        a0 += 4; a1 += 4; a2 += 4; a3 += 4;
-        bq += 32;
-      }
-    } else if (useDot) {
-      let w0: v128, w1: v128, a: v128;
-      for (; len > 0; len -= 4) {
-        w0 = v128.load(bq); w1 = v128.load(bq, 16);
-        a = v128.load32_splat(a0); c00 = qdotSplit(w0, a, c00); c01 = qdotSplit(w1, a, c01);
-        a = v128.load32_splat(a1); c10 = qdotSplit(w0, a, c10); c11 = qdotSplit(w1, a, c11);
-        a = v128.load32_splat(a2); c20 = qdotSplit(w0, a, c20); c21 = qdotSplit(w1, a, c21);
-        a = v128.load32_splat(a3); c30 = qdotSplit(w0, a, c30); c31 = qdotSplit(w1, a, c31);
-        a0 += 4; a1 += 4; a2 += 4; a3 += 4;
-        bq += 32;
-      }
-    } else {
-      for (; len > 0; len -= 4) {
-        const s0 = qPairs(v128.load(bq)), s1 = qPairs(v128.load(bq, 16));
-        const wP0 = i16x8.extend_low_i8x16_s(s0), wQ0 = i16x8.extend_high_i8x16_s(s0);
-        const wP1 = i16x8.extend_low_i8x16_s(s1), wQ1 = i16x8.extend_high_i8x16_s(s1);
-        let aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a0)), aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a0, 2));
-        c00 = qdot16(wP0, wQ0, aP, aQ, c00); c01 = qdot16(wP1, wQ1, aP, aQ, c01);
-        aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a1)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a1, 2));
-        c10 = qdot16(wP0, wQ0, aP, aQ, c10); c11 = qdot16(wP1, wQ1, aP, aQ, c11);
-        aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a2)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a2, 2));
-        c20 = qdot16(wP0, wQ0, aP, aQ, c20); c21 = qdot16(wP1, wQ1, aP, aQ, c21);
-        aP = i16x8.extend_low_i8x16_u(v128.load16_splat(a3)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(a3, 2));
-        c30 = qdot16(wP0, wQ0, aP, aQ, c30); c31 = qdot16(wP1, wQ1, aP, aQ, c31);
-        a0 += 4; a1 += 4; a2 += 4; a3 += 4;
-        bq += 32;
-      }
+    for (; len >= 16; len -= 16) {
+      qTranspose4(ap, v128.load(a0), v128.load(a1), v128.load(a2), v128.load(a3));
+      a0 += 16; a1 += 16; a2 += 16; a3 += 16;
+      ap += 64;
+    }
+    for (; len > 0; len -= 4) {
+      store<u32>(ap, load<u32>(a0));
+      store<u32>(ap, load<u32>(a1), 4);
+      store<u32>(ap, load<u32>(a2), 8);
+      store<u32>(ap, load<u32>(a3), 12);
+      a0 += 4; a1 += 4; a2 += 4; a3 += 4;
+      ap += 16;
+    }
+  }
+}
+
+/**
+ * One 4 x 8 tile from packed activations ap (see qPackTile): output rows m0..m0+3 (clamped to M-1),
+ * panel p, k in [k0, k1) (multiples of 4).
+ */
+function qTile(
+  ap: usize, wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
+  M: i32, N: i32, K: i32, m0: i32, p: i32, k0: i32, k1: i32, flags: i32,
+): void {
+  const cp0 = y + usize(min(m0 + 0, M - 1)) * ldyB + (usize(p) << 5);
+  const cp1 = y + usize(min(m0 + 1, M - 1)) * ldyB + (usize(p) << 5);
+  const cp2 = y + usize(min(m0 + 2, M - 1)) * ldyB + (usize(p) << 5);
+  const cp3 = y + usize(min(m0 + 3, M - 1)) * ldyB + (usize(p) << 5);
+  const ncols = N - (p << 3);
+  let c00: v128, c01: v128, c10: v128, c11: v128, c20: v128, c21: v128, c30: v128, c31: v128;
+  if (k0 == 0) {
+    const z = i32x4.splat(0);
+    const cc = corr + (usize(p) << 5);
+    const v0 = i32x4.sub(z, v128.load(cc)), v1 = i32x4.sub(z, v128.load(cc, 16));
+    c00 = v0; c01 = v1; c10 = v0; c11 = v1; c20 = v0; c21 = v1; c30 = v0; c31 = v1;
+  } else {
+    c00 = qLoadPart(cp0, ncols); c01 = qLoadPart(cp0 + 16, ncols - 4);
+    c10 = qLoadPart(cp1, ncols); c11 = qLoadPart(cp1 + 16, ncols - 4);
+    c20 = qLoadPart(cp2, ncols); c21 = qLoadPart(cp2 + 16, ncols - 4);
+    c30 = qLoadPart(cp3, ncols); c31 = qLoadPart(cp3 + 16, ncols - 4);
+  }
+  let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
+  const end = ap + (usize(k1 - k0) << 2);
+  let w0: v128, w1: v128, a: v128;
+  if (ASC_FEATURE_RELAXED_SIMD && (flags & (FLAG_I16 | FLAG_FUSED)) == FLAG_FUSED) {
+    for (; ap < end; ap += 16) {
+      w0 = v128.load(bq); w1 = v128.load(bq, 16);
+      const av = v128.load(ap);
+      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+      bq += 32;
+    }
+  } else if (ASC_FEATURE_RELAXED_SIMD && (flags & FLAG_I16) == 0) {
+    const ones = i16x8.splat(1);
+    for (; ap < end; ap += 16) {
+      w0 = v128.load(bq); w1 = v128.load(bq, 16);
+      const av = v128.load(ap);
+      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
+      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
+      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
+      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
+      bq += 32;
+    }
+  } else {
+    for (; ap < end; ap += 16) {
+      const s0 = qPairs(v128.load(bq)), s1 = qPairs(v128.load(bq, 16));
+      const wP0 = i16x8.extend_low_i8x16_s(s0), wQ0 = i16x8.extend_high_i8x16_s(s0);
+      const wP1 = i16x8.extend_low_i8x16_s(s1), wQ1 = i16x8.extend_high_i8x16_s(s1);
+      let aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap)), aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 2));
+      c00 = qdot16(wP0, wQ0, aP, aQ, c00); c01 = qdot16(wP1, wQ1, aP, aQ, c01);
+      aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 4)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 6));
+      c10 = qdot16(wP0, wQ0, aP, aQ, c10); c11 = qdot16(wP1, wQ1, aP, aQ, c11);
+      aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 8)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 10));
+      c20 = qdot16(wP0, wQ0, aP, aQ, c20); c21 = qdot16(wP1, wQ1, aP, aQ, c21);
+      aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 12)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 14));
+      c30 = qdot16(wP0, wQ0, aP, aQ, c30); c31 = qdot16(wP1, wQ1, aP, aQ, c31);
+      bq += 32;
     }
   }
   if (k1 == K && (flags & FLAG_RAW) == 0) {
@@ -248,11 +258,17 @@ function qTile(
   }
 }
 
-/** Driver: static split of 4-row tiles (or 8-channel panels when that balances better) over threads. */
+/**
+ * Driver: static split of 4-row tiles (or 8-channel panels when that balances better) over threads.
+ * Inside a thread: row blocks of mcT tiles x K blocks of kc: the block's activations are packed once
+ * into the thread's scratch (mcT * 4 * kc bytes at scratch + tid * scrStride), then every panel of the
+ * thread runs over them.
+ */
 function qgemm(
   tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cp: i32,
   wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
   kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, flags: i32,
+  scratch: usize, scrStride: usize,
 ): void {
   const HoWo = Ho * Wo;
   const M = Bn * HoWo;
@@ -272,19 +288,23 @@ function qgemm(
     p0 = qShareStart(np, tid, nt);
     p1 = qShareStart(np, tid + 1, nt);
   }
+  const ap = scratch + usize(tid) * scrStride;
   if (K == 0) {
     for (let t = t0; t < t1; t++)
       for (let p = p0; p < p1; p++)
-        qTile(x, pixB, H, W, Cp, wp, corr, scl, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, pad, t << 2, p, 0, 0, flags);
+        qTile(ap, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, 0, 0, flags);
     return;
   }
   for (let mb = t0; mb < t1; mb += mcT) {
     const me = min(mb + mcT, t1);
     for (let k0 = 0; k0 < K; k0 += kc) {
       const k1 = min(k0 + kc, K);
+      const tileB = usize(k1 - k0) << 2;
+      for (let t = mb; t < me; t++)
+        qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
       for (let p = p0; p < p1; p++)
         for (let t = mb; t < me; t++)
-          qTile(x, pixB, H, W, Cp, wp, corr, scl, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, pad, t << 2, p, k0, k1, flags);
+          qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
     }
   }
 }
@@ -293,13 +313,14 @@ function qgemm(
  * y[M, N] (row stride ldy floats) = dequant(A[M, K] (u8, row stride lda bytes) x W^T) + bias, W packed as
  * above, K a multiple of 4. kc: K block in bytes (0 = all); mcT: row block in 4-row tiles (0 = all);
  * flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators, 4 = fused
- * relaxed dot-add instead of the split sequence.
+ * relaxed dot-add instead of the split sequence. scratch: nt blocks of scrStride >= mcT * 4 * kc bytes
+ * (with kc, mcT as used: kc clamped to K and rounded up to 4, mcT = 0 meaning all of a thread's tiles).
  */
 export function gemm_int8_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, corr: usize, scale: usize, bias: usize,
-  y: usize, ldy: i32, M: i32, N: i32, K: i32, kc: i32, mcT: i32, flags: i32,
+  y: usize, ldy: i32, M: i32, N: i32, K: i32, kc: i32, mcT: i32, flags: i32, scratch: usize, scrStride: i32,
 ): void {
-  qgemm(tid, nt, a, usize(lda), 1, 1, M, K, wp, corr, scale, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, flags);
+  qgemm(tid, nt, a, usize(lda), 1, 1, M, K, wp, corr, scale, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, flags, scratch, usize(scrStride));
 }
 
 /**
@@ -311,8 +332,9 @@ export function conv2d_int8(
   tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cp: i32,
   wp: usize, corr: usize, scale: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
   kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, flags: i32,
+  scratch: usize, scrStride: i32,
 ): void {
-  qgemm(tid, nt, x, usize(Cp), Bn, H, W, Cp, wp, corr, scale, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, pad, kc, mcT, flags);
+  qgemm(tid, nt, x, usize(Cp), Bn, H, W, Cp, wp, corr, scale, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, pad, kc, mcT, flags, scratch, usize(scrStride));
 }
 
 /**
@@ -337,11 +359,12 @@ export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: 
       s8 = qdot(w, a, s8); s9 = qdot(w, a, s9); s10 = qdot(w, a, s10); s11 = qdot(w, a, s11);
     }
   } else if (ASC_FEATURE_RELAXED_SIMD && variant == 1) {
+    const ones = i16x8.splat(1);
     for (let i = 0; i < iters; i++) {
       const a = v128.and(s0, m7);
-      s0 = qdotSplit(w, a, s0); s1 = qdotSplit(w, a, s1); s2 = qdotSplit(w, a, s2); s3 = qdotSplit(w, a, s3);
-      s4 = qdotSplit(w, a, s4); s5 = qdotSplit(w, a, s5); s6 = qdotSplit(w, a, s6); s7 = qdotSplit(w, a, s7);
-      s8 = qdotSplit(w, a, s8); s9 = qdotSplit(w, a, s9); s10 = qdotSplit(w, a, s10); s11 = qdotSplit(w, a, s11);
+      s0 = qdotSplit(w, a, s0, ones); s1 = qdotSplit(w, a, s1, ones); s2 = qdotSplit(w, a, s2, ones); s3 = qdotSplit(w, a, s3, ones);
+      s4 = qdotSplit(w, a, s4, ones); s5 = qdotSplit(w, a, s5, ones); s6 = qdotSplit(w, a, s6, ones); s7 = qdotSplit(w, a, s7, ones);
+      s8 = qdotSplit(w, a, s8, ones); s9 = qdotSplit(w, a, s9, ones); s10 = qdotSplit(w, a, s10, ones); s11 = qdotSplit(w, a, s11, ones);
     }
   } else {
     const wP = i16x8.extend_low_i8x16_s(w), wQ = i16x8.extend_high_i8x16_s(w);

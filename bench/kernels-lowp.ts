@@ -3,15 +3,16 @@
 // kernels on the same shapes. 1 vs 2 threads, baseline vs relaxed build.
 // Run: sh bench/lowp.sh [--quick] [--threads=1,2] [--only=substring] [--prec=int8,bf16,f32] [--simd=relaxed,baseline] [--kc=N --mc=N]
 // Prints a table and writes bench/results/lowp.json.
-//   "op" times are the whole op (activation quantisation / bf16 rounding + kernel, output allocation);
-//   "kernel" times run only the GEMM/conv kernel on pre-converted activations.
+//   "op" times are the whole op (INT8: activation quantisation + kernel; output allocation);
+//   "kernel" times run only the GEMM/conv kernel (INT8 on pre-quantised activations; the BF16 kernels
+//   round activations while packing them, so for BF16 op = kernel + allocation).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { prepareLinear, linear } from "../src/nn/linear.ts";
 import { prepareConv2d, conv2d, type Padding4 } from "../src/nn/conv.ts";
-import { actParamsFromRange, quantizeActivations, roundBf16Tensor } from "../src/nn/quant.ts";
-import { conv2dBf16, conv2dInt8, linearBf16, linearInt8, prepareConv2dBf16, prepareConv2dInt8, prepareLinearBf16, prepareLinearInt8 } from "../src/nn/lowp.ts";
+import { actParamsFromRange, quantizeActivations } from "../src/nn/quant.ts";
+import { bf16Blocking, conv2dBf16, conv2dInt8, int8Blocking, linearBf16, linearInt8, prepareConv2dBf16, prepareConv2dInt8, prepareLinearBf16, prepareLinearInt8 } from "../src/nn/lowp.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
 const QUICK = args.has("quick");
@@ -74,6 +75,24 @@ interface Case {
 const ACT = actParamsFromRange(-1, 1);
 const flagsFor = (eng: Engine) => (eng.simd === "relaxed" ? 0 : 1);
 
+/** Blocking (defaults or --kc/--mc) and a packing scratch buffer for a direct INT8 kernel call. */
+function int8Setup(eng: Engine, M: number, N: number, K: number) {
+  const d = int8Blocking(M, N, K);
+  const kc = KC || d.kc, mcT = MC || d.mcT;
+  const stride = (mcT * 4 * kc + 63) & ~63;
+  const scratch = eng.empty([stride * eng.threads], "u8");
+  return { kc, mcT, scratch: scratch.ptr, stride };
+}
+const int8Opts = () => (KC || MC ? { kc: KC || undefined, mcT: MC || undefined } : {});
+const bf16Opts = () => (KC || MC ? { kc: KC || undefined, mcT: MC || undefined } : {});
+function bf16Setup(eng: Engine, M: number, N: number, K: number) {
+  const d = bf16Blocking(M, N, K);
+  const kc = KC || d.kc, mcT = MC || d.mcT;
+  const stride = (mcT * 16 * kc + 63) & ~63;
+  const scratch = eng.empty([stride * eng.threads], "u8");
+  return { kc, mcT, scratch: scratch.ptr, stride };
+}
+
 function gemmCase(M: number, K: number, N: number): Case {
   return {
     name: `gemm M=${M} K=${K} N=${N}`,
@@ -86,17 +105,18 @@ function gemmCase(M: number, K: number, N: number): Case {
       if (prec === "int8") {
         const lw = prepareLinearInt8(eng, w, b, N, K, ACT);
         const xq = quantizeActivations(eng, x, ACT, lw.kp);
+        const bl = int8Setup(eng, M, N, lw.kp);
         return {
-          op: () => eng.scope(() => void linearInt8(x, lw, { kc: KC, mcT: MC })),
-          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, KC, MC, flagsFor(eng)),
+          op: () => eng.scope(() => void linearInt8(x, lw, int8Opts())),
+          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, flagsFor(eng), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
         const lw = prepareLinearBf16(eng, w, b, N, K);
-        const xr = roundBf16Tensor(eng, x);
+        const bl = bf16Setup(eng, M, N, K);
         return {
-          op: () => eng.scope(() => void linearBf16(x, lw, { kc: KC, mcT: MC })),
-          kernel: () => eng.run("gemm_bf16_packed", xr.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, KC, MC),
+          op: () => eng.scope(() => void linearBf16(x, lw, bf16Opts())),
+          kernel: () => eng.run("gemm_bf16_packed", x.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, bl.kc, bl.mcT, bl.scratch, bl.stride),
         };
       }
       const lw = prepareLinear(eng, w, b, N, K);
@@ -121,17 +141,18 @@ function convCase(B: number, H: number, W: number, cin: number, cout: number, k:
       if (prec === "int8") {
         const cw = prepareConv2dInt8(eng, w, b, shape, { stride, padding: pad }, ACT);
         const xq = quantizeActivations(eng, x, ACT, cw.cp);
+        const bl = int8Setup(eng, B * Ho * Wo, cout, k * k * cw.cp);
         return {
-          op: () => eng.scope(() => void conv2dInt8(x, cw, { kc: KC, mcT: MC })),
-          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, KC, MC, flagsFor(eng)),
+          op: () => eng.scope(() => void conv2dInt8(x, cw, int8Opts())),
+          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, flagsFor(eng), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
         const cw = prepareConv2dBf16(eng, w, b, shape, { stride, padding: pad });
-        const xr = roundBf16Tensor(eng, x);
+        const bl = bf16Setup(eng, B * Ho * Wo, cout, k * k * cin);
         return {
-          op: () => eng.scope(() => void conv2dBf16(x, cw, { kc: KC, mcT: MC })),
-          kernel: () => eng.run("conv2d_bf16", xr.ptr, B, H, W, cin, cw.packed.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.zero.ptr, KC, MC),
+          op: () => eng.scope(() => void conv2dBf16(x, cw, bf16Opts())),
+          kernel: () => eng.run("conv2d_bf16", x.ptr, B, H, W, cin, cw.packed.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.zero.ptr, bl.kc, bl.mcT, bl.scratch, bl.stride),
         };
       }
       const cw = prepareConv2d(eng, w, b, shape, { stride });

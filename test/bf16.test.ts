@@ -5,7 +5,8 @@
 import { describe, it, expect, afterAll, beforeAll } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
 import { bf16BitsToF32, f32ArrayToBf16Bits, f32BitsToBf16Bits, f32ToBf16Bits, roundBf16, roundBf16Array, roundBf16Tensor } from "../src/nn/quant.ts";
-import { conv2dBf16, freeLowpWeight, linearBf16, prepareConv2dBf16, prepareLinearBf16, type Padding4 } from "../src/nn/lowp.ts";
+import { conv2dBf16, freeLowpWeight, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/lowp.ts";
+import type { Padding4 } from "../src/nn/conv.ts";
 import { conv2dBf16Ref, linearBf16Ref } from "../src/nn/reference/lowp.ts";
 
 function rng(seed: number) {

@@ -14,7 +14,8 @@ import {
   roundHalfEven,
   type ActQuantParams,
 } from "../src/nn/quant.ts";
-import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8, freeLowpWeight, type Padding4 } from "../src/nn/lowp.ts";
+import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8, freeLowpWeight } from "../src/nn/lowp.ts";
+import type { Padding4 } from "../src/nn/conv.ts";
 import { conv2dInt8Ref, linearInt8Ref, quantizeActRef } from "../src/nn/reference/lowp.ts";
 
 function rng(seed: number) {

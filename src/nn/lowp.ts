@@ -2,7 +2,8 @@
 // first/last steps). Weights are quantised / rounded and packed once (prepare*), the ops run one
 // conversion kernel over the activations (quantise to u8 / round to bf16) and then the packed GEMM or
 // implicit-GEMM conv kernel (assembly/gemm_int8.ts, assembly/gemm_bf16.ts; their headers define the exact
-// numerics, and src/nn/reference/lowp.ts implements the same numerics in plain TS).
+// numerics, and src/nn/reference/lowp.ts implements the same numerics in plain TS). The BF16 kernels
+// round the activations themselves while packing them, so the BF16 ops need no conversion pass.
 //
 // INT8:  q_x = clamp(nearest(x * (1/sx)) + zp, 0, qmax)   (per tensor; qmax 127 by default, see quant.ts)
 //        q_w = per output channel symmetric int8 in [-127, 127], scale sw[n]
@@ -19,7 +20,6 @@ import {
   quantizeActivations,
   quantizeWeightsPerChannel,
   roundBf16Array,
-  roundBf16Tensor,
   roundUp4,
 } from "./quant.ts";
 
@@ -228,6 +228,49 @@ export function preferFusedDot(eng: Engine): boolean {
   return v;
 }
 
+/** Largest K block of the INT8 kernels in bytes (weights block kc * N stays in L2 for N <= ~1280). */
+const INT8_KC_MAX = 1024;
+/** Bytes of packed activations per row block (about half of a 32 KiB L1 data cache). */
+const INT8_A_BLOCK = 16384;
+
+/**
+ * Cache blocking of the INT8 kernels for an [M, K] x [K, N] product (K padded to 4): kc = K block in
+ * bytes (K itself, or equal blocks of at most INT8_KC_MAX), mcT = row block in 4-row tiles (packed
+ * activations mcT * 4 * kc <= INT8_A_BLOCK). Results never depend on it.
+ */
+export function int8Blocking(M: number, N: number, K: number): { kc: number; mcT: number } {
+  void N;
+  const nb = Math.max(1, Math.ceil(K / INT8_KC_MAX));
+  const kc = nb === 1 ? K : roundUp4(Math.ceil(K / nb));
+  const mcT = Math.max(1, Math.min(Math.ceil(M / 4), Math.floor(INT8_A_BLOCK / (4 * Math.max(kc, 4)))));
+  return { kc, mcT };
+}
+
+/**
+ * Effective blocking (opts over defaults, clamped like the kernels do) and a per-thread packing scratch
+ * of mcT * 4 * kc * elemBytes bytes, allocated for the duration of fn.
+ */
+function withPacking<T>(eng: Engine, M: number, K: number, def: { kc: number; mcT: number }, opts: LowpRunOptions, elemBytes: number, align4: boolean, fn: (kc: number, mcT: number, scratch: number, stride: number) => T): T {
+  let kc = opts.kc ?? def.kc, mcT = opts.mcT ?? def.mcT;
+  if (kc <= 0 || kc > K) kc = K;
+  if (align4) kc = roundUp4(kc);
+  const tiles = Math.ceil(M / 4);
+  if (mcT <= 0 || mcT > tiles) mcT = tiles;
+  const stride = (mcT * 4 * kc * elemBytes + 63) & ~63;
+  const scratch = eng.alloc(Math.max(64, stride * eng.threads));
+  try {
+    return fn(kc, mcT, scratch, stride);
+  } finally {
+    eng.free(scratch);
+  }
+}
+
+/** Runs an INT8 kernel (args before kc, mcT, flags, scratch, stride) with its packing scratch. */
+function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, qmax: number, args: number[]): void {
+  const flags = int8Flags(eng, qmax, opts);
+  withPacking(eng, M, K, int8Blocking(M, 0, K), opts, 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, flags, scratch, stride));
+}
+
 function int8Flags(eng: Engine, qmax: number, opts: Int8RunOptions): number {
   const i16 = qmax > 127 || eng.simd !== "relaxed";
   const fused = !i16 && (opts.dot === "fused" || ((opts.dot ?? "auto") === "auto" && preferFusedDot(eng)));
@@ -247,7 +290,7 @@ export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: Int8RunOptions 
   if (M === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.kp);
   try {
-    eng.run("gemm_int8_packed", xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp, opts.kc ?? 0, opts.mcT ?? 0, int8Flags(eng, w.act.qmax, opts));
+    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.act.qmax, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
   } finally {
     xq.free();
   }
@@ -272,10 +315,10 @@ export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: Int8RunOptions & 
   if (B === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.cp);
   try {
-    eng.run(
-      "conv2d_int8", xq.ptr, B, H, W, w.cp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
-      w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr, opts.kc ?? 0, opts.mcT ?? 0, int8Flags(eng, w.act.qmax, opts),
-    );
+    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.act.qmax, [
+      xq.ptr, B, H, W, w.cp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
+      w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr,
+    ]);
   } finally {
     xq.free();
   }
@@ -284,6 +327,24 @@ export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: Int8RunOptions & 
 
 // ---------------------------------------------------------------------------------------------
 // BF16
+
+/** Largest K block of the BF16 kernels (elements). */
+const BF16_KC_MAX = 1024;
+/** Bytes of f32 activations per row block (the 4-row tiles of a block, about an L1 data cache). */
+const BF16_A_BLOCK = 32768;
+
+/**
+ * Cache blocking of the BF16 kernels for an [M, K] x [K, N] product: kc = K block (K, or equal blocks of
+ * at most BF16_KC_MAX), mcT = row block in 4-row tiles (mcT * 4 * kc floats <= BF16_A_BLOCK bytes).
+ * Results never depend on it.
+ */
+export function bf16Blocking(M: number, N: number, K: number): { kc: number; mcT: number } {
+  void N;
+  const nb = Math.max(1, Math.ceil(K / BF16_KC_MAX));
+  const kc = Math.ceil(K / nb);
+  const mcT = Math.max(1, Math.min(Math.ceil(M / 4), Math.floor(BF16_A_BLOCK / (16 * Math.max(kc, 1)))));
+  return { kc, mcT };
+}
 
 /** Packs bf16 bits b [N, K] into panels of 8 channels: (p*K + k)*8 + j holds b[p*8 + j][k]. */
 export function packBf16Panels(b: Uint16Array, N: number, K: number): Uint16Array {
@@ -329,20 +390,18 @@ export function prepareConv2dBf16(eng: Engine, w: ArrayLike<number>, bias: Array
   return { kind: "bf16", cout, cin, kh, kw, stride, padding: pad4(opts.padding), packed, bias: bf16Bias(eng, bias, cout), zero };
 }
 
-/** y [..., out] = BF16 linear of x [..., in] (f32; rounded to bf16 on the way in). */
+/** y [..., out] = BF16 linear of x [..., in] (f32; rounded to bf16 as the kernel packs it). */
 export function linearBf16(x: Tensor, w: LinearWeightBf16, opts: LowpRunOptions = {}): Tensor {
   const eng = x.engine;
   const inF = x.shape[x.shape.length - 1];
   if (inF !== w.inF) throw new RangeError(`linearBf16: input [${x.shape}] does not end in ${w.inF}`);
+  x.f32();
   const M = x.size / inF;
   const y = eng.empty([...x.shape.slice(0, -1), w.out], "f32");
   if (M === 0) return y;
-  const xr = roundBf16Tensor(eng, x);
-  try {
-    eng.run("gemm_bf16_packed", xr.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, opts.kc ?? 0, opts.mcT ?? 0);
-  } finally {
-    xr.free();
-  }
+  withPacking(eng, M, inF, bf16Blocking(M, w.out, inF), opts, 4, false, (kc, mcT, scratch, stride) =>
+    eng.run("gemm_bf16_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT, scratch, stride),
+  );
   return y;
 }
 
@@ -351,17 +410,16 @@ export function conv2dBf16(x: Tensor, w: ConvWeightBf16, opts: LowpRunOptions & 
   const eng = x.engine;
   const p = opts.padding ? pad4(opts.padding) : w.padding;
   const { B, H, W, Ho, Wo } = convGeometry(x, w.cin, w.kh, w.kw, w.stride, p, "conv2dBf16");
+  x.f32();
   const y = eng.empty([B, Ho, Wo, w.cout], "f32");
   if (B === 0) return y;
-  const xr = roundBf16Tensor(eng, x);
-  try {
+  const M = B * Ho * Wo, K = w.kh * w.kw * w.cin;
+  withPacking(eng, M, K, bf16Blocking(M, w.cout, K), opts, 4, false, (kc, mcT, scratch, stride) =>
     eng.run(
-      "conv2d_bf16", xr.ptr, B, H, W, w.cin, w.packed.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
-      w.kh, w.kw, w.stride, p[0], p[1], w.zero.ptr, opts.kc ?? 0, opts.mcT ?? 0,
-    );
-  } finally {
-    xr.free();
-  }
+      "conv2d_bf16", x.ptr, B, H, W, w.cin, w.packed.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
+      w.kh, w.kw, w.stride, p[0], p[1], w.zero.ptr, kc, mcT, scratch, stride,
+    ),
+  );
   return y;
 }
 
