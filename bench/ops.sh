@@ -1,6 +1,7 @@
 #!/bin/sh
 # FP32 op benchmark (GroupNorm, attention, LayerNorm, GEGLU, ...): builds the kernels, bundles
-# bench/kernels-ops.ts and runs it. Usage: sh bench/ops.sh [--quick] [--threads=1,2] [--only=attention]
+# bench/kernels-ops.ts and runs it. Usage: sh bench/ops.sh [--quick] [--threads=1,2] [--rounds=N] [--only=attention]
+# (--rounds=N repeats the whole matrix and keeps each cell's best: use it when the machine is shared)
 set -e
 cd "$(dirname "$0")/.."
 node scripts/build.mjs --wasm-only > /dev/null
