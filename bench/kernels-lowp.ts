@@ -19,7 +19,7 @@ const QUICK = args.has("quick");
 const MIN_TIME = QUICK ? 0.15 : 0.6;
 const THREADS = (args.get("threads") ?? "1,2").split(",").map(Number);
 const ONLY = args.get("only");
-const PRECS = (args.get("prec") ?? "int8,bf16,f32").split(",") as Prec[];
+const PRECS = (args.get("prec") ?? "int8,int8u8,bf16,f32").split(",") as Prec[];
 const SIMDS = (args.get("simd") ?? "relaxed,baseline").split(",") as SimdVariant[];
 const KC = args.has("kc") ? Number(args.get("kc")) : 0;
 const MC = args.has("mc") ? Number(args.get("mc")) : 0;
@@ -64,7 +64,7 @@ function peak(eng: Engine, kernel: string, opsPerIter: number, ...extra: number[
   return (eng.threads * iters * opsPerIter) / dt / 1e9;
 }
 
-type Prec = "int8" | "bf16" | "f32";
+type Prec = "int8" | "int8u8" | "bf16" | "f32";
 interface Case {
   name: string;
   ops: number;
@@ -73,7 +73,10 @@ interface Case {
 }
 
 const ACT = actParamsFromRange(-1, 1);
-const flagsFor = (eng: Engine) => (eng.simd === "relaxed" ? 0 : 1);
+const ACT_U8 = actParamsFromRange(-1, 1, 255);
+const actFor = (prec: Prec) => (prec === "int8u8" ? ACT_U8 : ACT);
+/** Kernel flags as the op picks them: i16 path for u8 activations or the baseline build, split dot otherwise. */
+const flagsFor = (eng: Engine, prec: Prec = "int8") => (eng.simd === "relaxed" && prec === "int8" ? 0 : 1);
 
 /** Blocking (defaults or --kc/--mc) and a packing scratch buffer for a direct INT8 kernel call. */
 function int8Setup(eng: Engine, M: number, N: number, K: number) {
@@ -102,13 +105,13 @@ function gemmCase(M: number, K: number, N: number): Case {
       const x = eng.fromArray(xf, [M, K]);
       const w = rand(N * K, 1, -0.1, 0.1), b = rand(N, 2);
       const y = eng.empty([M, N]);
-      if (prec === "int8") {
-        const lw = prepareLinearInt8(eng, w, b, N, K, ACT);
-        const xq = quantizeActivations(eng, x, ACT, lw.kp);
+      if (prec === "int8" || prec === "int8u8") {
+        const lw = prepareLinearInt8(eng, w, b, N, K, actFor(prec));
+        const xq = quantizeActivations(eng, x, actFor(prec), lw.kp);
         const bl = int8Setup(eng, M, N, lw.kp);
         return {
           op: () => eng.scope(() => void linearInt8(x, lw, int8Opts())),
-          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, flagsFor(eng), bl.scratch, bl.stride),
+          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, flagsFor(eng, prec), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
@@ -131,20 +134,20 @@ function gemmCase(M: number, K: number, N: number): Case {
 function convCase(B: number, H: number, W: number, cin: number, cout: number, k: number, stride: number, pad: Padding4): Case {
   const Ho = Math.floor((H + pad[0] + pad[2] - k) / stride) + 1, Wo = Math.floor((W + pad[1] + pad[3] - k) / stride) + 1;
   return {
-    name: `conv${k}x${k} s${stride} ${B}x${H}x${W}x${cin}->${cout} (M=${B * Ho * Wo} K=${k * k * cin} N=${cout})`,
+    name: `conv${k}x${k} ${B}x${H}x${W}x${cin}->${cout} K=${k * k * cin}`,
     ops: 2 * B * Ho * Wo * cout * k * k * cin,
     setup(eng, prec) {
       const x = eng.fromArray(rand(B * H * W * cin, 8), [B, H, W, cin]);
       const w = rand(cout * cin * k * k, 6, -0.05, 0.05), b = rand(cout, 7);
       const y = eng.empty([B, Ho, Wo, cout]);
       const shape = { cout, cin, kh: k, kw: k };
-      if (prec === "int8") {
-        const cw = prepareConv2dInt8(eng, w, b, shape, { stride, padding: pad }, ACT);
-        const xq = quantizeActivations(eng, x, ACT, cw.cp);
+      if (prec === "int8" || prec === "int8u8") {
+        const cw = prepareConv2dInt8(eng, w, b, shape, { stride, padding: pad }, actFor(prec));
+        const xq = quantizeActivations(eng, x, actFor(prec), cw.cp);
         const bl = int8Setup(eng, B * Ho * Wo, cout, k * k * cw.cp);
         return {
           op: () => eng.scope(() => void conv2dInt8(x, cw, int8Opts())),
-          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, flagsFor(eng), bl.scratch, bl.stride),
+          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, flagsFor(eng, prec), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
@@ -175,13 +178,18 @@ for (const simd of SIMDS)
   for (const threads of THREADS) {
     const eng = await Engine.create({ threads, simd, memoryBytes: 512 << 20 });
     const key = `${simd}/${threads}`;
-    if (simd === "relaxed") {
-      peaks[`int8 relaxed_dot_add ${key}`] = peak(eng, "peak_dot_i8", 384, 0);
-      peaks[`int8 split dot ${key}`] = peak(eng, "peak_dot_i8", 384, 1);
-    }
-    peaks[`int8 i16 dot ${key}`] = peak(eng, "peak_dot_i8", 384, 2);
-    peaks[`int8 ${key}`] = Math.max(...Object.entries(peaks).filter(([k]) => k.startsWith("int8 ") && k.endsWith(key)).map(([, v]) => v));
-    peaks[`f32 ${key}`] = peak(eng, "peak_fma_f32", 96);
+    // peaks are measured before and after the cases and the higher kept (other load only lowers them)
+    const measurePeaks = () => {
+      const put = (k: string, v: number) => (peaks[k] = Math.max(peaks[k] ?? 0, v));
+      if (simd === "relaxed") {
+        put(`int8 relaxed_dot_add ${key}`, peak(eng, "peak_dot_i8", 384, 0));
+        put(`int8 split dot ${key}`, peak(eng, "peak_dot_i8", 384, 1));
+      }
+      put(`int8 i16 dot ${key}`, peak(eng, "peak_dot_i8", 384, 2));
+      put(`int8 ${key}`, Math.max(...Object.entries(peaks).filter(([k]) => k.startsWith("int8 ") && k.endsWith(key) && k !== `int8 ${key}`).map(([, v]) => v)));
+      put(`f32 ${key}`, peak(eng, "peak_fma_f32", 96));
+    };
+    measurePeaks();
     for (const c of cases)
       for (const prec of PRECS) {
         if (prec === "f32" && simd === "baseline") continue;
@@ -189,25 +197,65 @@ for (const simd of SIMDS)
           const { op, kernel } = c.setup(eng, prec);
           const tk = timeIt(kernel);
           const to = timeIt(op);
-          const pk = prec === "int8" ? peaks[`int8 ${key}`] : peaks[`f32 ${key}`];
-          rows.push({ case: c.name, prec, simd, threads, opMs: to * 1e3, kernelMs: tk * 1e3, gopsOp: c.ops / to / 1e9, gopsKernel: c.ops / tk / 1e9, pctPeak: (100 * c.ops) / tk / 1e9 / pk });
+          rows.push({ case: c.name, prec, simd, threads, opMs: to * 1e3, kernelMs: tk * 1e3, gopsOp: c.ops / to / 1e9, gopsKernel: c.ops / tk / 1e9 });
         });
       }
+    measurePeaks();
     eng.close();
   }
 
-const cpu = (await import("node:os")).cpus()[0]?.model ?? "?";
-console.log(`CPU: ${cpu}, node ${process.version}${KC || MC ? `, blocking kc=${KC} mc=${MC}` : ""}`);
+for (const r of rows) r.pctPeak = (100 * r.gopsKernel) / peaks[`${r.prec.startsWith("int8") ? "int8" : "f32"} ${r.simd}/${r.threads}`];
+const os = await import("node:os");
+const cpu = os.cpus()[0]?.model ?? "?";
+const load = os.loadavg().map((v) => v.toFixed(2)).join(" ");
+console.log(`CPU: ${cpu} x${os.cpus().length}, node ${process.version}, load average ${load}${KC || MC ? `, blocking kc=${KC} mc=${MC}` : ""}`);
 console.log("register-only peaks (G ops/s; int8: 2 ops per multiply-add; f32: GFLOP/s):");
 for (const [k, v] of Object.entries(peaks)) console.log(`  ${k.padEnd(20)} ${v.toFixed(1)}`);
 const lp = (s: string, n: number) => s.padStart(n);
-console.log(`${"case".padEnd(46)}${"prec".padEnd(6)}${"simd".padEnd(9)}${lp("T", 2)}${lp("kern ms", 9)}${lp("Gops", 7)}${lp("%pk", 5)}${lp("op ms", 9)}${lp("op Gops", 8)}${lp("int8 x", 8)}`);
+console.log(`${"case".padEnd(46)}${"prec".padEnd(8)}${"simd".padEnd(9)}${lp("T", 2)}${lp("kern ms", 9)}${lp("Gops", 7)}${lp("%pk", 5)}${lp("op ms", 9)}${lp("op Gops", 8)}${lp("int8 x", 8)}`);
 for (const r of rows) {
   const i8 = rows.find((q) => q.case === r.case && q.simd === r.simd && q.threads === r.threads && q.prec === "int8");
-  console.log(`${r.case.padEnd(46)}${r.prec.padEnd(6)}${r.simd.padEnd(9)}${lp(String(r.threads), 2)}${lp(r.kernelMs.toFixed(2), 9)}${lp(r.gopsKernel.toFixed(1), 7)}${lp((r.pctPeak ?? 0).toFixed(0), 5)}${lp(r.opMs.toFixed(2), 9)}${lp(r.gopsOp.toFixed(1), 8)}${lp(r.prec === "int8" || !i8 ? "" : (r.opMs / i8.opMs).toFixed(2), 8)}`);
+  console.log(`${r.case.padEnd(46)}${r.prec.padEnd(8)}${r.simd.padEnd(9)}${lp(String(r.threads), 2)}${lp(r.kernelMs.toFixed(2), 9)}${lp(r.gopsKernel.toFixed(1), 7)}${lp((r.pctPeak ?? 0).toFixed(0), 5)}${lp(r.opMs.toFixed(2), 9)}${lp(r.gopsOp.toFixed(1), 8)}${lp(r.prec === "int8" || !i8 ? "" : (r.opMs / i8.opMs).toFixed(2), 8)}`);
 }
-console.log("%pk: kernel vs the same build's register-only peak (int8: peak_dot_i8; bf16/f32: peak_fma_f32). int8 x: op time / int8 op time.");
+console.log("int8 = 7-bit activations (relaxed build: split relaxed dot), int8u8 = full u8 activations (i16 dot path on both builds)");
+console.log("%pk: kernel vs the same build and thread count's register-only peak (int8: best peak_dot_i8 variant; bf16/f32: peak_fma_f32). int8 x: op time / INT8 op time.");
+// Accuracy of each precision on one linear layer (Gaussian activations, weights ~ N(0, 1/K)), against an
+// f64 product: what the 7-bit activation range costs compared with full u8.
+function gauss(n: number, seed: number, std: number): Float32Array {
+  const u = rand(2 * n, seed, 0, 1);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = std * Math.sqrt(-2 * Math.log(1 - u[2 * i])) * Math.cos(2 * Math.PI * u[2 * i + 1]);
+  return a;
+}
+const accuracy: Record<string, number> = {};
+{
+  const eng = await Engine.create({ threads: 1, simd: "relaxed", memoryBytes: 64 << 20 });
+  const M = 256, K = 320, N = 320;
+  const xf = gauss(M * K, 11, 1), wf = gauss(N * K, 12, 1 / Math.sqrt(K));
+  let lo = Infinity, hi = -Infinity;
+  for (const v of xf) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
+  const ref = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += xf[m * K + k] * wf[n * K + k];
+      ref[m * N + n] = s;
+    }
+  const relRms = (y: Float32Array) => {
+    let e = 0, r = 0;
+    for (let i = 0; i < y.length; i++) (e += (y[i] - ref[i]) ** 2), (r += ref[i] ** 2);
+    return Math.sqrt(e / r);
+  };
+  const x = eng.fromArray(xf, [M, K]);
+  accuracy["bf16"] = relRms(linearBf16(x, prepareLinearBf16(eng, wf, null, N, K)).f32());
+  accuracy["int8, 7-bit activations (default)"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 127))).f32());
+  accuracy["int8, u8 activations"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255))).f32());
+  eng.close();
+  console.log(`accuracy on a ${M}x${K}x${N} linear, x ~ N(0,1) (per-tensor range [${lo.toFixed(2)}, ${hi.toFixed(2)}]), w ~ N(0,1/K); relative RMS error vs f64:`);
+  for (const [k, v] of Object.entries(accuracy)) console.log(`  ${k.padEnd(36)} ${(v * 100).toFixed(3)} %`);
+}
+
 const dir = path.resolve("bench/results");
 fs.mkdirSync(dir, { recursive: true });
-fs.writeFileSync(path.join(dir, "lowp.json"), JSON.stringify({ date: new Date().toISOString(), cpu, node: process.version, blocking: { kc: KC, mc: MC }, peaks, rows }, null, 2));
+fs.writeFileSync(path.join(dir, "lowp.json"), JSON.stringify({ date: new Date().toISOString(), cpu, cores: os.cpus().length, loadAverage: os.loadavg(), node: process.version, blocking: { kc: KC, mc: MC }, peaks, rows, accuracy }, null, 2));
 console.log(`wrote ${path.join(dir, "lowp.json")}`);
