@@ -137,6 +137,7 @@ const LINEAR_SHAPES: [M: number, K: number, N: number][] = [
   [13, 32, 40],
   [50, 130, 17],
   [67, 320, 24],
+  [2, 48, 70], // threads split the output by channel panels
 ];
 
 describe("BF16 linear", () => {
