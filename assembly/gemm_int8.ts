@@ -6,9 +6,13 @@
 //   A: activations quantised by quantize_act_u8 (assembly/quantize.ts): u8 rows (pixels) of Cp bytes,
 //      Cp = Cin rounded up to a multiple of 4, the padding channels hold the zero point.
 //   B: weights, i8 in [-127, 127], packed in panels of 8 output channels; inside a panel K runs in groups
-//      of 4 ("k-groups"), each group 32 bytes: channel j's 4 weights at bytes 4j..4j+3:
-//        packed[((p * K + k) * 8) + 4 * j + (k & 3)] = W[p*8 + j][k]   (k & ~3 inside the group)
-//      i.e. byte offset (p*K + (k & ~3)) * 8 + 4*j + (k & 3). Padded channels / k are zero.
+//      of 4 ("k-groups") of 32 bytes, channels 0-3 in the first 16 bytes, 4-7 in the second. Two layouts:
+//      relaxed ("k4"): channel j's 4 weights at bytes 4j..4j+3 of its half:
+//        byte (p*K + (k & ~3))*8 + 4*j + (k & 3) = W[p*8 + j][k]
+//      i16 path ("k-pairs"): k0,k1 of channels 0-3 in bytes 0..7 of a half, then k2,k3:
+//        byte (p*K + (k & ~3))*8 + 16*(j >> 2) + 8*((k & 3) >> 1) + 2*(j & 3) + (k & 1) = W[p*8 + j][k]
+//      so that sign-extending the low / high 8 bytes gives the i16 operands of i32x4.dot_i16x8_s directly.
+//      Padded channels / k are zero.
 //   corr[n] = zp * sum_k W[n][k] (i32), scale[n] = f32(sx * sw[n]), bias[n] (f32); all padded to panels*8.
 // Result
 //   acc[m][n] = sum_k A[m][k] * W[n][k] - corr[n]          (exact in i32: starts at -corr[n])
@@ -25,8 +29,9 @@
 //       otherwise (split): acc += i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a), ones)
 //     V8 expands the fused form to 5 instructions on x86 without AVX-VNNI (it rebuilds a ones vector each
 //     time), the split form to 3, so the runtime measures which is faster (lowp.ts preferFusedDot).
-//   otherwise (baseline build, or flags & 1 = activations up to 255): weights shuffled into k-pairs and
-//     sign-extended to i16, activations zero-extended, i32x4.dot_i16x8_s: exact for all u8 activations.
+//   otherwise (baseline build, or flags & 1 = activations up to 255; weights in the k-pair layout):
+//     weights sign-extended to i16, activations zero-extended to i16 while packing, i32x4.dot_i16x8_s:
+//     exact for all u8 activations. Tiles run as two 2-row halves (4 accumulators) to fit the registers.
 //   Both compute the same exact integer sums, so with 7-bit activations the two builds agree bit for bit.
 //
 // Convolution: M = B*Ho*Wo output pixels (NHWC rows), N = Cout, K = kh*kw*Cp in (ky, kx, ci) order; rows
@@ -94,11 +99,6 @@ const FLAG_FUSED: i32 = 4;
   }
 }
 
-
-/** Channels (0,1,2,3) x k (0..3) bytes -> k-pairs: [c0k0 c0k1 c1k0 c1k1 ... c3k1 | c0k2 c0k3 ... c3k3]. */
-@inline function qPairs(w: v128): v128 {
-  return i8x16.shuffle(w, w, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-}
 
 /** acc + (channel j's k0,k1 . a0,a1) + (k2,k3 . a2,a3), lanes j = 0..3, via i16 dots. */
 @inline function qdot16(wP: v128, wQ: v128, aP: v128, aQ: v128, c: v128): v128 {
@@ -172,8 +172,8 @@ function qPackTile(
 }
 
 /**
- * One 4 x 8 tile from packed activations ap (see qPackTile): output rows m0..m0+3 (clamped to M-1),
- * panel p, k in [k0, k1) (multiples of 4).
+ * One 4 x 8 tile from packed activations ap (see qPackTile), relaxed dot paths: output rows m0..m0+3
+ * (clamped to M-1), panel p, k in [k0, k1) (multiples of 4).
  */
 function qTile(
   ap: usize, wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
@@ -209,7 +209,7 @@ function qTile(
       a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
       bq += 32;
     }
-  } else if (ASC_FEATURE_RELAXED_SIMD && (flags & FLAG_I16) == 0) {
+  } else if (ASC_FEATURE_RELAXED_SIMD) {
     const ones = i16x8.splat(1);
     for (; ap < end; ap += 16) {
       w0 = v128.load(bq); w1 = v128.load(bq, 16);
@@ -218,21 +218,6 @@ function qTile(
       a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
       a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
       a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
-      bq += 32;
-    }
-  } else {
-    for (; ap < end; ap += 16) {
-      const s0 = qPairs(v128.load(bq)), s1 = qPairs(v128.load(bq, 16));
-      const wP0 = i16x8.extend_low_i8x16_s(s0), wQ0 = i16x8.extend_high_i8x16_s(s0);
-      const wP1 = i16x8.extend_low_i8x16_s(s1), wQ1 = i16x8.extend_high_i8x16_s(s1);
-      let aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap)), aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 2));
-      c00 = qdot16(wP0, wQ0, aP, aQ, c00); c01 = qdot16(wP1, wQ1, aP, aQ, c01);
-      aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 4)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 6));
-      c10 = qdot16(wP0, wQ0, aP, aQ, c10); c11 = qdot16(wP1, wQ1, aP, aQ, c11);
-      aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 8)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 10));
-      c20 = qdot16(wP0, wQ0, aP, aQ, c20); c21 = qdot16(wP1, wQ1, aP, aQ, c21);
-      aP = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 12)); aQ = i16x8.extend_low_i8x16_u(v128.load16_splat(ap, 14));
-      c30 = qdot16(wP0, wQ0, aP, aQ, c30); c31 = qdot16(wP1, wQ1, aP, aQ, c31);
       bq += 32;
     }
   }
@@ -256,6 +241,128 @@ function qTile(
     qStorePart(cp2, c20, ncols); qStorePart(cp2 + 16, c21, ncols - 4);
     qStorePart(cp3, c30, ncols); qStorePart(cp3 + 16, c31, ncols - 4);
   }
+}
+
+/**
+ * i16 path packing: like qPackTile but each byte widened to i16 (zero-extended), so a row's k-group is
+ * 8 bytes: ap[g*32 + r*8 + 2j] = A[row r][k0 + 4g + j] as i16.
+ */
+function qPackTile16(
+  x: usize, pixB: usize, H: i32, W: i32, Cp: i32, M: i32, HoWo: i32, Wo: i32,
+  kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, m0: i32, k0: i32, k1: i32, ap: usize,
+): void {
+  const HWB = usize(H) * usize(W) * pixB;
+  const r0 = min(m0 + 0, M - 1);
+  const n0 = r0 / HoWo, q0 = r0 - n0 * HoWo, oy0 = q0 / Wo, ox0 = q0 - oy0 * Wo;
+  const base0 = x + usize(n0) * HWB, iy0 = oy0 * stride - padT, ix0 = ox0 * stride - padL;
+  const r1 = min(m0 + 1, M - 1);
+  const n1 = r1 / HoWo, q1 = r1 - n1 * HoWo, oy1 = q1 / Wo, ox1 = q1 - oy1 * Wo;
+  const base1 = x + usize(n1) * HWB, iy1 = oy1 * stride - padT, ix1 = ox1 * stride - padL;
+  const r2 = min(m0 + 2, M - 1);
+  const n2 = r2 / HoWo, q2 = r2 - n2 * HoWo, oy2 = q2 / Wo, ox2 = q2 - oy2 * Wo;
+  const base2 = x + usize(n2) * HWB, iy2 = oy2 * stride - padT, ix2 = ox2 * stride - padL;
+  const r3 = min(m0 + 3, M - 1);
+  const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
+  const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
+  const hok = (kw == 1 || pixB == usize(Cp)) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W;
+  const rowK = kw * Cp;
+  let k = k0;
+  while (k < k1) {
+    const ky = k / rowK;
+    const within = k - ky * rowK;
+    let dx = 0, off = within, len = min(k1, (ky + 1) * rowK) - k;
+    if (!hok) {
+      dx = within / Cp;
+      off = within - dx * Cp;
+      len = min(k1 - k, Cp - off);
+    }
+    let a0 = qRowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
+    let a1 = qRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
+    let a2 = qRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
+    let a3 = qRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
+    k += len;
+    for (; len >= 8; len -= 8) {
+      // 8 bytes (2 k-groups) per row, widened: [g0 | g1] per row; out: g0 rows 0..3, then g1 rows 0..3
+      const e0 = v128.load8x8_u(a0), e1 = v128.load8x8_u(a1), e2 = v128.load8x8_u(a2), e3 = v128.load8x8_u(a3);
+      v128.store(ap, i64x2.shuffle(e0, e1, 0, 2));
+      v128.store(ap, i64x2.shuffle(e2, e3, 0, 2), 16);
+      v128.store(ap, i64x2.shuffle(e0, e1, 1, 3), 32);
+      v128.store(ap, i64x2.shuffle(e2, e3, 1, 3), 48);
+      a0 += 8; a1 += 8; a2 += 8; a3 += 8;
+      ap += 64;
+    }
+    if (len > 0) {
+      const e0 = i16x8.extend_low_i8x16_u(v128.load32_zero(a0)), e1 = i16x8.extend_low_i8x16_u(v128.load32_zero(a1));
+      const e2 = i16x8.extend_low_i8x16_u(v128.load32_zero(a2)), e3 = i16x8.extend_low_i8x16_u(v128.load32_zero(a3));
+      v128.store(ap, i64x2.shuffle(e0, e1, 0, 2));
+      v128.store(ap, i64x2.shuffle(e2, e3, 0, 2), 16);
+      ap += 32;
+    }
+  }
+}
+
+/** Two rows (cpA, cpB) x 8 channels of the i16 path over packed i16 activations (row offset ro bytes in a k-group). */
+@inline function qRows16(
+  ap: usize, end: usize, bq: usize, ro: usize, corr: usize, scl: usize, bias: usize, cpA: usize, cpB: usize,
+  p: i32, ncols: i32, k0: i32, fin: bool,
+): void {
+  let c00: v128, c01: v128, c10: v128, c11: v128;
+  if (k0 == 0) {
+    const z = i32x4.splat(0);
+    const cc = corr + (usize(p) << 5);
+    const v0 = i32x4.sub(z, v128.load(cc)), v1 = i32x4.sub(z, v128.load(cc, 16));
+    c00 = v0; c01 = v1; c10 = v0; c11 = v1;
+  } else {
+    c00 = qLoadPart(cpA, ncols); c01 = qLoadPart(cpA + 16, ncols - 4);
+    c10 = qLoadPart(cpB, ncols); c11 = qLoadPart(cpB + 16, ncols - 4);
+  }
+  ap += ro;
+  const e = end + ro;
+  for (; ap < e; ap += 32) {
+    const wP0 = v128.load8x8_s(bq), wQ0 = v128.load8x8_s(bq, 8);
+    const wP1 = v128.load8x8_s(bq, 16), wQ1 = v128.load8x8_s(bq, 24);
+    let aP = v128.load32_splat(ap), aQ = v128.load32_splat(ap, 4);
+    c00 = qdot16(wP0, wQ0, aP, aQ, c00); c01 = qdot16(wP1, wQ1, aP, aQ, c01);
+    aP = v128.load32_splat(ap, 8); aQ = v128.load32_splat(ap, 12);
+    c10 = qdot16(wP0, wQ0, aP, aQ, c10); c11 = qdot16(wP1, wQ1, aP, aQ, c11);
+    bq += 32;
+  }
+  if (fin) {
+    const so = usize(p) << 5;
+    const s0 = v128.load(scl + so), s1 = v128.load(scl + so, 16);
+    const b0 = v128.load(bias + so), b1 = v128.load(bias + so, 16);
+    c00 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c00), s0), b0); c01 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c01), s1), b1);
+    c10 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c10), s0), b0); c11 = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c11), s1), b1);
+  }
+  if (ncols >= 8) {
+    v128.store(cpA, c00); v128.store(cpA, c01, 16);
+    v128.store(cpB, c10); v128.store(cpB, c11, 16);
+  } else {
+    qStorePart(cpA, c00, ncols); qStorePart(cpA + 16, c01, ncols - 4);
+    qStorePart(cpB, c10, ncols); qStorePart(cpB + 16, c11, ncols - 4);
+  }
+}
+
+/**
+ * One 4 x 8 tile of the i16 path (weights in the k-pair layout, activations from qPackTile16), computed as
+ * two 2-row halves so the 4 accumulators, 4 widened weight vectors and 4 activation pairs fit in registers.
+ */
+function qTile16(
+  ap: usize, wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
+  M: i32, N: i32, K: i32, m0: i32, p: i32, k0: i32, k1: i32, flags: i32,
+): void {
+  const cp0 = y + usize(min(m0 + 0, M - 1)) * ldyB + (usize(p) << 5);
+  const cp1 = y + usize(min(m0 + 1, M - 1)) * ldyB + (usize(p) << 5);
+  const cp2 = y + usize(min(m0 + 2, M - 1)) * ldyB + (usize(p) << 5);
+  const cp3 = y + usize(min(m0 + 3, M - 1)) * ldyB + (usize(p) << 5);
+  const ncols = N - (p << 3);
+  const bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
+  const end = ap + (usize(k1 - k0) << 3);
+  const fin = k1 == K && (flags & FLAG_RAW) == 0;
+  qRows16(ap, end, bq, 0, corr, scl, bias, cp0, cp1, p, ncols, k0, fin);
+  // rows past M are clamped copies of row M-1; when that row belongs to the first half, the second half
+  // must not run (with K blocking it would add this block to the partial sum the first half just stored)
+  if (m0 + 2 < M) qRows16(ap, end, bq, 16, corr, scl, bias, cp2, cp3, p, ncols, k0, fin);
 }
 
 /**
@@ -289,22 +396,33 @@ function qgemm(
     p1 = qShareStart(np, tid + 1, nt);
   }
   const ap = scratch + usize(tid) * scrStride;
+  const i16 = !ASC_FEATURE_RELAXED_SIMD || (flags & FLAG_I16) != 0;
   if (K == 0) {
     for (let t = t0; t < t1; t++)
       for (let p = p0; p < p1; p++)
-        qTile(ap, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, 0, 0, flags);
+        if (i16) qTile16(ap, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, 0, 0, flags);
+        else qTile(ap, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, 0, 0, flags);
     return;
   }
   for (let mb = t0; mb < t1; mb += mcT) {
     const me = min(mb + mcT, t1);
     for (let k0 = 0; k0 < K; k0 += kc) {
       const k1 = min(k0 + kc, K);
-      const tileB = usize(k1 - k0) << 2;
-      for (let t = mb; t < me; t++)
-        qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
-      for (let p = p0; p < p1; p++)
+      if (i16) {
+        const tileB = usize(k1 - k0) << 3;
         for (let t = mb; t < me; t++)
-          qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
+          qPackTile16(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
+        for (let p = p0; p < p1; p++)
+          for (let t = mb; t < me; t++)
+            qTile16(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
+      } else {
+        const tileB = usize(k1 - k0) << 2;
+        for (let t = mb; t < me; t++)
+          qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
+        for (let p = p0; p < p1; p++)
+          for (let t = mb; t < me; t++)
+            qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
+      }
     }
   }
 }

@@ -57,6 +57,8 @@ export interface LinearWeightInt8 {
   kp: number;
   /** Packed int8 weights (panels of 8 channels x k-groups of 4). */
   packed: Tensor;
+  /** Runs the i16 kernel path (baseline build or u8 activations); the weights are then packed in k-pairs. */
+  i16Path: boolean;
   /** zp * sum_k q_w[n], i32, padded to a multiple of 8. */
   corr: Tensor;
   /** f32(sx * sw[n]), padded. */
@@ -132,25 +134,39 @@ function paddedF32(eng: Engine, src: ArrayLike<number> | null, n: number, np8: n
 // INT8
 
 /**
- * Packs int8 weights q [N, K] (K = kp, already in kernel k order) into panels of 8 channels x k-groups of 4:
- * byte (p*K + (k & ~3))*8 + 4*j + (k & 3) holds q[p*8 + j][k].
+ * Packs int8 weights q [N, K] (K = kp, already in kernel k order) into panels of 8 channels x k-groups of 4
+ * (32 bytes; see assembly/gemm_int8.ts). Relaxed-dot layout: byte (p*K + (k & ~3))*8 + 4*j + (k & 3) holds
+ * q[p*8 + j][k]; k-pair layout (i16 path): byte (p*K + (k & ~3))*8 + 16*(j >> 2) + 8*((k & 3) >> 1) +
+ * 2*(j & 3) + (k & 1).
  */
-export function packInt8Panels(q: Int8Array, N: number, K: number): Int8Array {
+export function packInt8Panels(q: Int8Array, N: number, K: number, kPairs = false): Int8Array {
   if (K % 4) throw new RangeError("packInt8Panels: K must be a multiple of 4");
   const np = Math.ceil(N / 8);
   const out = new Int8Array(np * K * 8);
   for (let n = 0; n < N; n++) {
     const p = n >> 3, j = n & 7;
-    for (let k = 0; k < K; k++) out[(p * K + (k & ~3)) * 8 + 4 * j + (k & 3)] = q[n * K + k];
+    for (let k = 0; k < K; k++) {
+      const g = (p * K + (k & ~3)) * 8;
+      out[kPairs ? g + 16 * (j >> 2) + 8 * ((k & 3) >> 1) + 2 * (j & 3) + (k & 1) : g + 4 * j + (k & 3)] = q[n * K + k];
+    }
   }
   return out;
+}
+
+/**
+ * Whether a layer runs the exact i16 kernel path (and so packs its weights in k-pairs): always on the
+ * baseline build, and for u8 (qmax 255) activations, which the relaxed dot cannot take.
+ */
+function usesI16Path(eng: Engine, qmax: number): boolean {
+  return qmax > 127 || eng.simd !== "relaxed";
 }
 
 /** Shared part of the INT8 prepares: qk is [N, K] in kernel k order (K padded), scales per channel. */
 function prepareInt8Common(eng: Engine, qk: Int8Array, scales: Float32Array, N: number, K: number, bias: ArrayLike<number> | null, act: ActQuantParams) {
   const a = normalizeActParams(act);
   const np8 = Math.ceil(N / 8) * 8;
-  const packed = eng.fromArray(packInt8Panels(qk, N, K), [np8 * K], "i8");
+  const i16Path = usesI16Path(eng, a.qmax);
+  const packed = eng.fromArray(packInt8Panels(qk, N, K, i16Path), [np8 * K], "i8");
   const corr = eng.zeros([np8], "i32");
   const scale = eng.zeros([np8], "f32");
   const cv = corr.i32(), sv = scale.f32();
@@ -160,7 +176,7 @@ function prepareInt8Common(eng: Engine, qk: Int8Array, scales: Float32Array, N: 
     cv[n] = a.zeroPoint * s;
     sv[n] = Math.fround(a.scale * scales[n]);
   }
-  return { packed, corr, scale, bias: paddedF32(eng, bias, N, np8), act: a, weightScales: scales };
+  return { packed, i16Path, corr, scale, bias: paddedF32(eng, bias, N, np8), act: a, weightScales: scales };
 }
 
 /**
@@ -266,13 +282,12 @@ function withPacking<T>(eng: Engine, M: number, K: number, def: { kc: number; mc
 }
 
 /** Runs an INT8 kernel (args before kc, mcT, flags, scratch, stride) with its packing scratch. */
-function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, qmax: number, args: number[]): void {
-  const flags = int8Flags(eng, qmax, opts);
-  withPacking(eng, M, K, int8Blocking(M, 0, K), opts, 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, flags, scratch, stride));
+function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, i16: boolean, args: number[]): void {
+  const flags = int8Flags(eng, i16, opts);
+  withPacking(eng, M, K, int8Blocking(M, 0, K), opts, i16 ? 2 : 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, flags, scratch, stride));
 }
 
-function int8Flags(eng: Engine, qmax: number, opts: Int8RunOptions): number {
-  const i16 = qmax > 127 || eng.simd !== "relaxed";
+function int8Flags(eng: Engine, i16: boolean, opts: Int8RunOptions): number {
   const fused = !i16 && (opts.dot === "fused" || ((opts.dot ?? "auto") === "auto" && preferFusedDot(eng)));
   return (i16 ? FLAG_I16 : 0) | (opts.raw ? FLAG_RAW : 0) | (fused ? FLAG_FUSED : 0);
 }
@@ -290,7 +305,7 @@ export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: Int8RunOptions 
   if (M === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.kp);
   try {
-    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.act.qmax, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
+    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.i16Path, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
   } finally {
     xq.free();
   }
@@ -315,7 +330,7 @@ export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: Int8RunOptions & 
   if (B === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.cp);
   try {
-    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.act.qmax, [
+    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.i16Path, [
       xq.ptr, B, H, W, w.cp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
       w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr,
     ]);
