@@ -7,7 +7,7 @@
 //      Cp = Cin rounded up to a multiple of 4, the padding channels hold the zero point.
 //   B: weights, i8 in [-127, 127], packed in panels of 8 output channels; inside a panel K runs in groups
 //      of 4 ("k-groups") of 32 bytes, channels 0-3 in the first 16 bytes, 4-7 in the second. Two layouts:
-//      relaxed ("k4"): channel j's 4 weights at bytes 4j..4j+3 of its half:
+//      relaxed ("k4"): channel j's 4 weights at bytes 4(j & 3)..+3 of its half:
 //        byte (p*K + (k & ~3))*8 + 4*j + (k & 3) = W[p*8 + j][k]
 //      i16 path ("k-pairs"): k0,k1 of channels 0-3 in bytes 0..7 of a half, then k2,k3:
 //        byte (p*K + (k & ~3))*8 + 16*(j >> 2) + 8*((k & 3) >> 1) + 2*(j & 3) + (k & 1) = W[p*8 + j][k]
@@ -19,6 +19,12 @@
 //   y[m][n]   = f32(acc) * scale[n] + bias[n]              (f32 multiply, then f32 add, never fused)
 //   so y = (sum (qa - zp) * qw) * sx * sw + bias: the zero-point correction of the paper's epilogue.
 //   flags & 2 (RAW): store acc itself (as i32 bits) instead, for tests.
+//
+// Blocking: threads split the output statically (4-row tiles, or 8-channel panels when that balances
+// better). Inside a thread: row blocks of mcT tiles x K blocks of kc; each block's activations are packed
+// once into the thread's scratch, interleaved by k-group (16 bytes = 4 rows x 4 k; the i16 path widens
+// them to 32), which also gathers the conv windows, then every panel runs over the packed block.
+// Partial sums live in y as i32 between K blocks. Integer sums: results never depend on the blocking.
 //
 // Inner products, per output tile of 4 rows x 8 channels (8 i32x4 accumulators), one k-group per step:
 //   relaxed build, activations 7-bit (0..127), flags & 1 == 0: weights are the signed i8 operand and
@@ -34,12 +40,10 @@
 //     exact for all u8 activations. Tiles run as two 2-row halves (4 accumulators) to fit the registers.
 //   Both compute the same exact integer sums, so with 7-bit activations the two builds agree bit for bit.
 //
-// Convolution: M = B*Ho*Wo output pixels (NHWC rows), N = Cout, K = kh*kw*Cp in (ky, kx, ci) order; rows
-// point straight into the quantised NHWC input; taps in the spatial padding read a buffer of zero-point
+// Convolution: M = B*Ho*Wo output pixels (NHWC rows), N = Cout, K = kh*kw*Cp in (ky, kx, ci) order; the
+// packing reads the quantised NHWC input directly; taps in the spatial padding read a buffer of zero-point
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
-// Threads split output tiles statically (row tiles or channel panels); the K loop may be blocked (kc),
-// partial sums then live in y as i32 between blocks. Integer sums: results never depend on the order.
 
 // @ts-nocheck (AssemblyScript)
 
