@@ -1,5 +1,6 @@
 // stepq bench: UNet latency (per call, peak memory, optional time by kernel) and whole-image timings.
 // The measuring is in src/pipeline/bench.ts; this file parses options and prints.
+import * as fs from "node:fs";
 import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
 import {
   benchImage,
@@ -22,7 +23,10 @@ per call (median and min), peak memory, threads, SIMD build, runtime and precisi
   --config NAME            sd15 | sd21 (built-in configs, random weights: latency does not depend on the
                            values) | fashion (the shipped ${DEFAULT_MODEL}, its weights) | PATH (a diffusers
                            unet or pipeline folder, its weights); default sd15
-  --precision P            ${PRECISIONS.join(" | ")} (default fp32)
+  --precision P            ${PRECISIONS.join(" | ")} (default fp32). int8 uses the checkpoint's calibration
+                           (unet/stepq-calibration.json, or --calibration) when there is one, else a fixed
+                           synthetic activation range (random weights: always): latency is the same, and
+                           the result says which (act_ranges)
   --batch N                batch (default 2: one classifier-free-guidance call)
   --size N                 latent height = width (default: the config's sample_size, 64 for SD 1.5)
   --iters N                timed calls (default 3)
@@ -36,13 +40,15 @@ denoising step, VAE decode), peak memory, threads, SIMD build, runtime.
   --model DIR              diffusers pipeline folder (default: the shipped ${DEFAULT_MODEL})
   --steps N                denoising steps (default 20)
   --guidance G             guidance scale (default 7.5)
-  --precision P            ${PRECISIONS.join(" | ")} (default fp32)
+  --precision P            ${PRECISIONS.join(" | ")} | mixed:K (default fp32); int8 needs a calibration
+  --schedule LIST          per-step precisions, e.g. bf16*5,int8*10,bf16*5 (counts add up to --steps)
   --prompt TEXT            default "a photo of a sneaker"
   --scheduler NAME         ${SCHEDULER_NAMES.join(" | ")} (default: the model's own)
   --width W, --height H    image size (default: the model's native size)
   --seed N                 seed of the initial noise (default 1)
 
 Both:
+  --calibration FILE       INT8 activation ranges (default: the model's unet/stepq-calibration.json)
   --threads N              worker threads including the main one (default: all cores)
   --memory SIZE            engine memory, e.g. 512M or 4G (default: sized from the model and precision)
   --simd MODE              auto | relaxed | baseline (default auto)
@@ -76,7 +82,7 @@ function fmtS(s: number): string {
   return s < 1 ? s.toFixed(4) : s < 100 ? s.toFixed(3) : s.toFixed(1);
 }
 
-function commonOpts(v: Record<string, unknown>) {
+function commonOpts(v: Record<string, unknown>, anySpec = false) {
   const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
   const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
   if (memoryBytes !== undefined && (memoryBytes < 16 * MiB || memoryBytes > 4096 * MiB))
@@ -84,8 +90,10 @@ function commonOpts(v: Record<string, unknown>) {
   const simd = (v.simd as string | undefined) ?? "auto";
   if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
   const precision = (v.precision as string | undefined) ?? "fp32";
-  if (!(PRECISIONS as readonly string[]).includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
-  return { threads, memoryBytes, simd: simd as "auto" | "relaxed" | "baseline", precision: precision as Precision };
+  if (!anySpec && !(PRECISIONS as readonly string[]).includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
+  const calibration = v.calibration as string | undefined;
+  if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
+  return { threads, memoryBytes, simd: simd as "auto" | "relaxed" | "baseline", precision: precision as Precision, calibration };
 }
 
 function progressPrinter(io: BenchIo, quiet: boolean) {
@@ -117,6 +125,7 @@ const COMMON = {
   memory: { type: "string" },
   simd: { type: "string" },
   precision: { type: "string" },
+  calibration: { type: "string" },
   json: { type: "boolean" },
   quiet: { type: "boolean", short: "q" },
   seed: { type: "string" },
@@ -149,6 +158,7 @@ async function runUNet(argv: string[], io: BenchIo): Promise<number> {
     seed: intOpt(v.seed as string | undefined, "seed", 0, 0, 0xfffffffe),
     profile: !!v.profile,
     randomWeights: !!v["random-weights"],
+    calibration: c.calibration,
     onProgress: progressPrinter(io, !!v.quiet),
   });
   if (v.json) io.out(JSON.stringify(r) + "\n");
@@ -158,7 +168,8 @@ async function runUNet(argv: string[], io: BenchIo): Promise<number> {
 
 export function formatUNet(r: UNetBenchResult): string {
   const lines = [
-    `stepq bench unet: ${r.model} (${(r.params / 1e6).toFixed(1)} M parameters), ${r.precision}, ${r.weights} weights`,
+    `stepq bench unet: ${r.model} (${(r.params / 1e6).toFixed(1)} M parameters), ${r.precision}, ${r.weights} weights` +
+      (r.act_ranges === "synthetic" ? " (INT8 with synthetic activation ranges: latency only)" : r.act_ranges === "calibrated" ? " (calibrated INT8 activation ranges)" : ""),
     `  input         batch ${r.batch}, ${r.latent_size}x${r.latent_size} latents, context ${r.context_length} tokens, timestep ${r.timestep}`,
     `  per call      ${fmtS(r.seconds_per_call)} s median, ${fmtS(r.seconds_min)} s min, ${fmtS(r.seconds_max)} s max (${r.iters} call${r.iters > 1 ? "s" : ""} after ${r.warmup} warm-up)`,
     `  memory        engine peak ${mib(r.peak_bytes)} (weights ${mib(r.weight_bytes)}, engine size ${mib(r.capacity_bytes)}); RSS ${mib(r.rss_bytes)}` +
@@ -191,10 +202,12 @@ async function runImage(argv: string[], io: BenchIo): Promise<number> {
     scheduler: { type: "string" },
     width: { type: "string", short: "W" },
     height: { type: "string", short: "H" },
+    schedule: { type: "string" },
   }, true);
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const v = values as Record<string, unknown>;
-  const c = commonOpts(v);
+  if (v.precision !== undefined && v.schedule !== undefined) throw new UsageError("give --precision or --schedule, not both");
+  const c = commonOpts({ ...v, precision: v.precision ?? v.schedule }, true);
   const scheduler = v.scheduler as string | undefined;
   if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
@@ -209,6 +222,7 @@ async function runImage(argv: string[], io: BenchIo): Promise<number> {
     steps: intOpt(v.steps as string | undefined, "steps", 20, 1, 1000),
     guidance: numOpt(v.guidance as string | undefined, "guidance", 7.5, 0, 100),
     precision: c.precision,
+    calibration: c.calibration,
     prompt: v.prompt as string | undefined,
     seed: intOpt(v.seed as string | undefined, "seed", 1, 0, 0xffffffff),
     scheduler,
@@ -227,7 +241,7 @@ async function runImage(argv: string[], io: BenchIo): Promise<number> {
 export function formatImage(r: ImageBenchResult): string {
   const steps = r.step_seconds;
   const lines = [
-    `stepq bench image: ${r.model}, ${r.precision}, ${r.width}x${r.height}, ${r.scheduler} ${r.steps} steps (${r.unet_calls} UNet calls), guidance ${r.guidance}`,
+    `stepq bench image: ${r.model}, ${r.schedule}, ${r.width}x${r.height}, ${r.scheduler} ${r.steps} steps (${r.unet_calls} UNet calls), guidance ${r.guidance}`,
     `  load          ${fmtS(r.load_seconds)} s (not in the total)`,
     `  text encoder  ${fmtS(r.text_seconds)} s`,
     `  denoising     ${fmtS(r.denoise_seconds)} s: ${fmtS(r.step_median_seconds)} s/step median, ${fmtS(Math.min(...steps))} min, ${fmtS(Math.max(...steps))} max`,

@@ -30,6 +30,9 @@ Options:
   --scheduler NAME         ${SCHEDULER_NAMES.join(" | ")} (default pndm)
   --precision P            fp32 | bf16 | int8 | mixed:K | a schedule string (default fp32; passed to
                            generate as its precision option)
+  --schedule LIST          per-step precisions, e.g. bf16*5,int8*40,bf16*5 (instead of --precision)
+  --calibration FILE       INT8 activation ranges (default: MODEL/unet/stepq-calibration.json; stepq
+                           calibrate makes it)
   --seed0 N                seed of image 0 (default 0)
   --threads N              worker threads including the main one (default: all cores)
   --memory SIZE            pipeline engine memory, e.g. 512M (default: estimated from the model)
@@ -92,6 +95,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
     guidance: { type: "string", short: "g" },
     scheduler: { type: "string" },
     precision: { type: "string" },
+    schedule: { type: "string" },
+    calibration: { type: "string" },
     seed0: { type: "string" },
     threads: { type: "string", short: "t" },
     memory: { type: "string" },
@@ -120,7 +125,10 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const scheduler = (v.scheduler as string | undefined) ?? "pndm";
   if (!(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
-  const precision = ((v.precision as string | undefined) ?? "fp32").trim();
+  if (v.precision !== undefined && v.schedule !== undefined) throw new UsageError("give --precision or --schedule, not both");
+  const precision = (((v.precision ?? v.schedule) as string | undefined) ?? "fp32").trim();
+  const calibration = v.calibration as string | undefined;
+  if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
   if (!precision) throw new UsageError("--precision must not be empty");
   if (seed0 + n - 1 > 0xffffffff) throw new UsageError(`--seed0 ${seed0} + --n ${n} - 1 exceeds the largest seed 4294967295`);
 
@@ -161,6 +169,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       guidance,
       scheduler,
       precision,
+      calibration,
       seed0,
       threads,
       memoryBytes,

@@ -4,7 +4,11 @@
 import * as fs from "node:fs";
 import { UsageError } from "./args.ts";
 import * as bench from "./bench.ts";
+import * as calibrate from "./calibrate.ts";
+import * as convert from "./convert.ts";
+import * as evalCmd from "./eval.ts";
 import * as generate from "./generate.ts";
+import * as sensitivity from "./sensitivity.ts";
 import * as verify from "./verify.ts";
 
 interface Command {
@@ -17,6 +21,10 @@ const COMMANDS: Record<string, Command> = {
   generate,
   verify,
   bench,
+  eval: evalCmd,
+  calibrate,
+  convert,
+  sensitivity,
 };
 
 function version(): string {

@@ -19,8 +19,22 @@ import {
   UNET_SUPPORTED,
   type UNetConfig,
 } from "../io/diffusers.ts";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { WeightStore, type NormParams } from "./weights.ts";
 import { cloneTensor } from "./layout.ts";
+import {
+  createPrecisionContext,
+  defaultCalibrationPath,
+  MissingCalibrationError,
+  PrecisionError,
+  readCalibration,
+  selectPrecision,
+  stepqWeightsName,
+  type Calibration,
+  type Precision,
+  type PrecisionContext,
+} from "./precision.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // Timestep embedding
@@ -478,6 +492,40 @@ export interface UNetForwardOptions {
   intermediates?: Record<string, Tensor>;
 }
 
+/** Per-step precision when loading (see src/models/precision.ts). */
+export interface UNetPrecisionOptions {
+  /**
+   * Keep these variants of every conv/linear layer resident (e.g. ["bf16", "int8"] for the paper's schedule)
+   * and switch between them with setPrecision(). Default: plain fp32 weights, no switching.
+   */
+  precisions?: readonly Precision[];
+  /**
+   * INT8 activation ranges for layers quantised at load: a calibration file path, its contents, or
+   * "synthetic" (a fixed range: random-weight latency benchmarks only). Default for load(): the unet
+   * folder's stepq-calibration.json. Not needed when the folder has stepq-int8.safetensors (stepq convert).
+   */
+  calibration?: string | Calibration | "synthetic" | null;
+}
+
+/** The unet folder's original checkpoint (not a stepq converted file), or an error. */
+function findOriginalWeights(dir: string, why: string): string {
+  const st = fs.readdirSync(dir).filter((f) => f.endsWith(".safetensors"));
+  const stepq = st.filter((f) => f.startsWith("stepq-"));
+  if (stepq.length && st.length === stepq.length)
+    throw new PrecisionError(`${dir} has only stepq converted weights (${stepq.join(", ")}); ${why} the original checkpoint`);
+  const f = findWeights(dir);
+  if (path.basename(f).startsWith("stepq-")) throw new PrecisionError(`${dir}: no original checkpoint found beside ${path.basename(f)}; ${why} it`);
+  return f;
+}
+
+function resolveCalibration(c: UNetPrecisionOptions["calibration"], fallbackFile: string | null): { calibration: Calibration | "synthetic" | null; file?: string } {
+  if (c === "synthetic") return { calibration: "synthetic" };
+  if (c && typeof c === "object") return { calibration: c, file: "the calibration given" };
+  const file = typeof c === "string" ? c : fallbackFile;
+  if (!file) return { calibration: null };
+  return fs.existsSync(file) ? { calibration: readCalibration(file), file } : { calibration: null, file };
+}
+
 function perLevel<T>(v: T | T[], n: number, field: string): T[] {
   if (!Array.isArray(v)) return new Array(n).fill(v);
   if (v.length !== n) throw new Error(`unet config: ${field} has ${v.length} entries, expected ${n} (one per block)`);
@@ -496,13 +544,45 @@ export class UNet {
     private upBlocks: UpBlock[],
     private convNormOut: NormParams,
     private convOut: ConvWeight,
+    private ctx: PrecisionContext | null,
   ) {}
 
-  /** Loads `<dir>/config.json` and the safetensors weights of a diffusers unet folder. */
-  static load(eng: Engine, dir: string): UNet {
+  /**
+   * Loads `<dir>/config.json` and the safetensors weights of a diffusers unet folder. With opts.precisions,
+   * every listed variant of each conv/linear layer is kept (see UNetPrecisionOptions); variants with a
+   * stepq converted file in the folder (stepq-bf16.safetensors, stepq-int8.safetensors) are read from it.
+   */
+  static load(eng: Engine, dir: string, opts: UNetPrecisionOptions = {}): UNet {
     const config = loadUNetConfig(dir);
-    const ws = WeightStore.open(eng, findWeights(dir));
+    if (!opts.precisions) {
+      const ws = WeightStore.open(eng, findOriginalWeights(dir, "fp32 needs"));
+      try {
+        const unet = UNet.fromConfig(eng, config, ws);
+        ws.assertAllUsed("UNet2DConditionModel");
+        return unet;
+      } finally {
+        ws.close();
+      }
+    }
+    const ctx = createPrecisionContext(opts.precisions);
+    const files: { bf16?: string; int8?: string } = {};
+    for (const p of ["bf16", "int8"] as const) {
+      const f = path.join(dir, stepqWeightsName(p));
+      if (ctx.loaded.includes(p) && fs.existsSync(f)) files[p] = f;
+    }
+    const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !files[p]);
+    const parent = path.dirname(path.resolve(dir));
+    const modelHint = fs.existsSync(path.join(parent, "model_index.json")) ? parent : dir;
+    const primary = fromCkpt.length ? findOriginalWeights(dir, `precisions ${fromCkpt.join(", ")} need`) : (files.bf16 ?? files.int8)!;
+    let cal: ReturnType<typeof resolveCalibration> = { calibration: null };
+    if (fromCkpt.includes("int8")) {
+      cal = resolveCalibration(opts.calibration, defaultCalibrationPath(dir));
+      // fail before building anything
+      if (!cal.calibration) throw new MissingCalibrationError(cal.file ?? defaultCalibrationPath(dir), modelHint);
+    }
+    const ws = WeightStore.open(eng, primary);
     try {
+      ws.usePrecisions({ ctx, calibration: cal.calibration, calibrationFile: cal.file, modelHint, files });
       const unet = UNet.fromConfig(eng, config, ws);
       ws.assertAllUsed("UNet2DConditionModel");
       return unet;
@@ -511,14 +591,45 @@ export class UNet {
     }
   }
 
+  /** The variants every conv/linear layer holds (["fp32"] for a plain model). */
+  get precisions(): readonly Precision[] {
+    return this.ctx?.loaded ?? ["fp32"];
+  }
+
+  /** The precision the next forward() runs at. */
+  get precision(): Precision {
+    return this.ctx?.current ?? "fp32";
+  }
+
+  /** Selects the variant the next forward() calls run (error if it was not loaded). */
+  setPrecision(p: Precision): void {
+    if (!this.ctx) {
+      if (p === "fp32") return;
+      throw new PrecisionError(`UNet: precision ${p} is not loaded (this UNet was loaded with plain fp32 weights); load it with precisions [${p}]`);
+    }
+    selectPrecision(this.ctx, p, "UNet");
+  }
+
+  /** The shared selector of the switch weights (null for a plain fp32 model); `observe` hooks calibration. */
+  get precisionContext(): PrecisionContext | null {
+    return this.ctx;
+  }
+
   /**
    * Builds the UNet of `config` with weights from `weights`, or random weights of the right shapes
    * ("random", seeded) — e.g. `UNet.fromConfig(eng, SD15_UNET_CONFIG, "random")` for benchmarks.
    * Unsupported config values throw, naming the field and value.
    */
-  static fromConfig(eng: Engine, config: UNetConfig, weights: WeightStore | "random", seed = 0): UNet {
+  static fromConfig(eng: Engine, config: UNetConfig, weights: WeightStore | "random", seed = 0, opts: UNetPrecisionOptions = {}): UNet {
     assertSupported(config as Record<string, any>, UNET_SUPPORTED);
     const ws = weights === "random" ? WeightStore.random(eng, seed) : weights;
+    if (opts.precisions) {
+      if (ws.precisionSetup) throw new PrecisionError("UNet.fromConfig: the weight store already has precisions set up; pass them one way");
+      const ctx = createPrecisionContext(opts.precisions);
+      const cal = ctx.loaded.includes("int8") ? resolveCalibration(opts.calibration, null) : { calibration: null };
+      ws.usePrecisions({ ctx, calibration: cal.calibration, calibrationFile: (cal as { file?: string }).file });
+    }
+    const ctx = ws.precisionSetup?.ctx ?? null;
     const cfg = config;
     const levels = cfg.block_out_channels.length;
     const ch = cfg.block_out_channels;
@@ -598,7 +709,7 @@ export class UNet {
     const convNormOut = ws.norm("conv_norm_out", ch[0]);
     const kOut = cfg.conv_out_kernel;
     const convOut = ws.conv("conv_out", { cout: cfg.out_channels, cin: ch[0], kh: kOut, kw: kOut }, { padding: (kOut - 1) >> 1 });
-    return new UNet(eng, config, timeLinear1, timeLinear2, convIn, downBlocks, midBlock, upBlocks, convNormOut, convOut);
+    return new UNet(eng, config, timeLinear1, timeLinear2, convIn, downBlocks, midBlock, upBlocks, convNormOut, convOut, ctx);
   }
 
   /** Latent height and width must be multiples of this (2^number of downsamplers). */

@@ -2,8 +2,15 @@
 // name and the shape it expects; the store reads the safetensors tensors (any float dtype, converted to
 // f32), checks the shape, and hands them to the nn op's prepare function (prepareLinear, prepareConv2d),
 // which builds the kernel-ready packed weight. A store can also make random weights of the requested
-// shapes (benchmarks of SD-size models without a checkpoint). The per-step precision option (bf16, int8
-// weight kinds) plugs in here later: models never call prepareLinear/prepareConv2d themselves.
+// shapes (benchmarks of SD-size models without a checkpoint). Models never call prepareLinear/prepareConv2d
+// themselves.
+//
+// Per-step precision (src/models/precision.ts): after usePrecisions({ctx, ...}), linear() and conv() return
+// "switch" weights holding every precision ctx.loaded lists (fp32 / bf16 / int8), built from the checkpoint
+// (bf16 rounded, int8 quantised per output channel with the layer's calibrated activation range) or from
+// stepq converted files (stepq-bf16.safetensors / stepq-int8.safetensors, see weights-tools/README.md):
+// their BF16 weights and int8 weights + scales + activation params are used as stored (no calibration;
+// the layers come out bit-identical to the ones made from the checkpoint).
 //
 // Everything a store creates lives in engine memory owned by no scope (Engine.persistent), so a model
 // may be loaded inside a scope.
@@ -12,9 +19,21 @@
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { prepareLinear, type LinearWeight } from "../nn/linear.ts";
-import { prepareConv2d, type ConvShape, type ConvWeight } from "../nn/conv.ts";
+import { prepareLinear, type LinearWeight, type LinearWeightSwitch } from "../nn/linear.ts";
+import { prepareConv2d, type ConvShape, type ConvWeight, type ConvWeightSwitch } from "../nn/conv.ts";
+import { prepareConv2dBf16, prepareConv2dInt8, prepareLinearBf16, prepareLinearInt8 } from "../nn/lowp.ts";
+import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { Rng } from "../pipeline/random.ts";
+import {
+  actParamsFor,
+  checkStepqMetadata,
+  isStepqFile,
+  weightsForQuantized,
+  MissingCalibrationError,
+  SYNTHETIC_ACT_RANGE,
+  type Calibration,
+  type PrecisionContext,
+} from "./precision.ts";
 
 export class WeightError extends Error {}
 
@@ -30,11 +49,45 @@ export interface NormParams {
   beta: Tensor;
 }
 
+/** How a store builds per-step (switch) weights; see usePrecisions. */
+export interface PrecisionSetup {
+  /** The model's context: its `loaded` list is what every layer holds. */
+  ctx: PrecisionContext;
+  /**
+   * INT8 activation ranges for layers built from the checkpoint: a calibration, "synthetic" (the fixed
+   * SYNTHETIC_ACT_RANGE: latency benchmarks only, outputs meaningless), or null (then int8 from the
+   * checkpoint fails with MissingCalibrationError naming calibrationFile).
+   */
+  calibration: Calibration | "synthetic" | null;
+  /** The calibration file (read, or where it was looked for), for messages. */
+  calibrationFile?: string;
+  /** The model folder, for the `stepq calibrate --model ...` hint. */
+  modelHint?: string;
+  /** stepq converted weights files by precision (read as they are: no re-quantisation). */
+  files?: { bf16?: string; int8?: string };
+}
+
+interface StepqSource {
+  file: SafetensorsFile;
+  used: Set<string>;
+  own: boolean;
+}
+
+interface PrecisionState {
+  setup: PrecisionSetup;
+  files: { bf16?: StepqSource; int8?: StepqSource };
+  /** Names of the switch layers built, in order. */
+  layers: string[];
+}
+
 interface Source {
   file: SafetensorsFile | null;
   rng: Rng | null;
   label: string;
   used: Set<string>;
+  /** The primary file is itself a stepq converted file (norms etc. read from it; no f32 layer weights). */
+  stepqPrimary: boolean;
+  prec: PrecisionState | null;
 }
 
 export class WeightStore {
@@ -48,7 +101,7 @@ export class WeightStore {
   /** A store reading the safetensors file at `path`. */
   static open(engine: Engine, path: string): WeightStore {
     const file = SafetensorsFile.open(path);
-    return new WeightStore(engine, { file, rng: null, label: path, used: new Set() }, "");
+    return new WeightStore(engine, { file, rng: null, label: path, used: new Set(), stepqPrimary: isStepqFile(file.metadata), prec: null }, "");
   }
 
   /**
@@ -56,7 +109,39 @@ export class WeightStore {
    * torch's default init, biases likewise, norms gamma 1 beta 0), for benchmarks without a checkpoint.
    */
   static random(engine: Engine, seed = 0): WeightStore {
-    return new WeightStore(engine, { file: null, rng: new Rng(seed), label: `random weights (seed ${seed})`, used: new Set() }, "");
+    return new WeightStore(engine, { file: null, rng: new Rng(seed), label: `random weights (seed ${seed})`, used: new Set(), stepqPrimary: false, prec: null }, "");
+  }
+
+  /**
+   * From now on linear()/conv() build switch weights with every precision setup.ctx.loaded lists (this store
+   * and all its views: the setting is shared). Opens the stepq files given (checked by their metadata).
+   */
+  usePrecisions(setup: PrecisionSetup): void {
+    if (this.src.prec) throw new WeightError(`${this.src.label}: precisions are already set up for this store`);
+    const files: PrecisionState["files"] = {};
+    for (const p of ["bf16", "int8"] as const) {
+      const f = setup.files?.[p];
+      if (!f || !setup.ctx.loaded.includes(p)) continue;
+      const same = this.src.file && this.src.file.path === f;
+      const file = same ? this.src.file! : SafetensorsFile.open(f);
+      checkStepqMetadata(file.metadata, p, f);
+      files[p] = { file, used: same ? this.src.used : new Set(), own: !same };
+    }
+    if (this.src.stepqPrimary && setup.ctx.loaded.some((p) => p === "fp32" || !files[p as "bf16" | "int8"]))
+      throw new WeightError(
+        `${this.src.label} is a stepq converted file (${this.src.file!.metadata.precision}); precisions ${setup.ctx.loaded.filter((p) => p === "fp32" || !files[p as "bf16" | "int8"]).join(", ")} need the original checkpoint`,
+      );
+    this.src.prec = { setup, files, layers: [] };
+  }
+
+  /** The precision setup (null: plain f32 weights). */
+  get precisionSetup(): PrecisionSetup | null {
+    return this.src.prec?.setup ?? null;
+  }
+
+  /** Names of the switch layers built so far (calibration keys). */
+  get switchLayers(): readonly string[] {
+    return this.src.prec?.layers ?? [];
   }
 
   get isRandom(): boolean {
@@ -91,6 +176,13 @@ export class WeightStore {
    * (random stores: when opts.bias is not false).
    */
   linear(prefix: string, out: number, inF: number, opts: { bias?: boolean } = {}): LinearWeight {
+    if (this.src.prec) return this.switchLinear(prefix, out, inF, opts);
+    const { w, b } = this.linearF32(prefix, out, inF, opts);
+    return this.engine.persistent(() => prepareLinear(this.engine, w, b, out, inF));
+  }
+
+  private linearF32(prefix: string, out: number, inF: number, opts: { bias?: boolean }): { w: Float32Array; b: Float32Array | null } {
+    this.checkNotStepq(prefix);
     const wName = `${prefix}.weight`;
     const bName = `${prefix}.bias`;
     let w: Float32Array;
@@ -103,11 +195,110 @@ export class WeightStore {
       w = this.read(wName, [[out, inF], [out, inF, 1, 1]]);
       b = this.has(bName) ? this.read(bName, [[out]]) : null;
     }
-    return this.engine.persistent(() => prepareLinear(this.engine, w, b, out, inF));
+    return { w, b };
+  }
+
+  private switchLinear(prefix: string, out: number, inF: number, opts: { bias?: boolean }): LinearWeightSwitch {
+    const st = this.src.prec!;
+    const { ctx } = st.setup;
+    const name = this.prefix + prefix;
+    const eng = this.engine;
+    const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
+    const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
+    const f32 = fromCkpt.length ? this.linearF32(prefix, out, inF, opts) : null;
+    if (!f32) this.markUsedInPrimary(prefix);
+    const variants: LinearWeightSwitch["variants"] = {};
+    eng.persistent(() => {
+      for (const p of ctx.loaded) {
+        if (p === "fp32") variants.fp32 = prepareLinear(eng, f32!.w, f32!.b, out, inF);
+        else if (p === "bf16") {
+          const r = st.files.bf16 ? this.stepqLayer("bf16", prefix, [[out, inF], [out, inF, 1, 1]], out) : f32!;
+          variants.bf16 = prepareLinearBf16(eng, r.w, r.b, out, inF);
+        } else if (st.files.int8) {
+          const r = this.stepqInt8(prefix, [[out, inF], [out, inF, 1, 1]], out);
+          variants.int8 = prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF), r.b, out, inF, r.act);
+        } else variants.int8 = prepareLinearInt8(eng, f32!.w, f32!.b, out, inF, act!);
+      }
+    });
+    st.layers.push(name);
+    return { kind: "switch", name, out, inF, ctx, variants };
+  }
+
+  /** INT8 activation params of a layer built from the checkpoint (calibration, synthetic, or an error). */
+  private actParams(name: string): ActQuantParams {
+    const s = this.src.prec!.setup;
+    if (s.calibration === "synthetic") return actParamsFromRange(SYNTHETIC_ACT_RANGE[0], SYNTHETIC_ACT_RANGE[1]);
+    if (!s.calibration) throw new MissingCalibrationError(s.calibrationFile ?? "(no calibration file given)", s.modelHint);
+    return actParamsFor(s.calibration, name, s.calibrationFile ?? "calibration");
+  }
+
+  /** When every variant of a layer came from stepq files, its checkpoint tensors count as used. */
+  private markUsedInPrimary(prefix: string): void {
+    const f = this.src.file;
+    if (!f || this.src.stepqPrimary) return;
+    for (const k of [`${prefix}.weight`, `${prefix}.bias`]) if (f.has(this.prefix + k)) this.src.used.add(this.prefix + k);
+  }
+
+  private stepqTensor(p: "bf16" | "int8", name: string, shapes: number[][], dtype: string): { data: Uint8Array; shape: number[] } {
+    const s = this.src.prec!.files[p]!;
+    const full = this.prefix + name;
+    if (!s.file.has(full)) throw new WeightError(`${s.file.path}: missing tensor ${full}`);
+    const info = s.file.info(full);
+    if (!shapes.some((sh) => sh.length === info.shape.length && sh.every((d, i) => d === info.shape[i])))
+      throw new WeightError(`${s.file.path}: tensor ${full} has shape [${info.shape}], expected ${shapes.map((x) => `[${x}]`).join(" or ")}`);
+    if (info.dtype !== dtype) throw new WeightError(`${s.file.path}: tensor ${full} is ${info.dtype}, expected ${dtype}`);
+    s.used.add(full);
+    return { data: s.file.readRaw(full), shape: info.shape };
+  }
+
+  private stepqBias(p: "bf16" | "int8", prefix: string, n: number): Float32Array | null {
+    const s = this.src.prec!.files[p]!;
+    const full = `${this.prefix}${prefix}.bias`;
+    if (!s.file.has(full)) return null;
+    const t = this.stepqTensor(p, `${prefix}.bias`, [[n]], "F32");
+    return new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
+  }
+
+  /** A bf16 layer of a stepq file: the BF16 weights as f32 values (exact) and the F32 bias. */
+  private stepqLayer(p: "bf16", prefix: string, shapes: number[][], n: number): { w: Float32Array; b: Float32Array | null } {
+    const t = this.stepqTensor(p, `${prefix}.weight`, shapes, "BF16");
+    const w = new Float32Array(t.data.length / 2);
+    const u = new Uint32Array(w.buffer);
+    for (let i = 0; i < w.length; i++) u[i] = (t.data[2 * i] | (t.data[2 * i + 1] << 8)) << 16;
+    return { w, b: this.stepqBias(p, prefix, n) };
+  }
+
+  /** An int8 layer of a stepq file: I8 weights, F32 per-channel scales, activation params, F32 bias. */
+  private stepqInt8(prefix: string, shapes: number[][], n: number): { q: Int8Array; scales: Float32Array; b: Float32Array | null; act: ActQuantParams } {
+    const t = this.stepqTensor("int8", `${prefix}.weight`, shapes, "I8");
+    const q = new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    const f32 = (name: string, len: number) => {
+      const r = this.stepqTensor("int8", `${prefix}.${name}`, [[len]], "F32").data;
+      return new Float32Array(r.buffer.slice(r.byteOffset, r.byteOffset + r.byteLength));
+    };
+    const scales = f32("weight_scale", n);
+    const scale = f32("input_scale", 1)[0];
+    const zp = this.stepqTensor("int8", `${prefix}.input_zero_point`, [[1]], "I32").data;
+    const zeroPoint = new DataView(zp.buffer, zp.byteOffset, 4).getInt32(0, true);
+    const qmax = Number(this.src.prec!.files.int8!.file.metadata.act_qmax ?? 127);
+    return { q, scales, b: this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax } };
   }
 
   /** A conv layer: `${prefix}.weight` [cout, cin, kh, kw] and `${prefix}.bias` [cout] if present. */
   conv(prefix: string, shape: ConvShape, opts: ConvOptions = {}): ConvWeight {
+    if (this.src.prec) return this.switchConv(prefix, shape, opts);
+    const { w, b, n } = this.convF32(prefix, shape, opts);
+    const { cin, kh, kw } = shape;
+    return this.engine.persistent(() => prepareConv2d(this.engine, w, b, { cout: n, cin, kh, kw }, { stride: opts.stride ?? 1, padding: opts.padding ?? 0 }));
+  }
+
+  private checkNotStepq(prefix: string): void {
+    if (this.src.stepqPrimary)
+      throw new WeightError(`${this.src.label}: ${this.prefix}${prefix} is stored converted (stepq ${this.src.file!.metadata.precision}); load it with precisions [${this.src.file!.metadata.precision}]`);
+  }
+
+  private convF32(prefix: string, shape: ConvShape, opts: ConvOptions): { w: Float32Array; b: Float32Array | null; n: number } {
+    this.checkNotStepq(prefix);
     const { cout, cin, kh, kw } = shape;
     const [o0, o1] = opts.outputRange ?? [0, cout];
     const n = o1 - o0;
@@ -127,7 +318,44 @@ export class WeightStore {
         b = b ? b.slice(o0, o1) : null;
       }
     }
-    return this.engine.persistent(() => prepareConv2d(this.engine, w, b, { cout: n, cin, kh, kw }, { stride: opts.stride ?? 1, padding: opts.padding ?? 0 }));
+    return { w, b, n };
+  }
+
+  private switchConv(prefix: string, shape: ConvShape, opts: ConvOptions): ConvWeightSwitch {
+    const st = this.src.prec!;
+    const { ctx } = st.setup;
+    const name = this.prefix + prefix;
+    const eng = this.engine;
+    const { cout, cin, kh, kw } = shape;
+    const [o0, o1] = opts.outputRange ?? [0, cout];
+    const per = cin * kh * kw;
+    const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
+    const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
+    const f32 = fromCkpt.length ? this.convF32(prefix, shape, opts) : null;
+    if (!f32) this.markUsedInPrimary(prefix);
+    const n = o1 - o0;
+    if (!(o0 >= 0 && o1 <= cout && n > 0)) throw new WeightError(`${name}: invalid output range [${o0}, ${o1}) of ${cout} channels`);
+    const sh = { cout: n, cin, kh, kw };
+    const co = { stride: opts.stride ?? 1, padding: opts.padding ?? 0 };
+    const variants: ConvWeightSwitch["variants"] = {};
+    eng.persistent(() => {
+      for (const p of ctx.loaded) {
+        if (p === "fp32") variants.fp32 = prepareConv2d(eng, f32!.w, f32!.b, sh, co);
+        else if (p === "bf16") {
+          let r = st.files.bf16 ? this.stepqLayer("bf16", prefix, [[cout, cin, kh, kw]], cout) : f32!;
+          if (st.files.bf16 && n !== cout) r = { w: r.w.slice(o0 * per, o1 * per), b: r.b ? r.b.slice(o0, o1) : null };
+          variants.bf16 = prepareConv2dBf16(eng, r.w, r.b, sh, co);
+        } else if (st.files.int8) {
+          const r = this.stepqInt8(prefix, [[cout, cin, kh, kw]], cout);
+          const q = n !== cout ? r.q.slice(o0 * per, o1 * per) : r.q;
+          const sc = n !== cout ? r.scales.slice(o0, o1) : r.scales;
+          variants.int8 = prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per), r.b && n !== cout ? r.b.slice(o0, o1) : r.b, sh, co, r.act);
+        } else variants.int8 = prepareConv2dInt8(eng, f32!.w, f32!.b, sh, co, act!);
+      }
+    });
+    st.layers.push(name);
+    const p = co.padding;
+    return { kind: "switch", name, cout: n, cin, kh, kw, stride: co.stride, padding: [p, p, p, p], ctx, variants };
   }
 
   /** GroupNorm / LayerNorm affine parameters: `${prefix}.weight` → gamma, `${prefix}.bias` → beta, each [C]. */
@@ -177,9 +405,10 @@ export class WeightStore {
       );
   }
 
-  /** Closes the file (prepared layers stay valid). */
+  /** Closes the file(s) (prepared layers stay valid). */
   close(): void {
     this.src.file?.close();
+    for (const f of Object.values(this.src.prec?.files ?? {})) if (f?.own) f.file.close();
   }
 
   private check(name: string, shapes: number[][] | null): number[] {

@@ -4,7 +4,8 @@
 // linear weights; padding reads from a small zero buffer owned by the weight.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import { GEMM_NR, gemmBlocking, packBias, panelsFor } from "./linear.ts";
+import { GEMM_NR, gemmBlocking, packBias, panelsFor, selectVariant, type PrecisionSelector } from "./linear.ts";
+import { conv2dBf16, conv2dInt8, freeLowpWeight, type ConvWeightBf16, type ConvWeightInt8 } from "./lowp.ts";
 
 export type Padding4 = [top: number, left: number, bottom: number, right: number];
 
@@ -25,7 +26,21 @@ export interface ConvWeightF32 {
   readonly zero: Tensor;
 }
 
-export type ConvWeight = ConvWeightF32;
+/** A per-step conv weight: every loaded precision of one layer; conv2d() runs variants[ctx.current] (see linear.ts). */
+export interface ConvWeightSwitch {
+  readonly kind: "switch";
+  readonly name: string;
+  readonly cout: number;
+  readonly cin: number;
+  readonly kh: number;
+  readonly kw: number;
+  readonly stride: number;
+  readonly padding: Padding4;
+  readonly ctx: PrecisionSelector;
+  readonly variants: { fp32?: ConvWeightF32; bf16?: ConvWeightBf16; int8?: ConvWeightInt8 };
+}
+
+export type ConvWeight = ConvWeightF32 | ConvWeightBf16 | ConvWeightInt8 | ConvWeightSwitch;
 
 export interface ConvShape {
   cout: number;
@@ -46,7 +61,7 @@ export function prepareConv2d(
   bias: Float32Array | null,
   shape: ConvShape,
   opts: { stride?: number; padding?: number } = {},
-): ConvWeight {
+): ConvWeightF32 {
   const { cout, cin, kh, kw } = shape;
   for (const [k, v] of Object.entries({ cout, cin, kh, kw })) if (!(Number.isInteger(v) && v > 0)) throw new Error(`prepareConv2d: ${k} must be a positive integer, got ${v}`);
   const stride = opts.stride ?? 1;
@@ -74,9 +89,14 @@ export function prepareConv2d(
 }
 
 export function freeConv2d(w: ConvWeight): void {
-  w.packed.free();
-  w.bias.free();
-  w.zero.free();
+  if (w.kind === "switch") {
+    for (const v of Object.values(w.variants)) if (v) freeConv2d(v);
+  } else if (w.kind !== "f32") freeLowpWeight(w);
+  else {
+    w.packed.free();
+    w.bias.free();
+    w.zero.free();
+  }
 }
 
 /** Output spatial size [Ho, Wo] of conv2d on an h x w input. */
@@ -86,6 +106,9 @@ export function conv2dOutSize(w: ConvWeight, h: number, wd: number, padding: Pad
 
 /** y = conv(x, w) + b on NHWC: x [B, H, W, cin] -> [B, Ho, Wo, cout]. opts.padding overrides the weight's padding. */
 export function conv2d(x: Tensor, w: ConvWeight, opts: { padding?: Padding4 } = {}): Tensor {
+  if (w.kind === "switch") return conv2d(x, selectVariant(w, x), opts);
+  if (w.kind === "bf16") return conv2dBf16(x, w, opts.padding ? { padding: checkPadding(opts.padding, "conv2d") } : {});
+  if (w.kind === "int8") return conv2dInt8(x, w, opts.padding ? { padding: checkPadding(opts.padding, "conv2d") } : {});
   if (x.shape.length !== 4 || x.shape[3] !== w.cin)
     throw new Error(`conv2d: expected NHWC input [B, H, W, ${w.cin}] (cin = ${w.cin}), got [${x.shape}]`);
   if (x.dtype !== "f32") throw new Error(`conv2d: expected an f32 input, got ${x.dtype}`);

@@ -3,10 +3,12 @@
 // Weights are packed once, at load time, into the layout the micro-kernel streams: N (= out features)
 // cut into panels of GEMM_NR = 16 columns, each panel K rows x 16 floats contiguous, the last panel
 // zero-padded; bias padded to the same width (zeros when the layer has none, so the kernel always adds).
-// Weight kinds are told apart by `kind`; BF16 / INT8 kinds can sit beside "f32" in the LinearWeight union
-// with the same panel layout and their own kernels.
+// Weight kinds are told apart by `kind`: "f32" here, "bf16" / "int8" (src/nn/lowp.ts, their own packing and
+// kernels) and "switch": a per-step weight holding several of those variants, of which linear() runs the
+// one its PrecisionSelector (owned by the model, e.g. the UNet) currently selects.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
+import { freeLowpWeight, linearBf16, linearInt8, type LinearWeightBf16, type LinearWeightInt8 } from "./lowp.ts";
 
 /** Columns per packed panel (four f32x4 vectors); must match assembly/gemm.ts. */
 export const GEMM_NR = 16;
@@ -23,7 +25,37 @@ export interface LinearWeightF32 {
   readonly bias: Tensor;
 }
 
-export type LinearWeight = LinearWeightF32;
+/** The precisions a per-step ("switch") weight can hold. */
+export type WeightPrecision = "fp32" | "bf16" | "int8";
+
+/** Shared by every switch weight of a model: which variant runs, and an optional input observer (calibration). */
+export interface PrecisionSelector {
+  current: WeightPrecision;
+  /** Called with the layer name and its f32 input before a switch weight runs (calibration); null/absent: nothing. */
+  observe?: ((layer: string, x: Tensor) => void) | null;
+}
+
+/** A per-step weight: every loaded precision of one layer; linear() runs variants[ctx.current]. */
+export interface LinearWeightSwitch {
+  readonly kind: "switch";
+  /** Checkpoint name of the layer (e.g. "down_blocks.0.attentions.0.proj_in"), for calibration and messages. */
+  readonly name: string;
+  readonly out: number;
+  readonly inF: number;
+  readonly ctx: PrecisionSelector;
+  readonly variants: { fp32?: LinearWeightF32; bf16?: LinearWeightBf16; int8?: LinearWeightInt8 };
+}
+
+export type LinearWeight = LinearWeightF32 | LinearWeightBf16 | LinearWeightInt8 | LinearWeightSwitch;
+
+/** The variant of a switch weight its selector picks (after reporting the input to the observer, if any). */
+export function selectVariant<S extends { name: string; ctx: PrecisionSelector; variants: object }>(w: S, x: Tensor): NonNullable<S["variants"][keyof S["variants"]]> {
+  const p = w.ctx.current;
+  const v = (w.variants as Record<string, unknown>)[p] as NonNullable<S["variants"][keyof S["variants"]]> | undefined;
+  if (!v) throw new Error(`layer ${w.name}: precision ${p} is not loaded (loaded: ${Object.keys(w.variants).join(", ")})`);
+  w.ctx.observe?.(w.name, x);
+  return v;
+}
 
 /** Number of packed panels for n output columns. */
 export function panelsFor(n: number): number {
@@ -53,7 +85,7 @@ export function packBias(eng: Engine, bias: ArrayLike<number> | null, n: number,
 }
 
 /** Prepacks a linear layer's weight (torch layout [out, in]) and bias for linear(). */
-export function prepareLinear(eng: Engine, weight: Float32Array, bias: Float32Array | null, out: number, inF: number): LinearWeight {
+export function prepareLinear(eng: Engine, weight: Float32Array, bias: Float32Array | null, out: number, inF: number): LinearWeightF32 {
   if (!(Number.isInteger(out) && out > 0 && Number.isInteger(inF) && inF > 0)) throw new Error(`prepareLinear: invalid dims out=${out}, in=${inF}`);
   if (weight.length !== out * inF) throw new Error(`prepareLinear: expected weight of ${out}x${inF} = ${out * inF} values, got ${weight.length}`);
   const packed = eng.zeros([panelsFor(out), inF, GEMM_NR]);
@@ -63,8 +95,13 @@ export function prepareLinear(eng: Engine, weight: Float32Array, bias: Float32Ar
 
 /** Frees the engine memory held by a prepared weight. */
 export function freeLinear(w: LinearWeight): void {
-  w.packed.free();
-  w.bias.free();
+  if (w.kind === "switch") {
+    for (const v of Object.values(w.variants)) if (v) freeLinear(v);
+  } else if (w.kind !== "f32") freeLowpWeight(w);
+  else {
+    w.packed.free();
+    w.bias.free();
+  }
 }
 
 /**
@@ -81,6 +118,9 @@ export function gemmBlocking(M: number, N: number, K: number): { kc: number; mcT
 
 /** y[..., out] = x[..., in] W^T + b. */
 export function linear(x: Tensor, w: LinearWeight): Tensor {
+  if (w.kind === "switch") return linear(x, selectVariant(w, x));
+  if (w.kind === "bf16") return linearBf16(x, w);
+  if (w.kind === "int8") return linearInt8(x, w);
   const inF = x.shape[x.shape.length - 1];
   if (x.shape.length < 1 || inF !== w.inF) throw new Error(`linear: expected input [..., ${w.inF}] (in features = ${w.inF}), got [${x.shape}]`);
   if (x.dtype !== "f32") throw new Error(`linear: expected an f32 input, got ${x.dtype}`);

@@ -7,6 +7,12 @@
 //               and optionally the time by kernel (Engine.profile).
 //   benchImage  one whole text-to-image generation with the time of each stage (text, every step, decode).
 //
+// Precision: bench unet builds the UNet with the one precision asked for (bf16 / int8 layers; int8 takes
+// its activation ranges from the checkpoint's calibration file when there is one, otherwise — random
+// weights, or a checkpoint never calibrated — a fixed synthetic range: latency does not depend on it, and
+// the result says so in act_ranges). bench image runs any schedule generate() takes (mixed:K, ...), with
+// the real calibration (it makes an image, so no synthetic ranges).
+//
 // Nothing here checks results against a reference (the tests and `stepq verify` do); it only checks that
 // the output is finite, so a benchmark of a broken build does not pass as a fast one.
 import * as fs from "node:fs";
@@ -23,14 +29,17 @@ import {
   type UNetConfig,
 } from "../io/diffusers.ts";
 import { resolveDefaultModel, StableDiffusionPipeline } from "./pipeline.ts";
+import { PRECISIONS as ALL_PRECISIONS, PRECISION_BYTES as BYTES, defaultCalibrationPath, readCalibration, type Precision as ModelPrecision } from "../models/precision.ts";
+import { parsePrecisionSpec, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
 import { Rng } from "./random.ts";
 
 export class BenchError extends Error {}
 
-export const PRECISIONS = ["fp32", "bf16", "int8"] as const;
-export type Precision = (typeof PRECISIONS)[number];
+/** The precisions (src/models/precision.ts). */
+export const PRECISIONS = ALL_PRECISIONS;
+export type Precision = ModelPrecision;
 /** Bytes per weight value of each precision (packed weights in engine memory). */
-export const PRECISION_BYTES: Record<Precision, number> = { fp32: 4, bf16: 2, int8: 1 };
+export const PRECISION_BYTES: Record<Precision, number> = BYTES;
 
 const MiB = 1024 * 1024;
 const MAX_MEMORY = 4096 * MiB;
@@ -94,13 +103,8 @@ export function maxRssBytes(): number | null {
 
 /** Whether `precision` can be built by this version of the engine, and if not, why. */
 export function precisionAvailable(precision: Precision): { ok: boolean; reason: string } {
-  if (precision === "fp32") return { ok: true, reason: "" };
-  return {
-    ok: false,
-    reason:
-      `--precision ${precision} is not available yet: the BF16/INT8 kernels exist (src/nn/lowp.ts) but no precision option ` +
-      "is wired into WeightStore/UNet (src/models/weights.ts) yet; only fp32 runs for now",
-  };
+  if ((PRECISIONS as readonly string[]).includes(precision)) return { ok: true, reason: "" };
+  return { ok: false, reason: `unknown precision "${precision}" (expected ${PRECISIONS.join(", ")})` };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -286,6 +290,8 @@ export interface UNetBenchOptions {
   profile?: boolean;
   /** Seed of the random weights and inputs (default 0). */
   seed?: number;
+  /** INT8 activation ranges for a checkpoint (default: its unet/stepq-calibration.json, else synthetic). */
+  calibration?: string;
   /** Timestep passed to the UNet (default 500). */
   timestep?: number;
   /** Progress messages (building the model, each call); `fraction` of the model built when known. */
@@ -298,6 +304,11 @@ export interface UNetBenchResult {
   model: string;
   precision: Precision;
   weights: "random" | "checkpoint";
+  /**
+   * INT8 activation ranges: "calibrated" (a calibration file), "synthetic" (fixed range: random weights or no
+   * calibration; latency is the same, outputs are not meaningful); null for fp32/bf16.
+   */
+  act_ranges: "calibrated" | "synthetic" | null;
   params: number;
   batch: number;
   latent_size: number;
@@ -375,6 +386,19 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
   const progress = opts.onProgress ?? (() => {});
   const params = unetParamCount(cfg);
 
+  // INT8 activation ranges: the checkpoint's calibration when there is one, else synthetic (flagged)
+  let calibration: string | "synthetic" = "synthetic";
+  if (precision === "int8" && !random) {
+    const f = opts.calibration ?? defaultCalibrationPath(src.dir!);
+    if (opts.calibration || fs.existsSync(f)) {
+      readCalibration(f); // validates; errors name the file
+      calibration = f;
+    }
+  } else if (precision === "int8" && opts.calibration) calibration = opts.calibration;
+  const actRanges = precision !== "int8" ? null : calibration === "synthetic" ? "synthetic" : "calibrated";
+  if (actRanges === "synthetic")
+    progress(`int8 with a fixed synthetic activation range (${random ? "random weights" : `no calibration file at ${defaultCalibrationPath(src.dir!)}`}): latency only, the outputs mean nothing`);
+
   const tBuild = performance.now();
   const memoryBytes = opts.memoryBytes ?? unetBenchMemory(cfg, precision, batch, size);
   const eng = await Engine.create({ threads: opts.threads, memoryBytes, simd: opts.simd });
@@ -404,7 +428,10 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
     (["linear", "conv", "norm", "param"] as const).forEach(wrap);
     let unet: UNet;
     try {
-      unet = UNet.fromConfig(eng, cfg, ws, seed);
+      unet =
+        precision === "fp32"
+          ? UNet.fromConfig(eng, cfg, ws, seed)
+          : UNet.fromConfig(eng, cfg, ws, seed, { precisions: [precision], calibration: precision === "int8" ? calibration : undefined });
       if (!random) ws.assertAllUsed("UNet2DConditionModel");
     } finally {
       ws.close();
@@ -464,6 +491,7 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
       model: src.label,
       precision,
       weights: random ? "random" : "checkpoint",
+      act_ranges: actRanges,
       params,
       batch,
       latent_size: size,
@@ -510,7 +538,10 @@ export interface ImageBenchOptions {
   model?: string;
   steps?: number;
   guidance?: number;
-  precision?: Precision;
+  /** fp32 | bf16 | int8 | mixed:K | a schedule "bf16*5,int8*40,bf16*5" (see src/pipeline/precision.ts). */
+  precision?: string;
+  /** INT8 activation ranges (default: the model's unet/stepq-calibration.json). */
+  calibration?: string;
   prompt?: string;
   seed?: number;
   scheduler?: string;
@@ -524,7 +555,12 @@ export interface ImageBenchOptions {
 
 export interface ImageBenchResult {
   model: string;
-  precision: Precision;
+  /** The precision spec given. */
+  precision: string;
+  /** Per-step schedule in compact form. */
+  schedule: string;
+  /** Precision of each UNet call. */
+  step_precisions: Precision[];
   prompt: string;
   scheduler: string;
   steps: number;
@@ -558,12 +594,16 @@ export interface ImageBenchResult {
 
 export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBenchResult> {
   const precision = opts.precision ?? "fp32";
-  if (!(PRECISIONS as readonly string[]).includes(precision)) throw new BenchError(`precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
-  const avail = precisionAvailable(precision);
-  if (!avail.ok) throw new BenchError(avail.reason);
   const model = opts.model ?? resolveDefaultModel();
   const progress = opts.onProgress ?? (() => {});
   const steps = opts.steps ?? 20;
+  let used: Precision[];
+  try {
+    used = precisionsUsed(parsePrecisionSpec(precision, steps));
+  } catch (e) {
+    if (e instanceof PrecisionScheduleError) throw new BenchError(e.message);
+    throw e;
+  }
   const guidance = opts.guidance ?? 7.5;
   const prompt = opts.prompt ?? "a photo of a sneaker";
   progress(`loading ${model}`);
@@ -574,6 +614,8 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
     width: opts.width,
     height: opts.height,
     onWarning: (m) => progress(`warning: ${m}`),
+    precisions: used.length === 1 && used[0] === "fp32" ? undefined : used,
+    calibration: opts.calibration,
   });
   try {
     progress(`loaded in ${(pipe.loadMs / 1000).toFixed(2)} s`);
@@ -587,9 +629,10 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
       scheduler: opts.scheduler,
       width: opts.width,
       height: opts.height,
+      precision,
       onStep: (s) => {
         rss = Math.max(rss, rssBytes());
-        progress(`step ${s.step}/${s.total}: ${(s.stepMs / 1000).toFixed(3)} s`);
+        progress(`step ${s.step}/${s.total} [${s.precision}]: ${(s.stepMs / 1000).toFixed(3)} s`);
       },
     });
     rss = Math.max(rss, rssBytes());
@@ -600,6 +643,8 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
     return {
       model: path.resolve(model),
       precision,
+      schedule: res.schedule,
+      step_precisions: res.precisions,
       prompt,
       scheduler: res.scheduler,
       steps,

@@ -18,6 +18,8 @@ import { FashionClassifier, rgb8ToInput, u8ImagesToInput, CLASSIFIER_SIZE } from
 import { readIdxImages } from "../io/idx.ts";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
+import { parsePrecisionSpec, precisionsUsed } from "./precision.ts";
+import type { Precision } from "../models/precision.ts";
 import { writePng } from "./png.ts";
 
 export class EvalError extends Error {}
@@ -263,6 +265,8 @@ export interface EvalOptions {
   saveImages?: string;
   /** FP32 images of the same seeds and settings (a file written by saveImages on an fp32 run): PSNR against these. */
   referenceImages?: string;
+  /** INT8 activation ranges (default: the model's unet/stepq-calibration.json). */
+  calibration?: string;
   /** When precision is not fp32 and no referenceImages: generate FP32 images too for PSNR (default true). */
   fp32Reference?: boolean;
   /** Classifier batch for the test set (default 250). */
@@ -385,7 +389,23 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
   const labels = evalLabels(o.n, classes.length);
   if (!Number.isInteger(o.seed0) || o.seed0 < 0 || o.seed0 + o.n - 1 > 0xffffffff) throw new EvalError(`seed0 + n - 1 must fit in 0..4294967295, got seed0 ${o.seed0}, n ${o.n}`);
 
-  const pipe = await StableDiffusionPipeline.load(o.model, { threads: o.threads, memoryBytes: o.memoryBytes, simd: o.simd, onWarning: (m) => log(`warning: ${m}`) });
+  // load the UNet variants the precision uses (plus fp32 when FP32 reference images are generated)
+  let used: Precision[];
+  try {
+    used = precisionsUsed(parsePrecisionSpec(o.precision, o.steps));
+  } catch (e) {
+    throw new EvalError(`--precision: ${(e as Error).message}`);
+  }
+  const willGenRef = o.precision !== "fp32" && !o.referenceImages && o.fp32Reference !== false;
+  const precisions = precisionsUsed(willGenRef ? [...used, "fp32"] : used);
+  const pipe = await StableDiffusionPipeline.load(o.model, {
+    threads: o.threads,
+    memoryBytes: o.memoryBytes,
+    simd: o.simd,
+    onWarning: (m) => log(`warning: ${m}`),
+    precisions: precisions.length === 1 && precisions[0] === "fp32" ? undefined : precisions,
+    calibration: o.calibration,
+  });
   let clsEng: Engine | null = null;
   try {
     const lowp = o.precision !== "fp32";

@@ -11,6 +11,10 @@
 //     latents= scheduler.step(eps, t, latents)
 //   image    = vae.decode(latents / scaling_factor); (image/2+0.5).clamp(0,1); (x*255).round() → uint8
 //
+// Per-step precision: a pipeline loaded with `precisions` keeps those UNet variants resident; generate()
+// takes `precision` / `schedule` (src/pipeline/precision.ts: fp32, bf16, int8, mixed:K, bf16*5,int8*40,...)
+// and sets the UNet's precision before each call. The text encoder and VAE always run in fp32.
+//
 // Latents cross the model boundary as NCHW Float32Arrays (what schedulers and golden files use); the
 // UNet and VAE take NHWC tensors (see src/models/layout.ts).
 import * as fs from "node:fs";
@@ -30,6 +34,8 @@ import {
 import { ClipTokenizer } from "../models/tokenizer.ts";
 import { ClipTextModel } from "../models/clip.ts";
 import { UNet } from "../models/unet.ts";
+import { PRECISION_BYTES, stepqWeightsName, type Precision } from "../models/precision.ts";
+import { callSteps, formatSchedule, parsePrecisionSchedule, parsePrecisionSpec, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
 import { Vae } from "../models/vae.ts";
 import { nchwToNhwc, nhwcToNchw } from "../models/layout.ts";
 import { createScheduler, schedulerFromConfig, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
@@ -50,6 +56,13 @@ export interface PipelineLoadOptions {
   height?: number;
   /** Warnings (e.g. truncated prompts) go here; default: console.warn. */
   onWarning?: (message: string) => void;
+  /**
+   * UNet variants to keep resident for per-step precision (e.g. ["bf16", "int8"] for mixed:K; see
+   * precisionsForSpec). Default: plain fp32 weights (then generate() runs fp32 only).
+   */
+  precisions?: Precision[];
+  /** INT8 activation ranges (a stepq calibrate file); default: <model>/unet/stepq-calibration.json. */
+  calibration?: string;
 }
 
 export interface StepInfo {
@@ -63,6 +76,10 @@ export interface StepInfo {
   stepMs: number;
   /** Milliseconds since the denoising loop began. */
   elapsedMs: number;
+  /** The precision this UNet call ran at. */
+  precision: Precision;
+  /** The denoising step (1-based, of `steps`) this UNet call belongs to (PNDM: two calls share step 2). */
+  denoisingStep: number;
   /** The latents after this step, NCHW [1,C,h,w] (a copy: keep it if you need it). */
   latents: Float32Array;
 }
@@ -84,10 +101,36 @@ export interface GenerateOptions {
   height?: number;
   /** Initial noise NCHW [1,4,height/8,width/8], unscaled (multiplied by init_noise_sigma, as diffusers does); replaces the seed. */
   latents?: Float32Array;
+  /**
+   * Precision of the UNet: fp32 | bf16 | int8 | mixed:K | a schedule "bf16*5,int8*40,bf16*5" (counts in
+   * denoising steps; see src/pipeline/precision.ts). Default: fp32 when loaded, else the one precision loaded.
+   */
+  precision?: string;
+  /** Same as precision (an explicit schedule); give one or the other. */
+  schedule?: string;
   /** Called after every denoising step. */
   onStep?: (info: StepInfo) => void;
+  /**
+   * Called inside every UNet call with its NHWC input, context and output (engine tensors, valid only during
+   * the call): for tools that evaluate other precisions on the same input (stepq sensitivity).
+   */
+  onUNetCall?: (call: UNetCallInfo) => void;
   /** Warnings for this call (default: the pipeline's onWarning). */
   onWarning?: (message: string) => void;
+}
+
+export interface UNetCallInfo {
+  /** 0-based UNet call index. */
+  call: number;
+  /** 0-based denoising step of the call. */
+  step: number;
+  timestep: number;
+  precision: Precision;
+  input: Tensor;
+  context: Tensor;
+  output: Tensor;
+  /** Guidance scale (> 1: the batch is [uncond, cond]). */
+  guidance: number;
 }
 
 export interface GenerateTimings {
@@ -118,6 +161,10 @@ export interface GenerateResult {
   /** True when the prompt (or negative prompt) was longer than 77 tokens and was cut. */
   truncated: boolean;
   timings: GenerateTimings;
+  /** The precision of every UNet call. */
+  precisions: Precision[];
+  /** The per-step schedule in compact form ("fp32", "bf16*5,int8*40,bf16*5"). */
+  schedule: string;
 }
 
 export interface PromptEncoding {
@@ -169,11 +216,13 @@ export class StableDiffusionPipeline {
     schedulerFromConfig(schedulerConfig); // validate now rather than at the first generate()
     const tokenizer = ClipTokenizer.fromDir(path.join(dir, "tokenizer"));
 
-    const memoryBytes = opts.memoryBytes ?? estimatePipelineMemory(dir, { width: opts.width, height: opts.height });
+    const memoryBytes = opts.memoryBytes ?? estimatePipelineMemory(dir, { width: opts.width, height: opts.height, precisions: opts.precisions });
     const engine = await Engine.create({ threads: opts.threads, memoryBytes, simd: opts.simd });
     try {
       const textEncoder = await ClipTextModel.load(engine, path.join(dir, "text_encoder"));
-      const unet = await UNet.load(engine, path.join(dir, "unet"));
+      const unet = opts.precisions
+        ? UNet.load(engine, path.join(dir, "unet"), { precisions: opts.precisions, calibration: opts.calibration })
+        : UNet.load(engine, path.join(dir, "unet"));
       const vae = await Vae.load(engine, path.join(dir, "vae"), { encoder: false });
       const pipe = new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
       pipe.sizedFor = opts.memoryBytes !== undefined ? "the memoryBytes given" : `${opts.width ?? pipe.defaultWidth}x${opts.height ?? pipe.defaultHeight} images`;
@@ -196,6 +245,45 @@ export class StableDiffusionPipeline {
   /** Pixels per latent cell: 2^(VAE levels - 1), diffusers' vae_scale_factor (8 for SD, 4 for fashion-sd-tiny). */
   get vaeScale(): number {
     return 2 ** (this.vae.config.block_out_channels.length - 1);
+  }
+
+  /** The UNet variants loaded (["fp32"] for a plain pipeline). */
+  get precisions(): readonly Precision[] {
+    return this.unet.precisions;
+  }
+
+  /** Whether generate() can run this precision spec (valid, and every precision it uses loaded). */
+  supportsPrecision(spec: string, steps = 50): boolean {
+    try {
+      return precisionsUsed(parsePrecisionSpec(spec, steps)).every((p) => this.unet.precisions.includes(p));
+    } catch {
+      return false;
+    }
+  }
+
+  /** The per-step precisions of a generate() call's options (see GenerateOptions.precision). */
+  stepPrecisions(opts: { precision?: string; schedule?: string }, steps: number): Precision[] {
+    if (opts.precision !== undefined && opts.schedule !== undefined) throw new PipelineError("give precision or schedule, not both");
+    let spec = opts.precision ?? opts.schedule;
+    if (spec === undefined) {
+      const loaded = this.unet.precisions;
+      if (loaded.includes("fp32")) spec = "fp32";
+      else if (loaded.length === 1) spec = loaded[0];
+      else throw new PipelineError(`this pipeline holds ${loaded.join(" and ")} weights: say which to run (precision: ${loaded.join(", ")}, mixed:K or a schedule)`);
+    }
+    let list: Precision[];
+    try {
+      list = parsePrecisionSpec(spec, steps);
+    } catch (e) {
+      if (e instanceof PrecisionScheduleError) throw new PipelineError(e.message);
+      throw e;
+    }
+    const missing = precisionsUsed(list).filter((p) => !this.unet.precisions.includes(p));
+    if (missing.length)
+      throw new PipelineError(
+        `precision "${spec}" uses ${missing.join(", ")} but this pipeline loaded ${this.unet.precisions.join(", ")} weights; load it with precisions [${precisionsUsed([...this.unet.precisions, ...missing] as Precision[]).join(", ")}]`,
+      );
+    return list;
   }
 
   /** A scheduler over the model's config: `name` (pndm, ddim, euler, dpm++) or the model's own class. */
@@ -262,8 +350,11 @@ export class StableDiffusionPipeline {
     const latentShape = [1, lc, h, w];
     const nLat = lc * h * w;
 
+    const perStep = this.stepPrecisions(opts, steps);
     const scheduler = this.createScheduler(opts.scheduler);
     scheduler.setTimesteps(steps);
+    const callPrecisions = parsePrecisionSchedule(formatSchedule(perStep), steps, scheduler.timesteps);
+    const callStep = scheduler.timesteps.length === steps ? null : callSteps(scheduler.timesteps, steps);
 
     let seed: number | undefined;
     let noise: Float32Array;
@@ -278,6 +369,7 @@ export class StableDiffusionPipeline {
     const sigma0 = Math.fround(scheduler.initNoiseSigma);
     let latents: Float32Array = sigma0 === 1 ? Float32Array.from(noise) : noise.map((x) => x * sigma0);
 
+    const precisionBefore = this.unet.precision;
     try {
       // text
       const tText = performance.now();
@@ -294,6 +386,8 @@ export class StableDiffusionPipeline {
         for (let i = 0; i < timesteps.length; i++) {
           const ts = performance.now();
           const t = timesteps[i];
+          const prec = callPrecisions[i];
+          this.unet.setPrecision(prec);
           const scaled = scheduler.scaleModelInput(latents, t);
           const eps = eng.scope(() => {
             const x = eng.empty([B, h, w, lc]);
@@ -301,6 +395,7 @@ export class StableDiffusionPipeline {
             nchwToNhwc(scaled, latentShape, xv.subarray(0, nLat));
             if (B === 2) xv.copyWithin(nLat, 0, nLat);
             const out = this.unet.forward(x, t, context);
+            opts.onUNetCall?.({ call: i, step: callStep ? callStep[i] : i, timestep: t, precision: prec, input: x, context, output: out, guidance: g });
             const o = nhwcToNchw(out.f32(), [B, h, w, lc]);
             if (!cfg) return o;
             // diffusers: noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond), in float32
@@ -315,7 +410,16 @@ export class StableDiffusionPipeline {
           latents = scheduler.step(eps, t, latents);
           const now = performance.now();
           stepMs.push(now - ts);
-          opts.onStep?.({ step: i + 1, total: timesteps.length, timestep: t, stepMs: now - ts, elapsedMs: now - tLoop, latents: latents.slice() });
+          opts.onStep?.({
+            step: i + 1,
+            total: timesteps.length,
+            timestep: t,
+            stepMs: now - ts,
+            elapsedMs: now - tLoop,
+            latents: latents.slice(),
+            precision: prec,
+            denoisingStep: (callStep ? callStep[i] : i) + 1,
+          });
           if (!Number.isFinite(latents[0])) throw new PipelineError(`latents became ${latents[0]} at step ${i + 1} (t=${t})`);
         }
       } finally {
@@ -353,12 +457,16 @@ export class StableDiffusionPipeline {
         negativeIds: enc.negativeIds,
         truncated: enc.truncated,
         timings: { textMs, denoiseMs, stepMs, decodeMs, totalMs: performance.now() - tStart },
+        precisions: callPrecisions,
+        schedule: formatSchedule(perStep),
       };
     } catch (e) {
       throw withMemoryHint(
         e,
         `the engine (${Math.round(eng.stats().capacity / MiB)} MiB) was sized at load for ${this.sizedFor}; for larger images load with {width, height} (CLI: --width/--height do this) or memoryBytes`,
       );
+    } finally {
+      this.unet.setPrecision(precisionBefore);
     }
   }
 
@@ -395,17 +503,33 @@ export function weightBytesF32(file: string): number {
   }
 }
 
+/** Values (elements) in the unet folder's weights: the original checkpoint, else a stepq converted file. */
+function unetWeightValues(unetDir: string): number {
+  let file: string;
+  try {
+    file = findWeights(unetDir);
+  } catch (e) {
+    const alt = (["bf16", "int8"] as const).map((p) => path.join(unetDir, stepqWeightsName(p))).find((f) => fs.existsSync(f));
+    if (!alt) throw e;
+    file = alt;
+  }
+  return weightBytesF32(file) / 4;
+}
+
 /**
- * Engine memory for a pipeline folder: the weights as f32 (+25% for packing), the UNet activations of a
+ * Engine memory for a pipeline folder: the weights as f32 (+25% for packing; the UNet at the bytes of each
+ * precision loaded, when precisions are given), the UNet activations of a
  * CFG batch of 2 at `width`x`height` (feature maps and skips), the VAE decoder's full-resolution maps,
  * plus slack; rounded up to 16 MiB and capped at 4 GiB.
  */
-export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number } = {}): number {
+export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number; precisions?: readonly Precision[] } = {}): number {
   const unetCfg = loadComponentConfig(dir, "unet");
   const vaeCfg = loadComponentConfig(dir, "vae");
   const textCfg = loadComponentConfig(dir, "text_encoder");
   let weights = 0;
-  for (const c of ["text_encoder", "unet", "vae"]) weights += weightBytesF32(findWeights(path.join(dir, c)));
+  for (const c of ["text_encoder", "vae"]) weights += weightBytesF32(findWeights(path.join(dir, c)));
+  const unetBytesPerValue = opts.precisions ? opts.precisions.reduce((a, p) => a + PRECISION_BYTES[p], 0) : 4;
+  weights += unetWeightValues(path.join(dir, "unet")) * unetBytesPerValue;
   const vaeLevels: number[] = vaeCfg.block_out_channels ?? [64];
   const scale = 2 ** (vaeLevels.length - 1);
   const native = (unetCfg.sample_size ?? 64) * scale;

@@ -1,0 +1,130 @@
+// stepq calibrate: per-layer input activation ranges of the UNet for INT8 (weights-tools/calibrate.ts).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
+import { resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
+import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
+import { writeCalibration } from "../models/precision.ts";
+import { calibrate, defaultCalibrationOut, defaultCalibrationPrompts, readPromptsFile } from "../../weights-tools/calibrate.ts";
+
+export const summary = "record per-layer activation ranges for INT8 (writes unet/stepq-calibration.json)";
+
+export const usage = `Usage: stepq calibrate [--model DIR] (--prompts FILE | --n N) [options]
+
+Runs the FP32 pipeline over the prompts and all their denoising steps and records, for every conv/linear
+layer of the UNet, the min/max of its input activations with a moving-average observer (as PyTorch's
+MovingAverageMinMaxObserver: the first UNet call sets the range, each later call moves it by
+(1 - momentum) toward its own min/max). INT8 uses these ranges (7-bit asymmetric per-tensor activations).
+Writes JSON: layer -> {min, max, absMin, absMax, count} plus the settings (model, steps, prompts, observer).
+
+Options:
+  --model DIR        diffusers pipeline folder (default: the shipped ${DEFAULT_MODEL})
+  --prompts FILE     prompts, one per line (# comments and blank lines ignored)
+  --n N              without --prompts: N built-in prompts (default 20; fashion models get
+                     "a photo of a {class}" over the 10 classes, others varied generic prompts)
+  --steps N          denoising steps per prompt (default 50)
+  --guidance G       guidance scale (default 4)
+  --scheduler NAME   ${SCHEDULER_NAMES.join(" | ")} (default: the model's own)
+  --seed0 N          prompt i uses seed seed0+i (default 10000)
+  --observer TYPE    ema (moving-average min/max, default) | minmax (running extremes)
+  --momentum M       EMA momentum (default 0.9: range = 0.9 range + 0.1 this call's)
+  --act-bits B       7 (default: activations 0..127, the fast relaxed-SIMD dot) or 8 (0..255: half the
+                     rounding error, exact i16 kernel path, slower on relaxed SIMD)
+  --out FILE         output (default: DIR/unet/stepq-calibration.json, where generate/eval/bench look)
+  --threads N        worker threads including the main one (default: all cores)
+  --memory SIZE      engine memory (default: estimated)
+  --simd MODE        auto | relaxed | baseline (default auto)
+  -q, --quiet        no progress lines
+  -h, --help         show this help
+
+Example:
+  stepq calibrate --model models/fashion-sd-tiny --n 20 --steps 50 --guidance 4`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    model: { type: "string", short: "m" },
+    prompts: { type: "string" },
+    n: { type: "string" },
+    steps: { type: "string" },
+    guidance: { type: "string", short: "g" },
+    scheduler: { type: "string" },
+    seed0: { type: "string" },
+    observer: { type: "string" },
+    momentum: { type: "string" },
+    "act-bits": { type: "string" },
+    out: { type: "string", short: "o" },
+    threads: { type: "string", short: "t" },
+    memory: { type: "string" },
+    simd: { type: "string" },
+    quiet: { type: "boolean", short: "q" },
+  });
+  const v = values as Record<string, string | boolean | undefined>;
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  if (v.prompts !== undefined && v.n !== undefined) throw new UsageError("give --prompts FILE or --n N, not both");
+  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  if (!fs.existsSync(path.join(model, "model_index.json"))) throw new UsageError(`--model ${model}: not a diffusers pipeline folder (no model_index.json)`);
+  let prompts: string[];
+  if (v.prompts !== undefined) {
+    if (!fs.existsSync(v.prompts as string)) throw new UsageError(`--prompts ${v.prompts}: no such file`);
+    prompts = readPromptsFile(v.prompts as string);
+  } else prompts = defaultCalibrationPrompts(model, intOpt(v.n as string | undefined, "n", 20, 1, 100000));
+  const steps = intOpt(v.steps as string | undefined, "steps", 50, 1, 1000);
+  const guidance = numOpt(v.guidance as string | undefined, "guidance", 4, 0, 100);
+  const seed0 = intOpt(v.seed0 as string | undefined, "seed0", 10000, 0, 0xffffffff);
+  const scheduler = v.scheduler as string | undefined;
+  if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
+    throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
+  const obs = (v.observer as string | undefined) ?? "ema";
+  if (obs !== "ema" && obs !== "minmax") throw new UsageError(`--observer must be ema or minmax, got "${obs}"`);
+  const momentum = numOpt(v.momentum as string | undefined, "momentum", 0.9, 0, 0.999999);
+  const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", 7, 7, 8);
+  const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
+  const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
+  const simd = (v.simd as string | undefined) ?? "auto";
+  if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
+  const out = (v.out as string | undefined) ?? defaultCalibrationOut(model);
+  const outDir = path.dirname(path.resolve(out));
+  if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
+  try {
+    fs.accessSync(outDir, fs.constants.W_OK);
+  } catch {
+    throw new UsageError(`cannot write ${out} (folder ${outDir} is not writable); pass --out FILE and later --calibration FILE`);
+  }
+
+  const quiet = !!v.quiet;
+  const tty = !!process.stderr.isTTY && !quiet;
+  const log = (s: string) => process.stderr.write(`stepq calibrate: ${s}\n`);
+  if (!quiet) log(`${prompts.length} prompt(s) x ${steps} steps, guidance ${guidance}, observer ${obs === "ema" ? `moving-average min/max (momentum ${momentum})` : "min/max"}`);
+  let lastPrint = 0;
+  const cal = await calibrate({
+    model,
+    prompts,
+    steps,
+    guidance,
+    scheduler,
+    seed0,
+    observer: obs === "ema" ? "ema-minmax" : "minmax",
+    momentum,
+    actQmax: actBits === 8 ? 255 : 127,
+    threads,
+    memoryBytes,
+    simd: simd as "auto" | "relaxed" | "baseline",
+    onProgress: quiet
+      ? undefined
+      : (p) => {
+          const done = p.prompt * p.calls + p.call;
+          const total = p.prompts * p.calls;
+          const now = performance.now();
+          const last = done === total;
+          if (!tty && !last && now - lastPrint < 5000) return;
+          lastPrint = now;
+          const eta = (p.elapsedMs / done) * (total - done);
+          const line = `prompt ${p.prompt + 1}/${p.prompts}, UNet call ${p.call}/${p.calls}  ETA ${(eta / 1000).toFixed(0)} s`;
+          if (tty) process.stderr.write(`\r${line}   ${last ? "\n" : ""}`);
+          else log(line);
+        },
+  });
+  writeCalibration(out, cal);
+  if (!quiet) log(`${Object.keys(cal.layers).length} layers, ${cal.unetCalls} UNet calls observed: wrote ${out}`);
+  return 0;
+}

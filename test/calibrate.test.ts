@@ -1,0 +1,122 @@
+// INT8 calibration: the moving-average min/max observer, a calibration run of fashion-sd-tiny (ranges
+// finite and ordered, one per conv/linear layer, file round trip), the CLI, and a pipeline that uses the
+// calibration for a mixed:K schedule.
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sharedDir } from "../src/io/golden.ts";
+import { SafetensorsFile } from "../src/io/safetensors.ts";
+import {
+  MinMaxObserver,
+  readCalibration,
+  validateCalibration,
+  writeCalibration,
+  type Calibration,
+} from "../src/models/precision.ts";
+import { StableDiffusionPipeline, PipelineError } from "../src/pipeline/pipeline.ts";
+import { calibrate, defaultCalibrationPrompts, readPromptsFile } from "../weights-tools/calibrate.ts";
+import { run as calibrateCli } from "../src/cli/calibrate.ts";
+import { UsageError } from "../src/cli/args.ts";
+
+const model = path.join(sharedDir(), "models", "fashion-sd-tiny");
+
+describe("MinMaxObserver", () => {
+  it("EMA per UNet call as torch's MovingAverageMinMaxObserver (momentum 0.9); minmax keeps extremes", () => {
+    const o = new MinMaxObserver("ema-minmax", 0.9);
+    o.record("a", -1, 2);
+    o.record("a", -3, 1); // same call: extremes of the call are [-3, 2]
+    o.endCall();
+    o.record("a", -1, 4);
+    o.endCall();
+    const r = o.layers().a;
+    expect(r.min).toBeCloseTo(-3 + 0.1 * (-1 - -3), 12);
+    expect(r.max).toBeCloseTo(2 + 0.1 * (4 - 2), 12);
+    expect([r.absMin, r.absMax, r.count]).toEqual([-3, 4, 2]);
+    expect(o.calls).toBe(2);
+    const m = new MinMaxObserver("minmax");
+    m.record("a", -1, 2);
+    m.endCall();
+    m.record("a", -3, 1);
+    m.endCall();
+    expect(m.layers().a).toMatchObject({ min: -3, max: 2 });
+    expect(() => o.record("b", NaN, 1)).toThrow(/non-finite/);
+    expect(() => new MinMaxObserver("ema-minmax", 1)).toThrow(/momentum/);
+  });
+});
+
+describe("calibration of fashion-sd-tiny", () => {
+  let tmp: string;
+  let cal: Calibration;
+  let file: string;
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stepq-cal-"));
+    file = path.join(tmp, "cal.json");
+    cal = await calibrate({ model, prompts: defaultCalibrationPrompts(model, 2), steps: 3, guidance: 4, threads: 2 });
+    writeCalibration(file, cal);
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  it("one range per conv/linear layer, finite and ordered, every UNet call observed", () => {
+    // PNDM: 3 steps = 4 UNet calls per prompt
+    expect(cal.unetCalls).toBe(8);
+    expect(cal).toMatchObject({ steps: 3, guidance: 4, prompts: 2, scheduler: "pndm", actQmax: 127 });
+    expect(cal.observer).toMatchObject({ type: "ema-minmax", momentum: 0.9 });
+    const st = SafetensorsFile.open(path.join(model, "unet", "diffusion_pytorch_model.safetensors"));
+    const layers = [...st.tensors.values()].filter((t) => t.name.endsWith(".weight") && (t.shape.length === 2 || t.shape.length === 4)).map((t) => t.name.slice(0, -7));
+    st.close();
+    expect(Object.keys(cal.layers).sort()).toEqual(layers.sort());
+    for (const [k, r] of Object.entries(cal.layers)) {
+      for (const v of [r.min, r.max, r.absMin!, r.absMax!]) expect(Number.isFinite(v), k).toBe(true);
+      expect(r.min, k).toBeLessThanOrEqual(r.max);
+      expect(r.absMin!, k).toBeLessThanOrEqual(r.min);
+      expect(r.max, k).toBeLessThanOrEqual(r.absMax!);
+      expect(r.max - r.min, k).toBeGreaterThan(0);
+      expect(r.count, k).toBe(8);
+    }
+    // the context (CLIP states) feeds every to_k / to_v: the same range for all of them
+    expect(cal.layers["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"]).toEqual(cal.layers["up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_v"]);
+  });
+
+  it("file round trip and validation", () => {
+    expect(readCalibration(file)).toEqual(cal);
+    expect(() => validateCalibration({ ...cal, format: "x" }, "f")).toThrow(/not a stepq calibration file/);
+    expect(() => validateCalibration({ ...cal, layers: { a: { min: 1, max: 0 } } }, "f")).toThrow(/layer a has a bad range/);
+    expect(() => readCalibration(path.join(tmp, "none.json"))).toThrow(/does not exist; make it with: stepq calibrate/);
+  });
+
+  it("a pipeline runs mixed:K with it: per-call precisions, progress, errors", async () => {
+    const pipe = await StableDiffusionPipeline.load(model, { threads: 2, precisions: ["bf16", "int8"], calibration: file });
+    try {
+      expect(pipe.precisions).toEqual(["bf16", "int8"]);
+      const seen: string[] = [];
+      const r = await pipe.generate({ prompt: "a photo of a bag", steps: 4, guidance: 4, seed: 3, precision: "mixed:1", onStep: (s) => seen.push(`${s.denoisingStep}:${s.precision}`) });
+      // PNDM, 4 steps = 5 calls; step 2 runs twice
+      expect(seen).toEqual(["1:bf16", "2:int8", "2:int8", "3:int8", "4:bf16"]);
+      expect(r.precisions).toEqual(["bf16", "int8", "int8", "int8", "bf16"]);
+      expect(r.schedule).toBe("bf16,int8*2,bf16");
+      const again = await pipe.generate({ prompt: "a photo of a bag", steps: 4, guidance: 4, seed: 3, schedule: "bf16,int8*2,bf16" });
+      expect(Buffer.from(again.image).equals(Buffer.from(r.image))).toBe(true);
+      await expect(pipe.generate({ prompt: "x", steps: 4, precision: "fp32" })).rejects.toThrow(/uses fp32 but this pipeline loaded bf16, int8 weights; load it with precisions \[fp32, bf16, int8\]/);
+      await expect(pipe.generate({ prompt: "x", steps: 4 })).rejects.toThrow(PipelineError);
+      await expect(pipe.generate({ prompt: "x", steps: 4, precision: "mixed:3" })).rejects.toThrow(/use K <= 2/);
+      expect(pipe.supportsPrecision("mixed:5")).toBe(true);
+      expect(pipe.supportsPrecision("fp32")).toBe(false);
+    } finally {
+      pipe.close();
+    }
+  });
+
+  it("stepq calibrate: writes the file, prompts from a file, usage errors", async () => {
+    const prompts = path.join(tmp, "prompts.txt");
+    fs.writeFileSync(prompts, "# calibration prompts\na photo of a coat\n\na photo of a sandal\n");
+    expect(readPromptsFile(prompts)).toEqual(["a photo of a coat", "a photo of a sandal"]);
+    const out = path.join(tmp, "cli.json");
+    expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "minmax", "--out", out, "-q"])).toBe(0);
+    const c = readCalibration(out);
+    expect(c).toMatchObject({ prompts: 2, steps: 1, unetCalls: 2, observer: { type: "minmax" } });
+    await expect(calibrateCli(["--model", model, "--n", "2", "--prompts", prompts])).rejects.toThrow(/not both/);
+    await expect(calibrateCli(["--model", model, "--observer", "avg", "--out", out])).rejects.toThrow(UsageError);
+    await expect(calibrateCli(["--model", model, "--out", "/nonexistent/x.json"])).rejects.toThrow(/does not exist/);
+  });
+});

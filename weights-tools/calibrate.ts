@@ -1,0 +1,153 @@
+// Calibration for INT8: runs the FP32 pipeline over prompts and all their timesteps and records, for every
+// conv/linear layer of the UNet, the range of its input activations with a moving-average min/max observer
+// (as the paper, and torch.ao.quantization.MovingAverageMinMaxObserver: the first UNet call sets a layer's
+// range, each later call moves it by (1 - momentum) toward that call's min/max; default momentum 0.9).
+// The result is written as JSON (src/models/precision.ts: Calibration) next to the weights as
+// unet/stepq-calibration.json, which UNet/pipeline loading reads for int8.
+//
+// CLI: stepq calibrate (src/cli/calibrate.ts).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
+import {
+  CALIBRATION_FORMAT,
+  CALIBRATION_VERSION,
+  defaultCalibrationPath,
+  MinMaxObserver,
+  type Calibration,
+} from "../src/models/precision.ts";
+import { ACT_QMAX_DEFAULT } from "../src/nn/quant.ts";
+
+export interface CalibrateOptions {
+  /** diffusers pipeline folder. */
+  model: string;
+  prompts: string[];
+  /** Denoising steps per prompt (default 50). */
+  steps?: number;
+  /** Guidance scale (default 4). */
+  guidance?: number;
+  /** Scheduler name (default: the model's own). */
+  scheduler?: string;
+  /** Prompt i uses seed seed0 + i (default 10000: away from the seeds stepq eval uses). */
+  seed0?: number;
+  /** "ema-minmax" (default) or "minmax" (running extremes). */
+  observer?: "ema-minmax" | "minmax";
+  /** EMA momentum (default 0.9). */
+  momentum?: number;
+  /** Largest quantised activation INT8 layers will use: 127 (7-bit, default: the fast relaxed-dot path) or 255 (u8: exact i16 path, slower). */
+  actQmax?: 127 | 255;
+  threads?: number;
+  memoryBytes?: number;
+  simd?: "auto" | "relaxed" | "baseline";
+  /** Progress: prompt index, UNet calls done, total calls. */
+  onProgress?: (p: { prompt: number; prompts: number; call: number; calls: number; elapsedMs: number }) => void;
+  /** An already loaded pipeline (must be loaded with precisions including fp32); model is then only recorded. */
+  pipeline?: StableDiffusionPipeline;
+}
+
+/** Fashion-MNIST class names (the captions fashion-sd-tiny was trained on: "a photo of a {class}"). */
+export const FASHION_CLASSES = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+
+/** Generic prompts for Stable Diffusion models (COCO-caption style, varied subjects and styles). */
+export const GENERIC_PROMPTS = [
+  "a photograph of an astronaut riding a horse",
+  "a bowl of fruit on a wooden table, still life",
+  "a red sports car parked on a city street at night",
+  "portrait of an old man with a beard, oil painting",
+  "a cozy living room with a fireplace and a large window",
+  "a mountain lake at sunrise, mist over the water",
+  "a cat sleeping on a stack of books",
+  "a futuristic city skyline, digital art",
+  "a plate of pasta with tomato sauce and basil",
+  "a lighthouse on a rocky coast during a storm",
+  "a group of people walking in a busy market",
+  "a watercolor painting of a flower field",
+  "an owl perched on a branch in a snowy forest",
+  "a close-up photo of a vintage camera",
+  "a sailboat on a calm sea under a clear blue sky",
+  "a child flying a kite on a beach",
+  "an ancient temple in a tropical jungle",
+  "a steaming cup of coffee next to a laptop",
+  "a dog running through a field of tall grass",
+  "a medieval castle on a hill, fantasy illustration",
+];
+
+/** Whether a model folder looks like fashion-sd-tiny (its name, or its 32x32 native size with 3 VAE levels). */
+export function isFashionModel(model: string): boolean {
+  return /fashion/i.test(path.basename(path.resolve(model)));
+}
+
+/** n default prompts for a model: the fashion captions (cycled) for fashion-sd-tiny, else GENERIC_PROMPTS (cycled). */
+export function defaultCalibrationPrompts(model: string, n: number): string[] {
+  const base = isFashionModel(model) ? FASHION_CLASSES.map((c) => `a photo of a ${c}`) : GENERIC_PROMPTS;
+  return Array.from({ length: n }, (_, i) => base[i % base.length]);
+}
+
+/** Prompts from a text file: one per line, blank lines and lines starting with # ignored. */
+export function readPromptsFile(file: string): string[] {
+  const lines = fs.readFileSync(file, "utf8").split(/\r?\n/).map((l) => l.trim());
+  const prompts = lines.filter((l) => l && !l.startsWith("#"));
+  if (!prompts.length) throw new Error(`${file}: no prompts (one per line)`);
+  return prompts;
+}
+
+/** Runs the FP32 pipeline over the prompts and returns the calibration (see the file header). */
+export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
+  if (!o.prompts.length) throw new Error("calibrate: no prompts");
+  const steps = o.steps ?? 50;
+  const guidance = o.guidance ?? 4;
+  const seed0 = o.seed0 ?? 10000;
+  const observer = new MinMaxObserver(o.observer ?? "ema-minmax", o.momentum ?? 0.9);
+  const pipe = o.pipeline ?? (await StableDiffusionPipeline.load(o.model, { precisions: ["fp32"], threads: o.threads, memoryBytes: o.memoryBytes, simd: o.simd }));
+  const ctx = pipe.unet.precisionContext;
+  try {
+    if (!ctx || !ctx.loaded.includes("fp32")) throw new Error("calibrate: the pipeline must be loaded with precisions including fp32");
+    const before = ctx.current;
+    ctx.current = "fp32";
+    ctx.observe = (layer, x) => observer.observe(layer, x);
+    const t0 = performance.now();
+    let scheduler = "";
+    try {
+      for (let i = 0; i < o.prompts.length; i++) {
+        const res = await pipe.generate({
+          prompt: o.prompts[i],
+          steps,
+          guidance,
+          scheduler: o.scheduler,
+          seed: seed0 + i,
+          precision: "fp32",
+          onStep: (s) => {
+            observer.endCall();
+            o.onProgress?.({ prompt: i, prompts: o.prompts.length, call: s.step, calls: s.total, elapsedMs: performance.now() - t0 });
+          },
+        });
+        scheduler = res.scheduler;
+      }
+    } finally {
+      ctx.observe = null;
+      ctx.current = before;
+    }
+    return {
+      format: CALIBRATION_FORMAT,
+      version: CALIBRATION_VERSION,
+      model: o.model,
+      steps,
+      guidance,
+      scheduler,
+      prompts: o.prompts.length,
+      unetCalls: observer.calls,
+      seed0,
+      observer: observer.info,
+      actQmax: o.actQmax ?? ACT_QMAX_DEFAULT,
+      created: new Date().toISOString(),
+      layers: observer.layers(),
+    };
+  } finally {
+    if (!o.pipeline) pipe.close();
+  }
+}
+
+/** Where `stepq calibrate` writes by default: <model>/unet/stepq-calibration.json. */
+export function defaultCalibrationOut(model: string): string {
+  return defaultCalibrationPath(path.join(model, "unet"));
+}
