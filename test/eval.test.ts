@@ -264,14 +264,15 @@ describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
     expect(r.psnr_reference).toBe(saved);
   });
 
-  it("a low precision either runs with finite PSNR vs FP32 or fails clearly when generate() lacks it", async () => {
+  it("a low precision (bf16: no calibration needed) either runs with finite PSNR vs FP32 or fails clearly when generate() lacks it", async () => {
     let r;
     try {
-      r = await runEval({ ...base, n: 10, steps: 2, precision: "int8" });
+      r = await runEval({ ...base, n: 10, steps: 2, precision: "bf16" });
     } catch (e) {
-      expect((e as Error).message).toMatch(/precision "int8" is not available yet/);
+      expect((e as Error).message).toMatch(/precision "bf16" is not available yet/);
       return;
     }
+    console.log(`eval bf16 n=10 steps=2: ${resultJson(r)}`);
     expect(Number.isFinite(r.fid)).toBe(true);
     expect(r.psnr_reference).toBe("generated");
     expect(r.psnr_vs_fp32 === Infinity || (r.psnr_vs_fp32! > 10 && Number.isFinite(r.psnr_vs_fp32!))).toBe(true);
