@@ -167,13 +167,27 @@ function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32,
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 4);
   const end = ap + (usize(k1 - k0) << 4);
   let w: v128, b0: v128, b1: v128, a: v128;
-  for (; ap < end; ap += 16) {
-    w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
-    a = v128.load32_splat(ap); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
-    a = v128.load32_splat(ap, 4); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
-    a = v128.load32_splat(ap, 8); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
-    a = v128.load32_splat(ap, 12); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
-    bq += 16;
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    for (; ap < end; ap += 16) {
+      w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
+      a = v128.load32_splat(ap); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
+      a = v128.load32_splat(ap, 4); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
+      a = v128.load32_splat(ap, 8); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
+      a = v128.load32_splat(ap, 12); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      bq += 16;
+    }
+  } else {
+    // mul + add needs a temporary register per update: broadcast the 4 rows from one vector load
+    // (pshufd next to its use) instead of 4 hoisted broadcast loads, so nothing spills
+    for (; ap < end; ap += 16) {
+      w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
+      const av = v128.load(ap);
+      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
+      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
+      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
+      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      bq += 16;
+    }
   }
   if (k1 == K) {
     const bb = bias + (usize(p) << 5);
