@@ -90,17 +90,21 @@ export function quantizeWeightsPerChannel(w: ArrayLike<number>, out: number, inF
   const q = new Int8Array(out * inF);
   const scales = new Float32Array(out);
   for (let o = 0; o < out; o++) {
+    const base = o * inF;
     let m = 0;
     for (let k = 0; k < inF; k++) {
-      const a = Math.abs(w[o * inF + k]);
+      const a = Math.abs(w[base + k]);
       if (a > m) m = a; // NaN never wins
     }
     if (!Number.isFinite(m)) throw new RangeError(`quantizeWeightsPerChannel: channel ${o} has non-finite weights`);
     const s = m > 0 ? Math.fround(m / 127) : 1;
     scales[o] = s;
     for (let k = 0; k < inF; k++) {
-      const v = roundHalfEven(Math.fround(w[o * inF + k] / s));
-      q[o * inF + k] = v > 127 ? 127 : v < -127 ? -127 : v || 0;
+      const v = Math.fround(w[base + k] / s);
+      // round half to even, clamp to [-127, 127] (the Int8Array store turns -0 into 0)
+      let r = Math.round(v);
+      if (r - v === 0.5 && (r & 1) !== 0) r -= 1;
+      q[base + k] = r > 127 ? 127 : r < -127 ? -127 : r;
     }
   }
   return { q, scales };
