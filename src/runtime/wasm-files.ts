@@ -2,7 +2,9 @@
 const FILES = { baseline: "stepq-simd.wasm", relaxed: "stepq-relaxed.wasm" } as const;
 
 export async function loadKernelBytes(variant: keyof typeof FILES): Promise<Uint8Array> {
-  const candidates = [new URL(`../../build/${FILES[variant]}`, import.meta.url), new URL(`../build/${FILES[variant]}`, import.meta.url)];
+  // dist/*.js sits one level below the package root, src/runtime/*.ts two: try the nearer one first so a
+  // bundle never picks up a stale build/ further up
+  const candidates = [new URL(`../build/${FILES[variant]}`, import.meta.url), new URL(`../../build/${FILES[variant]}`, import.meta.url)];
   if (typeof process !== "undefined" && process.versions?.node) {
     const fs = await import("node:fs");
     for (const u of candidates) if (fs.existsSync(u)) return fs.readFileSync(u);
