@@ -145,14 +145,18 @@ describe("stepq bench", () => {
     expect(r.image_mean).toBeGreaterThan(0);
   }, 60_000);
 
-  it("bf16 / int8: run, or say clearly that they are not available yet", async () => {
+  it("bench unet --precision bf16 / int8 on the fashion UNet", async () => {
     for (const p of ["bf16", "int8"] as const) {
+      expect(precisionAvailable(p).ok).toBe(true);
       const { c, io } = capture();
-      const go = run(["unet", "--config", "fashion", "--precision", p, "--iters", "1", "--warmup", "0", "--json", "-q"], io);
-      if (precisionAvailable(p).ok) {
-        expect(await go).toBe(0);
-        expect(JSON.parse(c.out).precision).toBe(p);
-      } else await expect(go).rejects.toThrow(/not available yet/);
+      expect(await run(["unet", "--config", "fashion", "--precision", p, "--iters", "1", "--warmup", "0", "--json", "-q"], io)).toBe(0);
+      const r = JSON.parse(c.out);
+      expect(r.precision).toBe(p);
+      expect(r.output_finite).toBe(true);
+      // packed weights take about 2 (bf16) or 1 (int8) bytes per parameter, plus f32 biases, scales and norms
+      expect(r.weight_bytes).toBeLessThan(r.params * (p === "bf16" ? 2.5 : 1.5));
+      if (p === "int8") expect(["synthetic", "calibrated"]).toContain(r.act_ranges);
+      else expect(r.act_ranges).toBeNull();
     }
   }, 60_000);
 
