@@ -18,6 +18,7 @@ import { StableDiffusionPipeline, PipelineError } from "../src/pipeline/pipeline
 import { calibrate, defaultCalibrationPrompts, readPromptsFile } from "../weights-tools/calibrate.ts";
 import { run as calibrateCli } from "../src/cli/calibrate.ts";
 import { UsageError } from "../src/cli/args.ts";
+import { runSensitivity } from "../src/cli/sensitivity.ts";
 
 const model = path.join(sharedDir(), "models", "fashion-sd-tiny");
 
@@ -105,6 +106,15 @@ describe("calibration of fashion-sd-tiny", () => {
     } finally {
       pipe.close();
     }
+  });
+
+  it("stepq sensitivity: a per-step INT8 error curve and a K", async () => {
+    const r = await runSensitivity({ model, steps: 4, prompts: ["a photo of a coat"], guidance: 4, ref: "bf16", target: 0.05, seed0: 0, calibration: file, threads: 2 });
+    expect(r.errors.length).toBe(4);
+    for (const e of r.errors) expect(e > 0 && e < 1).toBe(true);
+    expect(r.recommended_k).toBeGreaterThanOrEqual(0);
+    expect(r.recommended_k).toBeLessThanOrEqual(2);
+    expect(r.int8_steps).toBe(4 - 2 * r.recommended_k);
   });
 
   it("stepq calibrate: writes the file, prompts from a file, usage errors", async () => {

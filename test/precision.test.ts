@@ -26,6 +26,7 @@ import {
 import { createScheduler } from "../src/pipeline/schedulers.ts";
 import { quantizeWeightsPerChannel } from "../src/nn/quant.ts";
 import { Rng } from "../src/pipeline/random.ts";
+import { recommendK } from "../src/cli/sensitivity.ts";
 
 describe("precision schedules", () => {
   it("fp32 / bf16 / int8 / mixed:K / lists", () => {
@@ -81,6 +82,15 @@ describe("precision schedules", () => {
     // one call per step: identity
     expect(callSteps([900, 800, 700], 3)).toEqual([0, 1, 2]);
     expect(parsePrecisionSchedule("mixed:1", 3)).toEqual(["bf16", "int8", "bf16"]);
+  });
+});
+
+describe("sensitivity recommendation", () => {
+  it("smallest K whose INT8 steps are all within the target", () => {
+    expect(recommendK([0.2, 0.04, 0.03, 0.04, 0.3], 0.05)).toBe(1);
+    expect(recommendK([0.2, 0.06, 0.03, 0.04, 0.3], 0.05)).toBe(2);
+    expect(recommendK([0.01, 0.01, 0.01], 0.05)).toBe(0);
+    expect(recommendK([0.1, 0.1, 0.1, 0.1], 0.05)).toBe(2); // nothing fits: all BF16
   });
 });
 

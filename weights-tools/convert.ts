@@ -1,6 +1,6 @@
 // Converts a diffusers UNet checkpoint into stepq weights (one safetensors file per precision in the unet
-// folder: stepq-bf16.safetensors, stepq-int8.safetensors) that WeightStore loads as they are, without
-// rounding or quantising again. The format is documented in weights-tools/README.md.
+// folder: stepq-bf16.safetensors, stepq-int8.safetensors) that WeightStore builds layers from with no
+// calibration: the stored BF16 values, int8 weights, scales and activation params are what the layers get. The format is documented in weights-tools/README.md.
 //
 // Layers are the checkpoint's `*.weight` tensors of rank 2 (linear) or 4 (conv; SD 1.x's 1x1 proj_in/out
 // too): exactly the tensors UNet loading builds conv/linear layers from (the rank-1 `*.weight` tensors are

@@ -3,14 +3,15 @@ import { parse, UsageError } from "./args.ts";
 import { resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
 import { convert, type ConvertPrecision } from "../../weights-tools/convert.ts";
 
-export const summary = "write the UNet's BF16 / INT8 weights as stepq safetensors (loaded without re-quantising)";
+export const summary = "write the UNet's BF16 / INT8 weights as stepq safetensors (load with no calibration)";
 
 export const usage = `Usage: stepq convert [--model DIR] --precision bf16,int8 [--out DIR] [--calibration FILE]
 
 Writes unet/stepq-bf16.safetensors (BF16 conv/linear weights) and/or unet/stepq-int8.safetensors (I8
 weights, per-channel weight_scale, and each layer's input_scale / input_zero_point from the calibration).
-Loading a model with those precisions then reads these files as they are (no rounding or quantising at load);
-norms and everything else stay as in the checkpoint. Format: weights-tools/README.md.
+Loading a model with those precisions then builds those layers from these files (no calibration needed; the
+layers are bit-identical to the ones quantised from the checkpoint); norms and everything else stay as in the
+checkpoint. Format: weights-tools/README.md.
 
 Options:
   --model DIR          diffusers pipeline folder (default: the shipped ${DEFAULT_MODEL})

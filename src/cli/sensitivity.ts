@@ -1,7 +1,8 @@
 // stepq sensitivity: how much INT8 changes the UNet's noise prediction at each denoising step, to choose K
 // for the mixed:K schedule. Runs the reference trajectory (bf16 or fp32) and at every UNet call also
 // evaluates the INT8 UNet on the same input; the error of a step is
-//   ||eps_int8 - eps_ref|| / ||eps_ref||   (eps: the guided noise prediction the scheduler consumes)
+//   ||eps_int8 - eps_ref|| / ||eps_ref||   (eps: the UNet's noise prediction, both CFG halves; with
+//                                          --metric guided the prediction after guidance, which amplifies it)
 // averaged over the step's UNet calls (PNDM evaluates step 2 twice) and over prompts. The recommended K is
 // the smallest K such that every INT8 step of mixed:K (steps K+1 .. N-K) is within the target.
 import * as path from "node:path";
@@ -17,7 +18,7 @@ export const usage = `Usage: stepq sensitivity [--model DIR] [options]
 
 Runs the reference trajectory (--ref bf16 or fp32) and at each UNet call also evaluates the INT8 UNet on the
 same latents, printing per denoising step the relative error ||eps_int8 - eps_ref|| / ||eps_ref|| of the
-guided noise prediction (mean over the prompts, and the largest), then the smallest K such that every INT8
+noise prediction (mean over the prompts, and the largest), then the smallest K such that every INT8
 step of mixed:K is within --target. INT8 needs a calibration (stepq calibrate) or converted weights.
 
 Options:
@@ -28,6 +29,9 @@ Options:
   --scheduler NAME     ${SCHEDULER_NAMES.join(" | ")} (default: the model's own)
   --ref P              bf16 (default) | fp32
   --target E           error target for the recommendation (default 0.05)
+  --metric M           raw (default: the UNet's noise prediction itself, both CFG halves) | guided (the
+                       prediction after classifier-free guidance, what the scheduler uses: guidance
+                       amplifies the error about g-fold)
   --seed0 N            prompt i uses seed seed0+i (default 0)
   --calibration FILE   INT8 activation ranges (default: DIR/unet/stepq-calibration.json)
   --threads N, --memory SIZE, --simd MODE
@@ -38,6 +42,7 @@ Options:
 export interface SensitivityResult {
   model: string;
   ref: Precision;
+  metric: "guided" | "raw";
   steps: number;
   prompts: number;
   guidance: number;
@@ -82,6 +87,7 @@ export async function runSensitivity(o: {
   scheduler?: string;
   ref: "bf16" | "fp32";
   target: number;
+  metric?: "guided" | "raw";
   seed0: number;
   calibration?: string;
   threads?: number;
@@ -114,11 +120,13 @@ export async function runSensitivity(o: {
         precision: o.ref,
         onUNetCall: (c) => {
           const B = c.input.shape[0];
-          const ref = guided(c.output.toArray(), B, c.guidance);
+          const raw = o.metric !== "guided";
+          const g = raw ? 1 : c.guidance;
+          const ref = guided(c.output.toArray(), raw ? 1 : B, g);
           pipe.unet.setPrecision("int8");
           let q: Float32Array;
           try {
-            q = pipe.engine.scope(() => guided(pipe.unet.forward(c.input, c.timestep, c.context).toArray(), B, c.guidance));
+            q = pipe.engine.scope(() => guided(pipe.unet.forward(c.input, c.timestep, c.context).toArray(), raw ? 1 : B, g));
           } finally {
             pipe.unet.setPrecision(o.ref);
           }
@@ -145,6 +153,7 @@ export async function runSensitivity(o: {
     return {
       model: path.resolve(o.model),
       ref: o.ref,
+      metric: o.metric ?? "raw",
       steps: o.steps,
       prompts: o.prompts.length,
       guidance: o.guidance,
@@ -170,6 +179,7 @@ export async function run(argv: string[]): Promise<number> {
     scheduler: { type: "string" },
     ref: { type: "string" },
     target: { type: "string" },
+    metric: { type: "string" },
     seed0: { type: "string" },
     calibration: { type: "string" },
     threads: { type: "string", short: "t" },
@@ -185,6 +195,8 @@ export async function run(argv: string[]): Promise<number> {
   const n = intOpt(v.prompts as string | undefined, "prompts", 2, 1, 10000);
   const ref = (v.ref as string | undefined) ?? "bf16";
   if (ref !== "bf16" && ref !== "fp32") throw new UsageError(`--ref must be bf16 or fp32, got "${ref}"`);
+  const metric = (v.metric as string | undefined) ?? "raw";
+  if (metric !== "guided" && metric !== "raw") throw new UsageError(`--metric must be guided or raw, got "${metric}"`);
   const scheduler = v.scheduler as string | undefined;
   if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
@@ -199,6 +211,7 @@ export async function run(argv: string[]): Promise<number> {
     guidance: numOpt(v.guidance as string | undefined, "guidance", 4, 0, 100),
     scheduler,
     ref,
+    metric,
     target: numOpt(v.target as string | undefined, "target", 0.05, 0, 1e9),
     seed0: intOpt(v.seed0 as string | undefined, "seed0", 0, 0, 0xffffffff),
     calibration: v.calibration as string | undefined,
@@ -214,10 +227,11 @@ export async function run(argv: string[]): Promise<number> {
   }
   const peak = Math.max(...r.max_errors, 1e-30);
   const lines = [
-    `INT8 vs ${r.ref}: relative error of the guided noise prediction per denoising step (${r.prompts} prompt${r.prompts > 1 ? "s" : ""}, ${r.scheduler} ${r.steps} steps, guidance ${r.guidance})`,
+    `INT8 vs ${r.ref}: relative error of the ${r.metric === "raw" ? "UNet output" : "guided noise prediction"} per denoising step (${r.prompts} prompt${r.prompts > 1 ? "s" : ""}, ${r.scheduler} ${r.steps} steps, guidance ${r.guidance})`,
     `  step   mean      max`,
     ...r.errors.map((e, i) => `  ${String(i + 1).padStart(4)}   ${e.toFixed(4)}   ${r.max_errors[i].toFixed(4)}  ${"#".repeat(Math.round((40 * e) / peak))}`),
-    `target ${r.target}: recommended mixed:${r.recommended_k} (BF16 for the first and last ${r.recommended_k} steps, INT8 for ${r.int8_steps} of ${r.steps})`,
+    `target ${r.target}: recommended mixed:${r.recommended_k} (BF16 for the first and last ${r.recommended_k} steps, INT8 for ${r.int8_steps} of ${r.steps})` +
+      (r.int8_steps <= 1 && Math.min(...r.errors) > r.target ? `; no step is within the target (smallest error ${Math.min(...r.errors).toFixed(4)})` : ""),
   ];
   process.stdout.write(lines.join("\n") + "\n");
   return 0;

@@ -63,7 +63,7 @@ export interface PrecisionSetup {
   calibrationFile?: string;
   /** The model folder, for the `stepq calibrate --model ...` hint. */
   modelHint?: string;
-  /** stepq converted weights files by precision (read as they are: no re-quantisation). */
+  /** stepq converted weights files by precision (their stored values are used; no calibration needed). */
   files?: { bf16?: string; int8?: string };
 }
 
