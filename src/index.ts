@@ -40,6 +40,14 @@ export {
   type SchedulerName,
   type SchedulerConfig,
 } from "./pipeline/schedulers.ts";
+export {
+  parsePrecisionSpec,
+  parsePrecisionSchedule,
+  precisionsForSpec,
+  formatSchedule,
+  PrecisionScheduleError,
+} from "./pipeline/precision.ts";
+export { PRECISIONS, PrecisionError, CALIBRATION_FILE, type Precision } from "./models/precision.ts";
 export { Rng } from "./pipeline/random.ts";
 export { encodePng, writePng, readPng, toRgb8, toByte } from "./pipeline/png.ts";
 export { runVerify, formatResult, E2E_DEFAULT_TOLERANCE, type VerifyOptions, type VerifySummary, type CaseResult, type Check } from "./pipeline/verify.ts";
