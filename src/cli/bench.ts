@@ -250,7 +250,7 @@ export function formatImage(r: ImageBenchResult): string {
     `  total         ${fmtS(r.total_seconds)} s`,
     `  memory        engine peak ${mib(r.peak_bytes)} of ${mib(r.capacity_bytes)}; RSS ${mib(r.rss_bytes)}` + (r.max_rss_bytes ? `, peak RSS ${mib(r.max_rss_bytes)}` : ""),
     `  runtime       ${r.runtime} (V8 ${r.v8}), ${r.simd} SIMD, ${r.threads} thread${r.threads > 1 ? "s" : ""}`,
-    `  machine load  ${r.load_before ?? "?"} before, ${r.load_after ?? "?"} after (1-minute load average)`,
+    `  machine       load average ${r.load_before ?? "?"} before, ${r.load_after ?? "?"} after; CPU share ${r.cpu_share === null ? "?" : `${Math.round(r.cpu_share * 100)}%`} of ${r.threads} x wall time`,
   ];
   return lines.join("\n") + "\n";
 }

@@ -588,6 +588,8 @@ export interface ImageBenchResult {
   v8: string;
   load_before: number | null;
   load_after: number | null;
+  /** CPU time of the process during generate() / (its wall time x threads); see UNetBenchResult.cpu_share. */
+  cpu_share: number | null;
   /** Mean of the image's bytes (a black or NaN image is 0). */
   image_mean: number;
 }
@@ -621,6 +623,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
     progress(`loaded in ${(pipe.loadMs / 1000).toFixed(2)} s`);
     let rss = rssBytes();
     const loadBefore = loadAverage();
+    const cpu0 = cpuSeconds();
     const res = await pipe.generate({
       prompt,
       steps,
@@ -635,6 +638,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
         progress(`step ${s.step}/${s.total} [${s.precision}]: ${(s.stepMs / 1000).toFixed(3)} s`);
       },
     });
+    const cpu1 = cpuSeconds();
     rss = Math.max(rss, rssBytes());
     const t = res.timings;
     const st = pipe.engine.stats();
@@ -669,6 +673,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
       v8: v8Version(),
       load_before: loadBefore,
       load_after: loadAverage(),
+      cpu_share: cpu0 !== null && cpu1 !== null && t.totalMs > 0 ? Math.round(((cpu1 - cpu0) / ((t.totalMs / 1000) * pipe.engine.threads)) * 1000) / 1000 : null,
       image_mean: sum / Math.max(1, res.image.length),
     };
   } finally {
