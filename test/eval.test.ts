@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { sharedDir } from "../src/io/golden.ts";
+import { SafetensorsFile } from "../src/io/safetensors.ts";
 import {
   symmetricEigen,
   sqrtmPsd,
@@ -215,11 +216,12 @@ describe("PSNR, accuracy, labels", () => {
 
 describe("stepq eval command line", () => {
   it("help names every option; bad n and bad values are usage errors", async () => {
-    for (const f of ["--n", "--steps", "--guidance", "--scheduler", "--precision", "--seed0", "--threads", "--json", "--out-dir", "--save-images", "--reference-images"])
+    for (const f of ["--n", "--steps", "--guidance", "--scheduler", "--precision", "--seed0", "--batch", "--threads", "--json", "--out-dir", "--save-images", "--reference-images"])
       expect(EVAL_HELP).toContain(f);
     await expect(evalCommand(["--n", "15", "--classifier", CLS, "--data", DATA])).rejects.toThrow(/--n must be a multiple of 10/);
     await expect(evalCommand(["--n", "20", "--scheduler", "nope"])).rejects.toThrow(UsageError);
     await expect(evalCommand(["--steps", "0"])).rejects.toThrow(/--steps/);
+    await expect(evalCommand(["--batch", "0"])).rejects.toThrow(/--batch must be an integer from 1/);
     await expect(evalCommand(["--reference-images", "/nonexistent/x.safetensors", "--classifier", CLS, "--data", DATA])).rejects.toThrow(/no such file/);
     expect(resultJson({ psnr_vs_fp32: Infinity, fid: 1 } as any)).toBe('{"psnr_vs_fp32":"inf","fid":1}');
   });
@@ -255,13 +257,39 @@ describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
     expect(() => readReferenceImages(saved, { ...want, n: 10 })).toThrow(/does not match/);
   });
 
-  it("FP32 against its own saved images is bit-identical (deterministic generation)", async () => {
+  it("FP32 against its own saved images is bit-identical (deterministic generation), whatever the batch size and thread count", async () => {
     const saved = path.join(tmp, "fp32-small.safetensors");
-    await runEval({ ...base, n: 10, steps: 2, precision: "fp32", saveImages: saved });
-    const r = await runEval({ ...base, n: 10, steps: 2, precision: "fp32", referenceImages: saved, threads: 1 });
+    const one = await runEval({ ...base, n: 10, steps: 2, precision: "fp32", saveImages: saved, batch: 1 });
+    expect(one.batch).toBe(1);
+    const r = await runEval({ ...base, n: 10, steps: 2, precision: "fp32", referenceImages: saved, threads: 1, batch: 5 });
+    expect(r.batch).toBe(5);
     expect(r.psnr_identical_images).toBe(10);
     expect(r.psnr_vs_fp32).toBe(Infinity);
     expect(r.psnr_reference).toBe(saved);
+    expect(r.fid).toBe(one.fid);
+    expect(r.per_class_accuracy).toEqual(one.per_class_accuracy);
+    // the default batch (20) is clamped to n
+    const d = await runEval({ ...base, n: 10, steps: 2, precision: "fp32", referenceImages: saved });
+    expect(d.batch).toBe(10);
+    expect(d.psnr_identical_images).toBe(10);
+  });
+
+  it("a low precision (bf16) gives the same images with batch 1 and batch 5, and the same PSNR against its generated FP32 images", async () => {
+    const files = [1, 5].map((b) => path.join(tmp, `bf16-b${b}.safetensors`));
+    const [a, b] = [await runEval({ ...base, n: 10, steps: 3, precision: "bf16", batch: 1, saveImages: files[0] }), await runEval({ ...base, n: 10, steps: 3, precision: "bf16", batch: 5, saveImages: files[1] })];
+    const read = (f: string) => {
+      const st = SafetensorsFile.open(f);
+      try {
+        return Buffer.from(st.readRaw("images"));
+      } finally {
+        st.close();
+      }
+    };
+    expect(read(files[0]).equals(read(files[1]))).toBe(true);
+    expect(b.fid).toBe(a.fid);
+    expect(b.psnr_vs_fp32).toBe(a.psnr_vs_fp32);
+    expect(b.psnr_min).toBe(a.psnr_min);
+    expect(b.psnr_reference).toBe("generated");
   });
 
   it("a low precision (bf16: no calibration needed) either runs with finite PSNR vs FP32 or fails clearly when generate() lacks it", async () => {

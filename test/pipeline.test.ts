@@ -1,12 +1,15 @@
 // StableDiffusionPipeline on the real fashion-sd-tiny model: diffusers' golden e2e latents and image from
-// the stored initial latents, bit-identical output across thread counts, input errors, PNG encoding.
+// the stored initial latents, bit-identical output across thread counts, batched generation bit-identical to
+// one image at a time (fp32 and mixed precision), input errors, PNG encoding.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { maxAbsRelToMax, openGolden, sharedDir } from "../src/io/golden.ts";
-import { StableDiffusionPipeline, estimatePipelineMemory, PipelineError, resolveDefaultModel } from "../src/pipeline/pipeline.ts";
+import { StableDiffusionPipeline, estimatePipelineMemory, PipelineError, resolveDefaultModel, type GenerateResult } from "../src/pipeline/pipeline.ts";
 import { encodePng, readPng, toByte, toRgb8 } from "../src/pipeline/png.ts";
+import { writeCalibration } from "../src/models/precision.ts";
+import { calibrate } from "../weights-tools/calibrate.ts";
 
 const modelDir = path.join(sharedDir(), "models", "fashion-sd-tiny");
 const golden = openGolden(path.join(sharedDir(), "golden"), "e2e");
@@ -114,6 +117,91 @@ describe("StableDiffusionPipeline (fashion-sd-tiny)", () => {
   });
 });
 
+/** Every per-image output of a batch equals the single-image run, bit for bit. */
+function expectSameImage(batched: GenerateResult, alone: GenerateResult, what: string): void {
+  expect(Buffer.from(batched.image).equals(Buffer.from(alone.image)), `${what}: image`).toBe(true);
+  expect(Buffer.from(batched.latents.buffer, batched.latents.byteOffset, batched.latents.byteLength).equals(Buffer.from(alone.latents.buffer, alone.latents.byteOffset, alone.latents.byteLength)), `${what}: latents`).toBe(true);
+  expect(Buffer.from(batched.decoded.buffer, batched.decoded.byteOffset, batched.decoded.byteLength).equals(Buffer.from(alone.decoded.buffer, alone.decoded.byteOffset, alone.decoded.byteLength)), `${what}: decoded`).toBe(true);
+  expect(batched.seed).toBe(alone.seed);
+  expect(batched.promptIds).toEqual(alone.promptIds);
+  expect(batched.negativeIds).toEqual(alone.negativeIds);
+  expect(batched.precisions).toEqual(alone.precisions);
+}
+
+describe("generateBatch (fashion-sd-tiny)", () => {
+  let tmp: string;
+  let pipe: StableDiffusionPipeline;
+  let mixed: StableDiffusionPipeline;
+  const prompts = ["a photo of a sneaker", "a photo of a dress", "a photo of a bag", "a photo of a sneaker"];
+  const seeds = [11, 12, 13, 14];
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stepq-batch-"));
+    pipe = await StableDiffusionPipeline.load(modelDir, { threads: 2, batch: 4 });
+    const cal = await calibrate({ model: modelDir, prompts: ["a photo of a coat"], steps: 3, guidance: 4, threads: 2 });
+    const file = path.join(tmp, "cal.json");
+    writeCalibration(file, cal);
+    mixed = await StableDiffusionPipeline.load(modelDir, { threads: 2, batch: 4, precisions: ["fp32", "bf16", "int8"], calibration: file });
+  });
+  afterAll(() => {
+    pipe?.close();
+    mixed?.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  for (const [scheduler, steps] of [["pndm", 5], ["euler", 4], ["dpm++", 4]] as const)
+    it(`fp32, ${scheduler}: each image of a batch of 4 is bit-identical to generating it alone`, async () => {
+      const common = { steps, guidance: 4, scheduler };
+      const batchSteps: number[] = [];
+      const r = await pipe.generateBatch({ ...common, prompts, seeds, onStep: (s) => batchSteps.push(s.latents.length) });
+      expect(r.batch).toBe(4);
+      expect(r.images.length).toBe(4);
+      expect(new Set(batchSteps)).toEqual(new Set([4]));
+      for (let i = 0; i < 4; i++) expectSameImage(r.images[i], await pipe.generate({ ...common, prompt: prompts[i], seed: seeds[i] }), `image ${i}`);
+      // the same prompt with another seed is another image
+      expect(Buffer.from(r.images[0].image).equals(Buffer.from(r.images[3].image))).toBe(false);
+    });
+
+  it("fp32: per-image negative prompts, given latents, no guidance, a batch of 1", async () => {
+    const lat = [0, 1].map((s) => Float32Array.from({ length: 4 * 8 * 8 }, (_, j) => Math.sin(j * 0.37 + s)));
+    const neg = ["", "a photo of a bag"];
+    const r = await pipe.generateBatch({ prompts: prompts.slice(0, 2), negativePrompt: neg, latents: lat, steps: 3, guidance: 5, scheduler: "ddim" });
+    for (let i = 0; i < 2; i++) {
+      const one = await pipe.generate({ prompt: prompts[i], negativePrompt: neg[i], latents: lat[i], steps: 3, guidance: 5, scheduler: "ddim" });
+      expectSameImage(r.images[i], one, `image ${i}`);
+      expect(r.images[i].seed).toBeUndefined();
+    }
+    const nog = await pipe.generateBatch({ prompts: prompts.slice(0, 3), seeds: seeds.slice(0, 3), steps: 3, guidance: 1 });
+    for (let i = 0; i < 3; i++) expectSameImage(nog.images[i], await pipe.generate({ prompt: prompts[i], seed: seeds[i], steps: 3, guidance: 1 }), `no guidance, image ${i}`);
+    const single = await pipe.generateBatch({ prompts: [prompts[1]], seeds: [seeds[1]], steps: 3, guidance: 4 });
+    expectSameImage(single.images[0], await pipe.generate({ prompt: prompts[1], seed: seeds[1], steps: 3, guidance: 4 }), "batch of 1");
+  });
+
+  it("mixed precision (bf16 + calibrated int8): a batch is bit-identical to one image at a time, and across batch splits", async () => {
+    for (const precision of ["mixed:1", "int8", "bf16"]) {
+      const common = { steps: 4, guidance: 4, scheduler: "pndm", precision };
+      const seen: string[] = [];
+      const r = await mixed.generateBatch({ ...common, prompts, seeds, onStep: (s) => seen.push(s.precision) });
+      if (precision === "mixed:1") expect(seen).toEqual(["bf16", "int8", "int8", "int8", "bf16"]);
+      for (let i = 0; i < 4; i++) expectSameImage(r.images[i], await mixed.generate({ ...common, prompt: prompts[i], seed: seeds[i] }), `${precision} image ${i}`);
+      const half = await mixed.generateBatch({ ...common, prompts: prompts.slice(2), seeds: seeds.slice(2) });
+      for (let i = 0; i < 2; i++) expectSameImage(half.images[i], r.images[2 + i], `${precision} batch of 2, image ${i}`);
+    }
+    // and int8 really differs from fp32 (the switch took effect in the batched path)
+    const f = await mixed.generateBatch({ prompts: prompts.slice(0, 1), seeds: [1], steps: 4, guidance: 4, precision: "fp32" });
+    const q = await mixed.generateBatch({ prompts: prompts.slice(0, 1), seeds: [1], steps: 4, guidance: 4, precision: "int8" });
+    expect(Buffer.from(f.images[0].image).equals(Buffer.from(q.images[0].image))).toBe(false);
+  });
+
+  it("rejects bad batch input with clear errors", async () => {
+    await expect(pipe.generateBatch({ prompts: [] })).rejects.toThrow(/prompts must be a non-empty array/);
+    await expect(pipe.generateBatch({ prompts: ["a", "b"], seeds: [1] })).rejects.toThrow(/seeds must be an array of 2 seeds/);
+    await expect(pipe.generateBatch({ prompts: ["a", "b"], seeds: [1, -1], steps: 1 })).rejects.toThrow(/seeds\[1\] must be an integer/);
+    await expect(pipe.generateBatch({ prompts: ["a", "b"], seeds: [1, 2], latents: [new Float32Array(256), new Float32Array(256)] })).rejects.toThrow(/seeds or latents, not both/);
+    await expect(pipe.generateBatch({ prompts: ["a", "b"], latents: [new Float32Array(256), new Float32Array(10)], steps: 1 })).rejects.toThrow(/latents\[1\] have 10 values/);
+    await expect(pipe.generateBatch({ prompts: ["a", "b"], negativePrompt: ["x"] })).rejects.toThrow(/negativePrompt must be a string or an array of 2/);
+  });
+});
+
 describe("pipeline helpers", () => {
   it("finds the default model", () => {
     const d = resolveDefaultModel();
@@ -126,6 +214,12 @@ describe("pipeline helpers", () => {
     expect(small).toBeGreaterThanOrEqual(64 << 20);
     expect(big).toBeGreaterThan(small);
     expect(small % (16 << 20)).toBe(0);
+    // batches: the estimate covers B images' activations (SD-size latents make the difference visible)
+    const b1 = estimatePipelineMemory(modelDir, { width: 256, height: 256, batch: 1 });
+    const b8 = estimatePipelineMemory(modelDir, { width: 256, height: 256, batch: 8 });
+    expect(b1).toBe(big);
+    expect(b8).toBeGreaterThan(b1);
+    expect(() => estimatePipelineMemory(modelDir, { batch: 0 })).toThrow(/batch must be a positive integer/);
   });
 
   it("postprocesses like diffusers (clamp, x*255, round half to even) and writes RGB PNGs", () => {

@@ -34,6 +34,8 @@ Options:
   --calibration FILE       INT8 activation ranges (default: MODEL/unet/stepq-calibration.json; stepq
                            calibrate makes it)
   --seed0 N                seed of image 0 (default 0)
+  --batch N                images per UNet/VAE call (default 20, at most n); every image is bit-identical to
+                           generating it alone, so results do not depend on N (only speed and memory do)
   --threads N              worker threads including the main one (default: all cores)
   --memory SIZE            pipeline engine memory, e.g. 512M (default: estimated from the model)
   --simd MODE              auto | relaxed | baseline (default auto)
@@ -98,6 +100,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     schedule: { type: "string" },
     calibration: { type: "string" },
     seed0: { type: "string" },
+    batch: { type: "string" },
     threads: { type: "string", short: "t" },
     memory: { type: "string" },
     simd: { type: "string" },
@@ -117,6 +120,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const steps = intOpt(v.steps as string | undefined, "steps", 50, 1, 1000);
   const guidance = numOpt(v.guidance as string | undefined, "guidance", 4.0, 0, 100);
   const seed0 = intOpt(v.seed0 as string | undefined, "seed0", 0, 0, 0xffffffff);
+  const batch = Math.min(intOpt(v.batch as string | undefined, "batch", 20, 1, 100000), n);
   const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
   const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
   if (memoryBytes !== undefined && (memoryBytes < 16 << 20 || memoryBytes > 4 * 1024 ** 3)) throw new UsageError(`--memory must be from 16M to 4G, got "${v.memory}"`);
@@ -171,6 +175,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       precision,
       calibration,
       seed0,
+      batch,
       threads,
       memoryBytes,
       simd: simd as "auto" | "relaxed" | "baseline",
@@ -200,7 +205,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const r = result;
     process.stdout.write(
       [
-        `precision ${r.precision}, n ${r.n}, ${r.scheduler} ${r.steps} steps, guidance ${r.guidance}, seeds ${r.seed0}..${r.seed0 + r.n - 1}, ${r.threads} threads`,
+        `precision ${r.precision}, n ${r.n}, ${r.scheduler} ${r.steps} steps, guidance ${r.guidance}, seeds ${r.seed0}..${r.seed0 + r.n - 1}, ${r.threads} threads, batch ${r.batch}`,
         `FID              ${r.fid.toFixed(3)}`,
         `prompt accuracy  ${r.prompt_accuracy.toFixed(4)}  (per class: ${r.per_class_accuracy.map((a, i) => `${classes[i]} ${a.toFixed(2)}`).join(", ")})`,
         `PSNR vs fp32     ${r.psnr_vs_fp32 === null ? "n/a (fp32 run; pass --reference-images to compare)" : `${fmtNum(r.psnr_vs_fp32, 2)} dB mean, ${fmtNum(r.psnr_min, 2)} dB min, ${r.psnr_identical_images} identical (reference: ${r.psnr_reference})`}`,

@@ -1,7 +1,8 @@
 // Quality evaluation of the pipeline on fashion-sd-tiny, as in the reference table (shared/README.md):
 //
 //   - generate n images, prompt "a photo of a {class}" with the classes in label order (n/10 each),
-//     image i from seed seed0 + i (so every precision starts from the same initial latents);
+//     image i from seed seed0 + i (so every precision starts from the same initial latents), `batch` images
+//     per UNet/VAE call (generateBatch: bit-identical to one at a time, so the batch size changes nothing);
 //   - FID: Fréchet distance between Gaussians fitted to the fashion classifier's 128-d fc1 features
 //     (after ReLU) of the generated images and of the 10k Fashion-MNIST test images;
 //   - prompt accuracy: fraction of images the classifier assigns to the prompt's class;
@@ -269,8 +270,13 @@ export interface EvalOptions {
   calibration?: string;
   /** When precision is not fp32 and no referenceImages: generate FP32 images too for PSNR (default true). */
   fp32Reference?: boolean;
-  /** Classifier batch for the test set (default 250). */
+  /**
+   * Images per generateBatch() call (default 20, clamped to n). Results do not depend on it: every image
+   * is bit-identical to generating it alone.
+   */
   batch?: number;
+  /** Classifier batch (default 250). */
+  classifierBatch?: number;
   onProgress?: (p: EvalProgress) => void;
   onLog?: (message: string) => void;
 }
@@ -308,6 +314,8 @@ export interface EvalResult {
   seconds: number;
   generate_seconds: number;
   threads: number;
+  /** Images per generateBatch() call (the results do not depend on it). */
+  batch: number;
 }
 
 const IMAGES_TENSOR = "images";
@@ -397,6 +405,8 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     throw new EvalError(`--precision: ${(e as Error).message}`);
   }
   const willGenRef = o.precision !== "fp32" && !o.referenceImages && o.fp32Reference !== false;
+  const batch = Math.min(o.batch ?? 20, o.n);
+  if (!(Number.isInteger(batch) && batch >= 1)) throw new EvalError(`batch must be a positive integer, got ${o.batch}`);
   const precisions = precisionsUsed(willGenRef ? [...used, "fp32"] : used);
   const pipe = await StableDiffusionPipeline.load(o.model, {
     threads: o.threads,
@@ -405,6 +415,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     onWarning: (m) => log(`warning: ${m}`),
     precisions: precisions.length === 1 && precisions[0] === "fp32" ? undefined : precisions,
     calibration: o.calibration,
+    batch,
   });
   let clsEng: Engine | null = null;
   try {
@@ -428,7 +439,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     // classifier and the test-set statistics
     clsEng = await Engine.create({ threads: pipe.engine.threads, memoryBytes: 192 << 20, simd: o.simd });
     const clf = FashionClassifier.load(clsEng, o.classifierDir);
-    const test = testSetStats(clf, o.classifierDir, o.dataDir, o.batch);
+    const test = testSetStats(clf, o.classifierDir, o.dataDir, o.classifierBatch);
     log(`test set: ${test.count} images, classifier accuracy ${test.accuracy.toFixed(4)}${test.cached ? " (cached)" : ` (${(test.ms / 1000).toFixed(1)} s)`}`);
     const testStats = test.stats;
     const testAcc = test.accuracy;
@@ -441,25 +452,38 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     const inputs = new Float32Array(o.n * CLASSIFIER_SIZE * CLASSIFIER_SIZE);
     const psnrs: number[] = [];
     const tGen = performance.now();
-    for (let i = 0; i < o.n; i++) {
-      const cls = classes[labels[i]];
-      const base = { prompt: promptFor(cls), steps: o.steps, guidance: o.guidance, scheduler: o.scheduler, seed: o.seed0 + i };
-      const res = await pipe.generate(lowp ? ({ ...base, precision: o.precision } as typeof base) : base);
-      if (res.width !== width || res.height !== height) throw new EvalError(`generate returned ${res.width}x${res.height}, expected ${width}x${height}`);
-      images.set(res.image, i * px);
-      rgb8ToInput(res.image, width, height, 3, inputs, i * CLASSIFIER_SIZE * CLASSIFIER_SIZE);
-      if (o.outDir) writePng(path.join(o.outDir, `${String(i).padStart(4, "0")}-${cls.replace(/[^a-z0-9]+/gi, "_")}.png`), res.image, width, height);
-      let ref: Uint8Array | null = null;
-      if (refImages) ref = refImages.subarray(i * px, (i + 1) * px);
-      else if (genRef) ref = (await pipe.generate({ ...base, precision: "fp32" } as typeof base)).image;
-      if (ref) psnrs.push(psnr(res.image, ref));
+    // images i0..i0+batch-1 in one generateBatch call each; image i keeps prompt(label i) and seed seed0+i, and
+    // batched images are bit-identical to single ones, so results do not depend on the batch size
+    for (let i0 = 0; i0 < o.n; i0 += batch) {
+      const idx = Array.from({ length: Math.min(batch, o.n - i0) }, (_, k) => i0 + k);
+      const base = {
+        prompts: idx.map((i) => promptFor(classes[labels[i]])),
+        seeds: idx.map((i) => o.seed0 + i),
+        steps: o.steps,
+        guidance: o.guidance,
+        scheduler: o.scheduler,
+      };
+      const res = await pipe.generateBatch(lowp ? { ...base, precision: o.precision } : base);
+      const refRes = genRef ? await pipe.generateBatch({ ...base, precision: "fp32" }) : null;
+      idx.forEach((i, k) => {
+        const img = res.images[k];
+        if (img.width !== width || img.height !== height) throw new EvalError(`generate returned ${img.width}x${img.height}, expected ${width}x${height}`);
+        images.set(img.image, i * px);
+        rgb8ToInput(img.image, width, height, 3, inputs, i * CLASSIFIER_SIZE * CLASSIFIER_SIZE);
+        if (o.outDir) writePng(path.join(o.outDir, `${String(i).padStart(4, "0")}-${classes[labels[i]].replace(/[^a-z0-9]+/gi, "_")}.png`), img.image, width, height);
+        let ref: Uint8Array | null = null;
+        if (refImages) ref = refImages.subarray(i * px, (i + 1) * px);
+        else if (refRes) ref = refRes.images[k].image;
+        if (ref) psnrs.push(psnr(img.image, ref));
+      });
+      const done = idx[idx.length - 1] + 1;
       const el = performance.now() - tGen;
-      const per = el / (i + 1);
-      o.onProgress?.({ done: i + 1, total: o.n, elapsedMs: el, perImageMs: per, etaMs: per * (o.n - i - 1) });
+      const per = el / done;
+      o.onProgress?.({ done, total: o.n, elapsedMs: el, perImageMs: per, etaMs: per * (o.n - done) });
     }
     const genMs = performance.now() - tGen;
 
-    const gen = clf.classify(inputs, { batch: o.batch ?? 250 });
+    const gen = clf.classify(inputs, { batch: o.classifierBatch ?? 250 });
     const fidValue = frechetDistance(featureStats(gen.features, clf.featureDim), testStats);
     const perClass = classes.map((_, c) => {
       let ok = 0, tot = 0;
@@ -501,6 +525,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
       seconds: (performance.now() - t0) / 1000,
       generate_seconds: genMs / 1000,
       threads: pipe.engine.threads,
+      batch,
     };
   } finally {
     clsEng?.close();

@@ -11,6 +11,11 @@
 //     latents= scheduler.step(eps, t, latents)
 //   image    = vae.decode(latents / scaling_factor); (image/2+0.5).clamp(0,1); (x*255).round() → uint8
 //
+// generateBatch() runs B images through the same loop at once: the UNet batch is [uncond_0..uncond_{B-1},
+// cond_0..cond_{B-1}] (2B rows), each image has its own scheduler, and one VAE call decodes all B. Kernels
+// compute each batch row independently with the same arithmetic, so every image is bit-identical to
+// generating it alone (generate() is the batch-of-1 case of the same code).
+//
 // Per-step precision: a pipeline loaded with `precisions` keeps those UNet variants resident; generate()
 // takes `precision` / `schedule` (src/pipeline/precision.ts: fp32, bf16, int8, mixed:K, bf16*5,int8*40,...)
 // and sets the UNet's precision before each call. The text encoder and VAE always run in fp32.
@@ -54,6 +59,8 @@ export interface PipelineLoadOptions {
   /** Largest image the memory estimate should cover (default: the model's native size). */
   width?: number;
   height?: number;
+  /** Largest number of images one generateBatch() call should fit (default 1); the memory estimate grows with it. */
+  batch?: number;
   /** Warnings (e.g. truncated prompts) go here; default: console.warn. */
   onWarning?: (message: string) => void;
   /**
@@ -129,8 +136,39 @@ export interface UNetCallInfo {
   input: Tensor;
   context: Tensor;
   output: Tensor;
-  /** Guidance scale (> 1: the batch is [uncond, cond]). */
+  /** Guidance scale (> 1: the batch is [uncond rows, cond rows], `images` rows each). */
   guidance: number;
+  /** Images in the call (1 for generate(), B for generateBatch()). */
+  images: number;
+}
+
+export interface GenerateBatchOptions extends Omit<GenerateOptions, "prompt" | "negativePrompt" | "seed" | "latents" | "onStep"> {
+  /** One prompt per image (B = prompts.length). */
+  prompts: string[];
+  /** One negative prompt for every image, or one per image (default ""). */
+  negativePrompt?: string | string[];
+  /** One seed per image (default: a random seed each, reported in the results). */
+  seeds?: number[];
+  /** Initial noise per image, each NCHW [1,4,height/8,width/8], unscaled; replaces seeds. */
+  latents?: Float32Array[];
+  /** Called after every denoising step, with every image's latents. */
+  onStep?: (info: BatchStepInfo) => void;
+}
+
+export interface BatchStepInfo extends Omit<StepInfo, "latents"> {
+  /** Each image's latents after this step, NCHW [1,C,h,w] (copies). */
+  latents: Float32Array[];
+}
+
+export interface GenerateBatchResult {
+  /** One result per prompt, in order (their `timings` are the whole batch's). */
+  images: GenerateResult[];
+  /** Images in the batch. */
+  batch: number;
+  /** Timings of the whole batch. */
+  timings: GenerateTimings;
+  precisions: Precision[];
+  schedule: string;
 }
 
 export interface GenerateTimings {
@@ -178,6 +216,19 @@ export interface PromptEncoding {
   truncated: boolean;
 }
 
+export interface BatchPromptEncoding {
+  /** Rows in UNet batch order: [negatives..., prompts...] with guidance, [prompts...] without. */
+  ids: Int32Array;
+  /** Rows: 2B with guidance, else B. */
+  batch: number;
+  /** [batch, 77, C] text embeddings (last_hidden_state), in the caller's scope. */
+  context: Tensor;
+  /** Per image. */
+  promptIds: number[][];
+  negativeIds: number[][];
+  truncated: boolean[];
+}
+
 const MiB = 1024 * 1024;
 
 export class StableDiffusionPipeline {
@@ -216,7 +267,7 @@ export class StableDiffusionPipeline {
     schedulerFromConfig(schedulerConfig); // validate now rather than at the first generate()
     const tokenizer = ClipTokenizer.fromDir(path.join(dir, "tokenizer"));
 
-    const memoryBytes = opts.memoryBytes ?? estimatePipelineMemory(dir, { width: opts.width, height: opts.height, precisions: opts.precisions });
+    const memoryBytes = opts.memoryBytes ?? estimatePipelineMemory(dir, { width: opts.width, height: opts.height, precisions: opts.precisions, batch: opts.batch });
     const engine = await Engine.create({ threads: opts.threads, memoryBytes, simd: opts.simd });
     try {
       const textEncoder = await ClipTextModel.load(engine, path.join(dir, "text_encoder"));
@@ -225,7 +276,11 @@ export class StableDiffusionPipeline {
         : UNet.load(engine, path.join(dir, "unet"));
       const vae = await Vae.load(engine, path.join(dir, "vae"), { encoder: false });
       const pipe = new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
-      pipe.sizedFor = opts.memoryBytes !== undefined ? "the memoryBytes given" : `${opts.width ?? pipe.defaultWidth}x${opts.height ?? pipe.defaultHeight} images`;
+      const batch = opts.batch ?? 1;
+      pipe.sizedFor =
+        opts.memoryBytes !== undefined
+          ? "the memoryBytes given"
+          : `${batch > 1 ? `batches of ${batch} ` : ""}${opts.width ?? pipe.defaultWidth}x${opts.height ?? pipe.defaultHeight} images`;
       return pipe;
     } catch (e) {
       engine.close();
@@ -293,41 +348,108 @@ export class StableDiffusionPipeline {
 
   /** Tokenizes and encodes prompt (and the negative prompt when guidance > 1) into the UNet's context. */
   encodePrompt(prompt: string, negativePrompt: string, guidance: boolean, onWarning = this.warn): PromptEncoding {
-    const p = this.tokenizer.encode(prompt);
-    const n = this.tokenizer.encode(negativePrompt);
+    const e = this.encodePrompts([prompt], [negativePrompt], guidance, onWarning);
+    return { ids: e.ids, batch: e.batch, context: e.context, promptIds: e.promptIds[0], negativeIds: e.negativeIds[0], truncated: e.truncated[0] };
+  }
+
+  /**
+   * Tokenizes and encodes B prompts (and their negative prompts when guidance > 1) into one context:
+   * rows [negative_0..negative_{B-1}, prompt_0..prompt_{B-1}] with guidance, [prompt_0..prompt_{B-1}] without
+   * (the row order of generateBatch's UNet batch). Every row is encoded independently of the others.
+   */
+  encodePrompts(prompts: readonly string[], negativePrompts: readonly string[], guidance: boolean, onWarning = this.warn): BatchPromptEncoding {
+    if (negativePrompts.length !== prompts.length) throw new PipelineError(`${prompts.length} prompts but ${negativePrompts.length} negative prompts`);
     const room = this.tokenizer.maxLength - 2;
     // like diffusers: name the part of the prompt that was cut off
     const cut = (text: string) => this.tokenizer.decode(this.tokenizer.tokenIds(text).slice(room));
-    if (p.truncated)
-      onWarning(`the prompt has ${p.promptTokens} tokens and CLIP takes ${room}; this part was truncated: "${cut(prompt)}"`);
-    if (guidance && n.truncated)
-      onWarning(`the negative prompt has ${n.promptTokens} tokens and CLIP takes ${room}; this part was truncated: "${cut(negativePrompt)}"`);
-    const rows = guidance ? [n.ids, p.ids] : [p.ids];
+    const which = (i: number) => (prompts.length > 1 ? ` of image ${i}` : "");
+    const ps = prompts.map((text, i) => {
+      const p = this.tokenizer.encode(text);
+      if (p.truncated) onWarning(`the prompt${which(i)} has ${p.promptTokens} tokens and CLIP takes ${room}; this part was truncated: "${cut(text)}"`);
+      return p;
+    });
+    const ns = negativePrompts.map((text, i) => {
+      const n = this.tokenizer.encode(text);
+      if (guidance && n.truncated) onWarning(`the negative prompt${which(i)} has ${n.promptTokens} tokens and CLIP takes ${room}; this part was truncated: "${cut(text)}"`);
+      return n;
+    });
+    const rows = guidance ? [...ns.map((n) => n.ids), ...ps.map((p) => p.ids)] : ps.map((p) => p.ids);
     const ids = Int32Array.from(rows.flat());
     const context = this.textEncoder.encode(ids, rows.length).last;
-    return { ids, batch: rows.length, context, promptIds: p.ids, negativeIds: n.ids, truncated: p.truncated || (guidance && n.truncated) };
+    return {
+      ids,
+      batch: rows.length,
+      context,
+      promptIds: ps.map((p) => p.ids),
+      negativeIds: ns.map((n) => n.ids),
+      truncated: ps.map((p, i) => p.truncated || (guidance && ns[i].truncated)),
+    };
   }
 
-  /** Runs text-to-image; see GenerateOptions for the defaults. */
+  /** Runs text-to-image for one image; see GenerateOptions for the defaults. */
   async generate(opts: GenerateOptions): Promise<GenerateResult> {
+    if (typeof opts.prompt !== "string") throw new PipelineError("prompt must be a string");
+    const { prompt, negativePrompt, seed, latents, onStep, ...rest } = opts;
+    const r = await this.runBatch(
+      {
+        ...rest,
+        prompts: [prompt],
+        negativePrompt: negativePrompt ?? "",
+        seeds: seed === undefined ? undefined : [seed],
+        latents: latents === undefined ? undefined : [latents],
+        onStep: onStep && ((s) => onStep({ ...s, latents: s.latents[0] })),
+      },
+      false,
+    );
+    return r.images[0];
+  }
+
+  /**
+   * Runs text-to-image for B images at once: each UNet call takes the batch [uncond_0..uncond_{B-1},
+   * cond_0..cond_{B-1}] (2B rows; B without guidance) and one VAE call decodes all B. Every kernel computes
+   * each batch row on its own with the same arithmetic (and INT8 activation parameters are static per layer),
+   * so images[i] is bit-identical to generate() with prompts[i] and seeds[i] (test/pipeline.test.ts).
+   * Load the pipeline with {batch: B} so the engine memory covers it (the estimate grows with B).
+   */
+  async generateBatch(opts: GenerateBatchOptions): Promise<GenerateBatchResult> {
+    return this.runBatch(opts, true);
+  }
+
+  private async runBatch(opts: GenerateBatchOptions, batchApi: boolean): Promise<GenerateBatchResult> {
     const tStart = performance.now();
     const eng = this.engine;
     const warn = opts.onWarning ?? this.warn;
-    if (typeof opts.prompt !== "string") throw new PipelineError("prompt must be a string");
+    const prompts = opts.prompts;
+    if (!Array.isArray(prompts) || prompts.length === 0) throw new PipelineError("prompts must be a non-empty array of strings");
+    const B = prompts.length;
+    prompts.forEach((p, i) => {
+      if (typeof p !== "string") throw new PipelineError(batchApi ? `prompts[${i}] must be a string` : "prompt must be a string");
+    });
+    const negOpt = opts.negativePrompt ?? "";
+    const negatives = typeof negOpt === "string" ? new Array<string>(B).fill(negOpt) : negOpt;
+    if (!Array.isArray(negatives) || negatives.length !== B || negatives.some((n) => typeof n !== "string"))
+      throw new PipelineError(`negativePrompt must be a string or an array of ${B} strings (one per prompt)`);
     const steps = opts.steps ?? 50;
     if (!Number.isInteger(steps) || steps < 1 || steps > 1000) throw new PipelineError(`steps must be an integer from 1 to 1000, got ${steps}`);
     const g = opts.guidance ?? 7.5;
     if (!Number.isFinite(g) || g < 0) throw new PipelineError(`guidance must be a number >= 0, got ${g}`);
     const cfg = g > 1;
+    if (opts.seeds !== undefined && opts.latents !== undefined) throw new PipelineError("give seeds or latents, not both");
+    if (opts.seeds !== undefined && (!Array.isArray(opts.seeds) || opts.seeds.length !== B))
+      throw new PipelineError(`seeds must be an array of ${B} seeds (one per prompt)`);
+    if (opts.latents !== undefined && (!Array.isArray(opts.latents) || opts.latents.length !== B))
+      throw new PipelineError(`latents must be an array of ${B} Float32Arrays (one per prompt)`);
+    const latName = (i: number) => (batchApi ? `latents[${i}]` : "latents");
 
     // sizes
     const lc = this.unet.config.in_channels;
     const scale = this.vaeScale;
     let width = opts.width;
     let height = opts.height;
-    if (opts.latents && (width === undefined || height === undefined)) {
+    const lat0 = opts.latents?.[0];
+    if (lat0 && (width === undefined || height === undefined)) {
       // size from the latents when they are square or the other side is given
-      const cells = opts.latents.length / lc;
+      const cells = lat0.length / lc;
       if (width === undefined && height === undefined) {
         const side = Math.round(Math.sqrt(cells));
         if (side * side === cells) width = height = side * scale;
@@ -351,36 +473,48 @@ export class StableDiffusionPipeline {
     const nLat = lc * h * w;
 
     const perStep = this.stepPrecisions(opts, steps);
-    const scheduler = this.createScheduler(opts.scheduler);
-    scheduler.setTimesteps(steps);
+    // one scheduler per image (schedulers keep per-run state: PNDM's history, Euler's step index)
+    const schedulers = prompts.map(() => {
+      const s = this.createScheduler(opts.scheduler);
+      s.setTimesteps(steps);
+      return s;
+    });
+    const scheduler = schedulers[0];
     const callPrecisions = parsePrecisionSchedule(formatSchedule(perStep), steps, scheduler.timesteps);
     const callStep = scheduler.timesteps.length === steps ? null : callSteps(scheduler.timesteps, steps);
 
-    let seed: number | undefined;
-    let noise: Float32Array;
-    if (opts.latents) {
-      if (opts.latents.length !== nLat)
-        throw new PipelineError(`latents have ${opts.latents.length} values; ${width}x${height} needs [${latentShape}] (${nLat})`);
-      noise = opts.latents;
-    } else {
-      seed = opts.seed ?? Math.floor(Math.random() * 0x100000000);
-      noise = new Rng(seed).normal(nLat);
+    const seeds: (number | undefined)[] = [];
+    const noises: Float32Array[] = [];
+    for (let b = 0; b < B; b++) {
+      if (opts.latents) {
+        const l = opts.latents[b];
+        if (!(l instanceof Float32Array)) throw new PipelineError(`${latName(b)} must be a Float32Array`);
+        if (l.length !== nLat) throw new PipelineError(`${latName(b)} have ${l.length} values; ${width}x${height} needs [${latentShape}] (${nLat})`);
+        noises.push(l);
+        seeds.push(undefined);
+      } else {
+        const seed = opts.seeds ? opts.seeds[b] : Math.floor(Math.random() * 0x100000000);
+        if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+          throw new PipelineError(`${batchApi ? `seeds[${b}]` : "seed"} must be an integer from 0 to 4294967295, got ${seed}`);
+        noises.push(new Rng(seed).normal(nLat));
+        seeds.push(seed);
+      }
     }
     const sigma0 = Math.fround(scheduler.initNoiseSigma);
-    let latents: Float32Array = sigma0 === 1 ? Float32Array.from(noise) : noise.map((x) => x * sigma0);
+    let latents: Float32Array[] = noises.map((noise) => (sigma0 === 1 ? Float32Array.from(noise) : noise.map((x) => x * sigma0)));
 
     const precisionBefore = this.unet.precision;
     try {
       // text
       const tText = performance.now();
-      const enc = this.encodePrompt(opts.prompt, opts.negativePrompt ?? "", cfg, warn);
+      const enc = this.encodePrompts(prompts, negatives, cfg, warn);
       const context = enc.context;
       const textMs = performance.now() - tText;
 
       // denoise
       const tLoop = performance.now();
       const stepMs: number[] = [];
-      const B = enc.batch;
+      const R = enc.batch; // UNet batch rows: 2B with guidance ([uncond rows, cond rows]), else B
       const timesteps = scheduler.timesteps;
       try {
         for (let i = 0; i < timesteps.length; i++) {
@@ -388,26 +522,30 @@ export class StableDiffusionPipeline {
           const t = timesteps[i];
           const prec = callPrecisions[i];
           this.unet.setPrecision(prec);
-          const scaled = scheduler.scaleModelInput(latents, t);
+          const scaled = latents.map((l, b) => schedulers[b].scaleModelInput(l, t));
           const eps = eng.scope(() => {
-            const x = eng.empty([B, h, w, lc]);
+            const x = eng.empty([R, h, w, lc]);
             const xv = x.f32();
-            nchwToNhwc(scaled, latentShape, xv.subarray(0, nLat));
-            if (B === 2) xv.copyWithin(nLat, 0, nLat);
+            for (let b = 0; b < B; b++) nchwToNhwc(scaled[b], latentShape, xv.subarray(b * nLat, (b + 1) * nLat));
+            if (cfg) xv.copyWithin(B * nLat, 0, B * nLat);
             const out = this.unet.forward(x, t, context);
-            opts.onUNetCall?.({ call: i, step: callStep ? callStep[i] : i, timestep: t, precision: prec, input: x, context, output: out, guidance: g });
-            const o = nhwcToNchw(out.f32(), [B, h, w, lc]);
-            if (!cfg) return o;
+            opts.onUNetCall?.({ call: i, step: callStep ? callStep[i] : i, timestep: t, precision: prec, input: x, context, output: out, guidance: g, images: B });
+            const o = nhwcToNchw(out.f32(), [R, h, w, lc]);
+            if (!cfg) return latents.map((_, b) => o.slice(b * nLat, (b + 1) * nLat));
             // diffusers: noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond), in float32
             const gg = Math.fround(g);
-            const e = new Float32Array(nLat);
-            for (let j = 0; j < nLat; j++) {
-              const u = o[j];
-              e[j] = u + Math.fround(gg * Math.fround(o[nLat + j] - u));
-            }
-            return e;
+            return latents.map((_, b) => {
+              const e = new Float32Array(nLat);
+              const u0 = b * nLat;
+              const c0 = (B + b) * nLat;
+              for (let j = 0; j < nLat; j++) {
+                const u = o[u0 + j];
+                e[j] = u + Math.fround(gg * Math.fround(o[c0 + j] - u));
+              }
+              return e;
+            });
           });
-          latents = scheduler.step(eps, t, latents);
+          latents = latents.map((l, b) => schedulers[b].step(eps[b], t, l));
           const now = performance.now();
           stepMs.push(now - ts);
           opts.onStep?.({
@@ -416,54 +554,60 @@ export class StableDiffusionPipeline {
             timestep: t,
             stepMs: now - ts,
             elapsedMs: now - tLoop,
-            latents: latents.slice(),
+            latents: latents.map((l) => l.slice()),
             precision: prec,
             denoisingStep: (callStep ? callStep[i] : i) + 1,
           });
-          if (!Number.isFinite(latents[0])) throw new PipelineError(`latents became ${latents[0]} at step ${i + 1} (t=${t})`);
+          latents.forEach((l, b) => {
+            if (!Number.isFinite(l[0])) throw new PipelineError(`latents${batchApi ? ` of image ${b}` : ""} became ${l[0]} at step ${i + 1} (t=${t})`);
+          });
         }
       } finally {
         context.free();
       }
       const denoiseMs = performance.now() - tLoop;
 
-      // decode
+      // decode: one VAE call over the B latents
       const tDec = performance.now();
       const sf = Math.fround(this.vae.scalingFactor);
       const decodedHwc = eng.scope(() => {
-        const z = eng.empty([1, h, w, lc]);
+        const z = eng.empty([B, h, w, lc]);
         const zv = z.f32();
-        nchwToNhwc(latents, latentShape, zv);
+        for (let b = 0; b < B; b++) nchwToNhwc(latents[b], latentShape, zv.subarray(b * nLat, (b + 1) * nLat));
         for (let j = 0; j < zv.length; j++) zv[j] = zv[j] / sf;
         const img = this.vae.decode(z);
-        if (img.shape[1] !== height || img.shape[2] !== width)
-          throw new PipelineError(`VAE decoded [${img.shape}] from latents [${latentShape}], expected ${height}x${width}`);
+        if (img.shape[0] !== B || img.shape[1] !== height || img.shape[2] !== width)
+          throw new PipelineError(`VAE decoded [${img.shape}] from latents [${[B, ...latentShape.slice(1)]}], expected ${B}x${height}x${width}`);
         return { data: img.toArray(), channels: img.shape[3] };
       });
-      const image = toRgb8(decodedHwc.data, width, height, decodedHwc.channels);
-      const decoded = nhwcToNchw(decodedHwc.data, [1, height, width, decodedHwc.channels]);
+      const nPix = height * width * decodedHwc.channels;
       const decodeMs = performance.now() - tDec;
-
-      return {
-        image,
-        width,
-        height,
-        decoded,
-        latents,
-        latentShape,
-        seed,
-        scheduler: scheduler.name,
-        promptIds: enc.promptIds,
-        negativeIds: enc.negativeIds,
-        truncated: enc.truncated,
-        timings: { textMs, denoiseMs, stepMs, decodeMs, totalMs: performance.now() - tStart },
-        precisions: callPrecisions,
-        schedule: formatSchedule(perStep),
-      };
+      const timings: GenerateTimings = { textMs, denoiseMs, stepMs, decodeMs, totalMs: performance.now() - tStart };
+      const schedule = formatSchedule(perStep);
+      const images: GenerateResult[] = latents.map((l, b) => {
+        const data = decodedHwc.data.subarray(b * nPix, (b + 1) * nPix);
+        return {
+          image: toRgb8(data, width!, height!, decodedHwc.channels),
+          width: width!,
+          height: height!,
+          decoded: nhwcToNchw(data, [1, height!, width!, decodedHwc.channels]),
+          latents: l,
+          latentShape,
+          seed: seeds[b],
+          scheduler: scheduler.name,
+          promptIds: enc.promptIds[b],
+          negativeIds: enc.negativeIds[b],
+          truncated: enc.truncated[b],
+          timings,
+          precisions: callPrecisions,
+          schedule,
+        };
+      });
+      return { images, batch: B, timings, precisions: callPrecisions, schedule };
     } catch (e) {
       throw withMemoryHint(
         e,
-        `the engine (${Math.round(eng.stats().capacity / MiB)} MiB) was sized at load for ${this.sizedFor}; for larger images load with {width, height} (CLI: --width/--height do this) or memoryBytes`,
+        `the engine (${Math.round(eng.stats().capacity / MiB)} MiB) was sized at load for ${this.sizedFor}; for larger images or batches load with {width, height, batch} (CLI: --width/--height do this) or memoryBytes`,
       );
     } finally {
       this.unet.setPrecision(precisionBefore);
@@ -518,11 +662,11 @@ function unetWeightValues(unetDir: string): number {
 
 /**
  * Engine memory for a pipeline folder: the weights as f32 (+25% for packing; the UNet at the bytes of each
- * precision loaded, when precisions are given), the UNet activations of a
- * CFG batch of 2 at `width`x`height` (feature maps and skips), the VAE decoder's full-resolution maps,
- * plus slack; rounded up to 16 MiB and capped at 4 GiB.
+ * precision loaded, when precisions are given), the UNet activations of a CFG batch of 2 x `batch` images
+ * (default 1) at `width`x`height` (feature maps and skips), the VAE decoder's full-resolution maps of `batch`
+ * images, the text encoder's states of 2 x `batch` prompts, plus slack; rounded up to 16 MiB and capped at 4 GiB.
  */
-export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number; precisions?: readonly Precision[] } = {}): number {
+export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number; precisions?: readonly Precision[]; batch?: number } = {}): number {
   const unetCfg = loadComponentConfig(dir, "unet");
   const vaeCfg = loadComponentConfig(dir, "vae");
   const textCfg = loadComponentConfig(dir, "text_encoder");
@@ -536,7 +680,9 @@ export function estimatePipelineMemory(dir: string, opts: { width?: number; heig
   const W = opts.width ?? native;
   const H = opts.height ?? native;
   const hw = (W / scale) * (H / scale);
-  const B = 2;
+  const images = opts.batch ?? 1;
+  if (!(Number.isInteger(images) && images >= 1)) throw new PipelineError(`batch must be a positive integer, got ${images}`);
+  const B = 2 * images; // the CFG batch: uncond and cond rows of every image
   const ch: number[] = unetCfg.block_out_channels ?? [320];
   // feature maps: skips and working tensors at each level (each level has 1/4 the cells of the one above)
   let maps = 0;
@@ -544,7 +690,7 @@ export function estimatePipelineMemory(dir: string, opts: { width?: number; heig
   const ff = 8 * ch[0] * hw; // GEGLU projection at the top level
   // attention is flash-style (src/nn/attention.ts): no [L, L] score matrices to budget for
   const unetAct = 2 * 4 * B * (maps + ff);
-  const vaeAct = 4 * W * H * vaeLevels[0] * 10; // ~8 full-resolution maps live at the decoder top (measured)
+  const vaeAct = 4 * W * H * vaeLevels[0] * 10 * images; // ~8 full-resolution maps live at the decoder top (measured)
   const textAct = 4 * B * 77 * (textCfg.hidden_size ?? 768) * 16;
   const total = weights * 1.25 + Math.max(unetAct, vaeAct) + textAct + 48 * MiB;
   const rounded = Math.ceil(total / (16 * MiB)) * 16 * MiB;
