@@ -62,7 +62,8 @@ describe("calibration of fashion-sd-tiny", () => {
     // PNDM: 3 steps = 4 UNet calls per prompt
     expect(cal.unetCalls).toBe(8);
     expect(cal).toMatchObject({ steps: 3, guidance: 4, prompts: 2, scheduler: "pndm", actQmax: 127 });
-    expect(cal.observer).toMatchObject({ type: "ema-minmax", momentum: 0.9 });
+    // the default observer: running min/max (onnxruntime's MinMax); min/max are the extremes seen
+    expect(cal.observer).toMatchObject({ type: "minmax" });
     const st = SafetensorsFile.open(path.join(model, "unet", "diffusion_pytorch_model.safetensors"));
     const layers = [...st.tensors.values()].filter((t) => t.name.endsWith(".weight") && (t.shape.length === 2 || t.shape.length === 4)).map((t) => t.name.slice(0, -7));
     st.close();
@@ -74,6 +75,7 @@ describe("calibration of fashion-sd-tiny", () => {
       expect(r.max, k).toBeLessThanOrEqual(r.absMax!);
       expect(r.max - r.min, k).toBeGreaterThan(0);
       expect(r.count, k).toBe(8);
+      expect([r.min, r.max], k).toEqual([r.absMin, r.absMax]);
     }
     // the context (CLIP states) feeds every to_k / to_v: the same range for all of them
     expect(cal.layers["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"]).toEqual(cal.layers["up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_v"]);
@@ -125,6 +127,13 @@ describe("calibration of fashion-sd-tiny", () => {
     expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "minmax", "--out", out, "-q"])).toBe(0);
     const c = readCalibration(out);
     expect(c).toMatchObject({ prompts: 2, steps: 1, unetCalls: 2, observer: { type: "minmax" } });
+    // --observer ema: torch's MovingAverageMinMaxObserver constant (averaging_constant 0.01) unless --momentum
+    const ema = path.join(tmp, "ema.json");
+    expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "ema", "--out", ema, "-q"])).toBe(0);
+    expect(readCalibration(ema).observer).toMatchObject({ type: "ema-minmax", momentum: 0.99 });
+    expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "ema", "--momentum", "0.9", "--out", ema, "-q"])).toBe(0);
+    expect(readCalibration(ema).observer).toMatchObject({ type: "ema-minmax", momentum: 0.9 });
+    await expect(calibrateCli(["--model", model, "--momentum", "0.9", "--out", out])).rejects.toThrow(/--observer ema only/);
     await expect(calibrateCli(["--model", model, "--n", "2", "--prompts", prompts])).rejects.toThrow(/not both/);
     await expect(calibrateCli(["--model", model, "--observer", "avg", "--out", out])).rejects.toThrow(UsageError);
     await expect(calibrateCli(["--model", model, "--out", "/nonexistent/x.json"])).rejects.toThrow(/does not exist/);
