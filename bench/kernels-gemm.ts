@@ -1,5 +1,5 @@
 // FP32 GEMM / linear / conv benchmark against the machine's measured f32 SIMD peak.
-// Run: sh bench/gemm.sh [--quick] [--kc=N --mc=N]   (builds the kernels, bundles this file, runs it under
+// Run: sh bench/gemm.sh [--quick] [--min-time=S] [--only=REGEX] [--wait=S] [--kc=N --mc=N]   (builds the kernels, bundles this file, runs it under
 // node --experimental-wasm-relaxed-simd --no-liftoff). Prints a table and writes bench/results/gemm.json.
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -33,6 +33,38 @@ function timeIt(fn: () => void): number {
     n++;
   }
   return best;
+}
+
+/** Busy fraction of all CPUs over ms milliseconds (Linux /proc/stat; null elsewhere). Spins, so only call it while idle. */
+function busyFraction(ms: number): number | null {
+  const read = () => {
+    try {
+      const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+      return { idle: f[3] + (f[4] || 0), total: f.reduce((a, b) => a + b, 0) };
+    } catch {
+      return null;
+    }
+  };
+  const a = read();
+  if (!a) return null;
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const b = read()!;
+  return b.total === a.total ? 0 : 1 - (b.idle - a.idle) / (b.total - a.total);
+}
+
+/**
+ * The machine may be shared with other jobs: before each measurement wait (up to WAIT_S seconds) until
+ * the CPUs are idle, so 2-thread numbers are not just measuring someone else's load. Returns whether it was.
+ */
+const WAIT_S = args.has("wait") ? Number(args.get("wait")) : 60;
+function waitIdle(): boolean {
+  const t0 = now();
+  for (;;) {
+    const busy = busyFraction(250);
+    if (busy === null || busy < 0.05) return true;
+    if (now() - t0 > WAIT_S) return false;
+  }
 }
 
 function rand(n: number, seed: number): Float32Array {
@@ -69,16 +101,14 @@ function peak(eng: Engine): number {
 interface Shape {
   name: string;
   flops: number;
-  /** Returns the whole op, and a list of independent sub-problems ("chunks", about 128-256 output rows each) with their flops. */
-  setup(eng: Engine): { op: () => void; chunks: { fn: () => void; flops: number }[] };
+  /** Allocates the operands and returns the op to time. */
+  setup(eng: Engine): () => void;
 }
 
 function withBlocking(M: number, N: number, K: number) {
   const b = gemmBlocking(M, N, K);
   return { kc: KC ?? b.kc, mcT: MC ?? b.mcT };
 }
-
-const CHUNK_ROWS = 256;
 
 function gemmShape(M: number, K: number, N: number, label?: string): Shape {
   return {
@@ -89,14 +119,8 @@ function gemmShape(M: number, K: number, N: number, label?: string): Shape {
       const x = eng.fromArray(rand(M * K, 3), [M, K]);
       const y = eng.empty([M, N]);
       const { kc, mcT } = withBlocking(M, N, K);
-      const raw = (r0: number, rows: number) => () => eng.run("gemm_f32_packed", x.ptr + r0 * K * 4, K, w.packed.ptr, w.bias.ptr, y.ptr + r0 * N * 4, N, rows, N, K, kc, mcT);
-      const chunks = [];
-      for (let r0 = 0; r0 < M; r0 += CHUNK_ROWS) {
-        const rows = Math.min(CHUNK_ROWS, M - r0);
-        chunks.push({ fn: raw(r0, rows), flops: 2 * rows * N * K });
-      }
-      const op = KC === undefined && MC === undefined ? () => eng.scope(() => void linear(x, w)) : raw(0, M);
-      return { op, chunks };
+      if (KC === undefined && MC === undefined) return () => eng.scope(() => void linear(x, w));
+      return () => eng.run("gemm_f32_packed", x.ptr, K, w.packed.ptr, w.bias.ptr, y.ptr, N, M, N, K, kc, mcT);
     },
   };
 }
@@ -109,12 +133,7 @@ function stridedShape(M: number, K: number, N: number): Shape {
       const a = eng.fromArray(rand(M * K, 4), [M, K]);
       const b = eng.fromArray(rand(K * N, 5), [K, N]);
       const c = eng.empty([M, N]);
-      const chunks = [];
-      for (let r0 = 0; r0 < M; r0 += CHUNK_ROWS) {
-        const rows = Math.min(CHUNK_ROWS, M - r0);
-        chunks.push({ fn: () => eng.run("gemm_f32", rows, N, K, a.ptr + r0 * K * 4, K, 1, b.ptr, N, 1, c.ptr + r0 * N * 4, N, 0, 0), flops: 2 * rows * N * K });
-      }
-      return { op: () => void matmul(a, b, { out: c }), chunks };
+      return () => void matmul(a, b, { out: c });
     },
   };
 }
@@ -129,48 +148,10 @@ function convShape(B: number, H: number, W: number, cin: number, cout: number, k
       const x = eng.fromArray(rand(B * H * W * cin, 8), [B, H, W, cin]);
       const y = eng.empty([B, Ho, Wo, cout]);
       const { kc, mcT } = withBlocking(B * Ho * Wo, cout, k * k * cin);
-      // a chunk is a band of output rows of one image: the input rows it needs, with the padding adjusted
-      const band = (b: number, oy0: number, hb: number) => {
-        const iyLo = oy0 * stride - pad[0], iyHi = (oy0 + hb - 1) * stride - pad[0] + k;
-        const a = Math.max(0, iyLo), e = Math.min(H, iyHi);
-        return () => eng.run("conv2d_f32", x.ptr + (b * H + a) * W * cin * 4, 1, e - a, W, cin, w.packed.ptr, w.bias.ptr, y.ptr + (b * Ho + oy0) * Wo * cout * 4, cout, hb, Wo, cout, k, k, stride, a - iyLo, pad[1], w.zero.ptr, kc, mcT);
-      };
-      const rowsPerBand = Math.max(1, Math.floor(128 / Wo));
-      const chunks = [];
-      if (B * Ho * Wo <= 2 * CHUNK_ROWS) chunks.push({ fn: band(0, 0, Ho), flops: (2 * Ho * Wo * cout * k * k * cin) });
-      else
-        for (let b = 0; b < B; b++)
-          for (let oy = 0; oy < Ho; oy += rowsPerBand) {
-            const hb = Math.min(rowsPerBand, Ho - oy);
-            chunks.push({ fn: band(b, oy, hb), flops: 2 * hb * Wo * cout * k * k * cin });
-          }
-      const op = KC === undefined && MC === undefined
-        ? () => eng.scope(() => void conv2d(x, w, { padding: pad }))
-        : () => eng.run("conv2d_f32", x.ptr, B, H, W, cin, w.packed.ptr, w.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], w.zero.ptr, kc, mcT);
-      return { op, chunks };
+      if (KC === undefined && MC === undefined) return () => eng.scope(() => void conv2d(x, w, { padding: pad }));
+      return () => eng.run("conv2d_f32", x.ptr, B, H, W, cin, w.packed.ptr, w.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], w.zero.ptr, kc, mcT);
     },
   };
-}
-
-/** Best GFLOP/s over the chunks: each chunk timed (best of repeats), total flops / sum of best times. */
-function chunkedGflops(chunks: { fn: () => void; flops: number }[]): number {
-  const reps = QUICK ? 5 : 20;
-  let flops = 0, time = 0;
-  // time a sample of at most 16 chunks spread over the problem
-  const step = Math.max(1, Math.floor(chunks.length / 16));
-  for (let i = 0; i < chunks.length; i += step) {
-    const c = chunks[i];
-    c.fn();
-    let best = Infinity;
-    for (let r = 0; r < reps; r++) {
-      const t0 = now();
-      c.fn();
-      best = Math.min(best, now() - t0);
-    }
-    flops += c.flops;
-    time += best;
-  }
-  return flops / time / 1e9;
 }
 
 const shapes: Shape[] = [
@@ -186,6 +167,9 @@ const shapes: Shape[] = [
   gemmShape(128, 128, 1024, "tiny: linear 128x128x1024 (GEGLU proj)"),
 ];
 
+const ONLY = args.has("only") ? new RegExp(args.get("only")!) : null;
+if (ONLY) shapes.splice(0, shapes.length, ...shapes.filter((s) => ONLY.test(s.name)));
+
 interface Row {
   shape: string;
   simd: SimdVariant;
@@ -193,8 +177,8 @@ interface Row {
   ms: number;
   gflops: number;
   pctPeak: number;
-  /** best-chunk estimate (see chunkedGflops) */
-  chunkGflops: number;
+  /** whether the CPUs were idle when the measurement started */
+  idle: boolean;
 }
 
 const results: Row[] = [];
@@ -205,15 +189,19 @@ const configs: { simd: SimdVariant; threads: number; eng: Engine }[] = [];
 for (const simd of ["baseline", "relaxed"] as SimdVariant[])
   for (const threads of [1, 2]) configs.push({ simd, threads, eng: await Engine.create({ threads, simd, memoryBytes: 128 << 20 }) });
 const measurePeaks = () => {
-  for (const c of configs) peaks[`${c.simd}/${c.threads}`] = Math.max(peaks[`${c.simd}/${c.threads}`] ?? 0, peak(c.eng));
+  for (const c of configs) {
+    waitIdle();
+    peaks[`${c.simd}/${c.threads}`] = Math.max(peaks[`${c.simd}/${c.threads}`] ?? 0, peak(c.eng));
+  }
 };
 measurePeaks();
 for (const s of shapes)
   for (const { simd, threads, eng } of configs)
     eng.scope(() => {
-      const { op, chunks } = s.setup(eng);
+      const op = s.setup(eng);
+      const idle = waitIdle();
       const dt = timeIt(op);
-      results.push({ shape: s.name, simd, threads, ms: dt * 1e3, gflops: s.flops / dt / 1e9, pctPeak: 0, chunkGflops: chunkedGflops(chunks) });
+      results.push({ shape: s.name, simd, threads, ms: dt * 1e3, gflops: s.flops / dt / 1e9, pctPeak: 0, idle });
     });
 measurePeaks();
 for (const c of configs) c.eng.close();
@@ -227,20 +215,19 @@ console.log(`peak f32 SIMD (register-only loop, GFLOP/s): relaxed_madd 1T ${peak
 const pad = (s: string, n: number) => s.padEnd(n);
 const lpad = (s: string, n: number) => s.padStart(n);
 const pk = (g: number, t: number) => ((100 * g) / peaks[`relaxed/${t}`]).toFixed(0);
-console.log(`${pad("", 54)}| whole op (wall, best of repeats)          | best chunks (~128-256 rows each)`);
-console.log(`${pad("shape", 44)}${pad("simd", 10)}|${lpad("1T GF/s", 8)}${lpad("%pk", 5)}${lpad("2T GF/s", 9)}${lpad("%pk", 5)}${lpad("2T/1T", 7)}${lpad("2T ms", 8)} |${lpad("1T GF/s", 8)}${lpad("%pk", 5)}${lpad("2T GF/s", 9)}${lpad("%pk", 5)}${lpad("2T/1T", 7)}`);
+console.log(`${pad("shape", 44)}${pad("simd", 10)}${lpad("1T GF/s", 8)}${lpad("%pk", 5)}${lpad("2T GF/s", 9)}${lpad("%pk", 5)}${lpad("2T/1T", 7)}${lpad("1T ms", 9)}${lpad("2T ms", 9)}`);
 for (const s of shapes)
   for (const simd of ["baseline", "relaxed"]) {
     const r1 = results.find((r) => r.shape === s.name && r.simd === simd && r.threads === 1)!;
     const r2 = results.find((r) => r.shape === s.name && r.simd === simd && r.threads === 2)!;
+    const flag = r1.idle && r2.idle ? " " : "*";
     console.log(
-      `${pad(s.name, 44)}${pad(simd, 10)}|${lpad(r1.gflops.toFixed(1), 8)}${lpad(pk(r1.gflops, 1), 5)}${lpad(r2.gflops.toFixed(1), 9)}${lpad(pk(r2.gflops, 2), 5)}${lpad((r2.gflops / r1.gflops).toFixed(2), 7)}${lpad(r2.ms.toFixed(2), 8)} |` +
-        `${lpad(r1.chunkGflops.toFixed(1), 8)}${lpad(pk(r1.chunkGflops, 1), 5)}${lpad(r2.chunkGflops.toFixed(1), 9)}${lpad(pk(r2.chunkGflops, 2), 5)}${lpad((r2.chunkGflops / r1.chunkGflops).toFixed(2), 7)}`,
+      `${pad(s.name, 43)}${flag}${pad(simd, 10)}${lpad(r1.gflops.toFixed(1), 8)}${lpad(pk(r1.gflops, 1), 5)}${lpad(r2.gflops.toFixed(1), 9)}${lpad(pk(r2.gflops, 2), 5)}${lpad((r2.gflops / r1.gflops).toFixed(2), 7)}${lpad(r1.ms.toFixed(2), 9)}${lpad(r2.ms.toFixed(2), 9)}`,
     );
   }
 console.log("%pk = % of the relaxed_madd register-only peak measured in this run for the same thread count.");
-console.log("best chunks: independent sub-problems of the same op (row slices / bands of output rows), each timed best of");
-console.log("repeats: what the kernel does when the machine is not shared; the whole-op numbers suffer first from other jobs.");
+console.log(`* = the CPUs were not idle when a measurement of that row started (other jobs; waited up to ${WAIT_S} s, --wait=S)`);
+console.log("GF/s: flops of the whole op / best wall time over repeats (one op call = linear() / conv2d() / matmul() incl. output allocation).");
 
 const dir = path.resolve("bench/results");
 fs.mkdirSync(dir, { recursive: true });
