@@ -23,47 +23,7 @@
 // contiguous run; otherwise one tap (Cin floats) at a time. Rows that fall into the zero padding read
 // from a zero buffer of kw*Cin floats instead.
 // A plain GEMM with packed B is the 1x1 convolution of a [1, 1, M, K] image with pixel stride lda.
-
-@inline function fma(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return f32x4.relaxed_madd(a, b, c);
-  } else {
-    return f32x4.add(f32x4.mul(a, b), c);
-  }
-}
-
-/** First item of thread tid's contiguous share of n items (balanced: sizes differ by at most 1). */
-@inline function shareStart(n: i32, tid: i32, nt: i32): i32 {
-  const per = n / nt;
-  const rem = n % nt;
-  return tid * per + min(tid, rem);
-}
-
-/** Loads lanes [0, n) of 4 floats at ptr (n may be <= 0 or >= 4), zero in the other lanes. */
-@inline function loadPart(ptr: usize, n: i32): v128 {
-  if (n >= 4) return v128.load(ptr);
-  let v = f32x4.splat(0);
-  if (n > 0) v = f32x4.replace_lane(v, 0, load<f32>(ptr));
-  if (n > 1) v = f32x4.replace_lane(v, 1, load<f32>(ptr, 4));
-  if (n > 2) v = f32x4.replace_lane(v, 2, load<f32>(ptr, 8));
-  return v;
-}
-
-/** Stores lanes [0, n) of v to ptr (n may be <= 0 or >= 4). */
-@inline function storePart(ptr: usize, v: v128, n: i32): void {
-  if (n >= 4) {
-    v128.store(ptr, v);
-    return;
-  }
-  if (n > 0) store<f32>(ptr, f32x4.extract_lane(v, 0));
-  if (n > 1) store<f32>(ptr, f32x4.extract_lane(v, 1), 4);
-  if (n > 2) store<f32>(ptr, f32x4.extract_lane(v, 2), 8);
-}
-
-/** Pointer to the input run of one output row for kernel row iy, column ix: inside the image, or the zero buffer. */
-@inline function rowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, zero: usize): usize {
-  return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : zero + off;
-}
+import { madd, splitStart, loadPart, storePart, rowPtr } from "./math";
 
 /**
  * One 2 x 16 tile of the implicit GEMM: output rows m0..m0+1 (clamped to M-1), panel p, k in [k0, k1).
@@ -119,8 +79,8 @@ function convTile(
     let b0: v128, b1: v128, b2: v128, b3: v128, a: v128;
     for (; len > 0; len--) {
       b0 = v128.load(bq); b1 = v128.load(bq, 16); b2 = v128.load(bq, 32); b3 = v128.load(bq, 48);
-      a = v128.load32_splat(a0); c00 = fma(a, b0, c00); c01 = fma(a, b1, c01); c02 = fma(a, b2, c02); c03 = fma(a, b3, c03);
-      a = v128.load32_splat(a1); c10 = fma(a, b0, c10); c11 = fma(a, b1, c11); c12 = fma(a, b2, c12); c13 = fma(a, b3, c13);
+      a = v128.load32_splat(a0); c00 = madd(a, b0, c00); c01 = madd(a, b1, c01); c02 = madd(a, b2, c02); c03 = madd(a, b3, c03);
+      a = v128.load32_splat(a1); c10 = madd(a, b0, c10); c11 = madd(a, b1, c11); c12 = madd(a, b2, c12); c13 = madd(a, b3, c13);
       a0 += 4; a1 += 4;
       bq += 64;
     }
@@ -155,11 +115,11 @@ function igemm(
   const cm = i64((mt + nt - 1) / nt), cn = i64((np + nt - 1) / nt);
   let t0 = 0, t1 = mt, p0 = 0, p1 = np;
   if (i64(mt) * cn >= i64(np) * cm) {
-    t0 = shareStart(mt, tid, nt);
-    t1 = shareStart(mt, tid + 1, nt);
+    t0 = splitStart(mt, tid, nt);
+    t1 = splitStart(mt, tid + 1, nt);
   } else {
-    p0 = shareStart(np, tid, nt);
-    p1 = shareStart(np, tid + 1, nt);
+    p0 = splitStart(np, tid, nt);
+    p1 = splitStart(np, tid + 1, nt);
   }
   for (let mb = t0; mb < t1; mb += mcT) {
     const me = min(mb + mcT, t1);
@@ -230,11 +190,11 @@ export function gemm_f32(
   const cm = i64((mt + nt - 1) / nt), cn = i64((np + nt - 1) / nt);
   let t0 = 0, t1 = mt, p0 = 0, p1 = np;
   if (i64(mt) * cn >= i64(np) * cm) {
-    t0 = shareStart(mt, tid, nt);
-    t1 = shareStart(mt, tid + 1, nt);
+    t0 = splitStart(mt, tid, nt);
+    t1 = splitStart(mt, tid + 1, nt);
   } else {
-    p0 = shareStart(np, tid, nt);
-    p1 = shareStart(np, tid + 1, nt);
+    p0 = splitStart(np, tid, nt);
+    p1 = splitStart(np, tid + 1, nt);
   }
   const samB = usize(sam) << 2, sakB = usize(sak) << 2, sbkB = usize(sbk) << 2, sbnB = usize(sbn) << 2;
   const ldcB = usize(ldc) << 2;
@@ -265,16 +225,16 @@ export function gemm_f32(
       if (sbn == 1 && ncols == 16) {
         for (let k = 0; k < K; k++) {
           b0 = v128.load(pb); b1 = v128.load(pb, 16); b2 = v128.load(pb, 32); b3 = v128.load(pb, 48);
-          a = v128.load32_splat(a0); c00 = fma(a, b0, c00); c01 = fma(a, b1, c01); c02 = fma(a, b2, c02); c03 = fma(a, b3, c03);
-          a = v128.load32_splat(a1); c10 = fma(a, b0, c10); c11 = fma(a, b1, c11); c12 = fma(a, b2, c12); c13 = fma(a, b3, c13);
+          a = v128.load32_splat(a0); c00 = madd(a, b0, c00); c01 = madd(a, b1, c01); c02 = madd(a, b2, c02); c03 = madd(a, b3, c03);
+          a = v128.load32_splat(a1); c10 = madd(a, b0, c10); c11 = madd(a, b1, c11); c12 = madd(a, b2, c12); c13 = madd(a, b3, c13);
           a0 += sakB; a1 += sakB;
           pb += sbkB;
         }
       } else {
         for (let k = 0; k < K; k++) {
           b0 = loadBStrided(pb, sbnB, ncols, 0); b1 = loadBStrided(pb, sbnB, ncols, 1); b2 = loadBStrided(pb, sbnB, ncols, 2); b3 = loadBStrided(pb, sbnB, ncols, 3);
-          a = v128.load32_splat(a0); c00 = fma(a, b0, c00); c01 = fma(a, b1, c01); c02 = fma(a, b2, c02); c03 = fma(a, b3, c03);
-          a = v128.load32_splat(a1); c10 = fma(a, b0, c10); c11 = fma(a, b1, c11); c12 = fma(a, b2, c12); c13 = fma(a, b3, c13);
+          a = v128.load32_splat(a0); c00 = madd(a, b0, c00); c01 = madd(a, b1, c01); c02 = madd(a, b2, c02); c03 = madd(a, b3, c03);
+          a = v128.load32_splat(a1); c10 = madd(a, b0, c10); c11 = madd(a, b1, c11); c12 = madd(a, b2, c12); c13 = madd(a, b3, c13);
           a0 += sakB; a1 += sakB;
           pb += sbkB;
         }
@@ -307,18 +267,18 @@ export function peak_fma_f32(tid: i32, nt: i32, iters: i32, out: usize): void {
   let s11 = f32x4.splat(0.12);
   for (let i = 0; i < iters; i++) {
     const s0old = s0;
-    s0 = fma(s1, m, s0);
-    s1 = fma(s2, m, s1);
-    s2 = fma(s3, m, s2);
-    s3 = fma(s4, m, s3);
-    s4 = fma(s5, m, s4);
-    s5 = fma(s6, m, s5);
-    s6 = fma(s7, m, s6);
-    s7 = fma(s8, m, s7);
-    s8 = fma(s9, m, s8);
-    s9 = fma(s10, m, s9);
-    s10 = fma(s11, m, s10);
-    s11 = fma(s0old, m, s11);
+    s0 = madd(s1, m, s0);
+    s1 = madd(s2, m, s1);
+    s2 = madd(s3, m, s2);
+    s3 = madd(s4, m, s3);
+    s4 = madd(s5, m, s4);
+    s5 = madd(s6, m, s5);
+    s6 = madd(s7, m, s6);
+    s7 = madd(s8, m, s7);
+    s8 = madd(s9, m, s8);
+    s9 = madd(s10, m, s9);
+    s10 = madd(s11, m, s10);
+    s11 = madd(s0old, m, s11);
   }
   let t = f32x4.add(f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3)), f32x4.add(f32x4.add(s4, s5), f32x4.add(s6, s7)));
   t = f32x4.add(t, f32x4.add(f32x4.add(s8, s9), f32x4.add(s10, s11)));

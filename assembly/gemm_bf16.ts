@@ -23,22 +23,9 @@
 // body first, so the live set is 8 accumulators + 2 widened weights + 4 broadcast activations + the zero
 // vector = 15 of x64's 16 xmm registers (a 6 x 8 tile spills). For the conv the packing gathers the
 // kernel window from the NHWC input (taps in the padding read a zero buffer of kw*Cin floats).
+import { splitStart, madd, loadPart, storePart, rowPtr, bf16Round4, bf16Round1 } from "./math";
 
 // @ts-nocheck (AssemblyScript)
-
-@inline function bShareStart(n: i32, tid: i32, nt: i32): i32 {
-  const per = n / nt;
-  const rem = n % nt;
-  return tid * per + min(tid, rem);
-}
-
-@inline function bfma(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return f32x4.relaxed_madd(a, b, c);
-  } else {
-    return f32x4.add(f32x4.mul(a, b), c);
-  }
-}
 
 /** Lanes 0..3 of 8 u16 as f32 bit patterns u << 16. */
 @inline function bWidenLo(w: v128): v128 {
@@ -48,44 +35,6 @@
 /** Lanes 4..7 of 8 u16 as f32 bit patterns u << 16. */
 @inline function bWidenHi(w: v128): v128 {
   return i8x16.shuffle(i32x4.splat(0), w, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
-}
-
-@inline function bLoadPart(ptr: usize, n: i32): v128 {
-  if (n >= 4) return v128.load(ptr);
-  let v = f32x4.splat(0);
-  if (n > 0) v = f32x4.replace_lane(v, 0, load<f32>(ptr));
-  if (n > 1) v = f32x4.replace_lane(v, 1, load<f32>(ptr, 4));
-  if (n > 2) v = f32x4.replace_lane(v, 2, load<f32>(ptr, 8));
-  return v;
-}
-
-@inline function bStorePart(ptr: usize, v: v128, n: i32): void {
-  if (n >= 4) {
-    v128.store(ptr, v);
-    return;
-  }
-  if (n > 0) store<f32>(ptr, f32x4.extract_lane(v, 0));
-  if (n > 1) store<f32>(ptr, f32x4.extract_lane(v, 1), 4);
-  if (n > 2) store<f32>(ptr, f32x4.extract_lane(v, 2), 8);
-}
-
-/** Round to nearest even bf16, NaN -> quiet NaN (same as quantize.ts). */
-@inline function bRound(v: v128): v128 {
-  const hiMask = i32x4.splat(0xffff0000);
-  const lsb = v128.and(i32x4.shr_u(v, 16), i32x4.splat(1));
-  const r = v128.and(i32x4.add(i32x4.add(v, i32x4.splat(0x7fff)), lsb), hiMask);
-  const qnan = v128.and(v128.or(v, i32x4.splat(0x00400000)), hiMask);
-  return v128.bitselect(qnan, r, f32x4.ne(v, v));
-}
-
-@inline function bRowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, zero: usize): usize {
-  return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : zero + off;
-}
-
-@inline function bRound1(v: f32): f32 {
-  const u = reinterpret<u32>(v);
-  if (v != v) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
-  return reinterpret<f32>((u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000);
 }
 
 /**
@@ -122,13 +71,13 @@ function bPackTile(
       len = min(k1 - k, Cin - off);
     }
     const offB = usize(off) << 2;
-    let a0 = bRowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, offB, zero);
-    let a1 = bRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, offB, zero);
-    let a2 = bRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, offB, zero);
-    let a3 = bRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, offB, zero);
+    let a0 = rowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, offB, zero);
+    let a1 = rowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, offB, zero);
+    let a2 = rowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, offB, zero);
+    let a3 = rowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, offB, zero);
     k += len;
     for (; len >= 4; len -= 4) {
-      const v0 = bRound(v128.load(a0)), v1 = bRound(v128.load(a1)), v2 = bRound(v128.load(a2)), v3 = bRound(v128.load(a3));
+      const v0 = bf16Round4(v128.load(a0)), v1 = bf16Round4(v128.load(a1)), v2 = bf16Round4(v128.load(a2)), v3 = bf16Round4(v128.load(a3));
       const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
       const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7), t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
       v128.store(ap, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
@@ -139,10 +88,10 @@ function bPackTile(
       ap += 64;
     }
     for (; len > 0; len--) {
-      store<f32>(ap, bRound1(load<f32>(a0)));
-      store<f32>(ap, bRound1(load<f32>(a1)), 4);
-      store<f32>(ap, bRound1(load<f32>(a2)), 8);
-      store<f32>(ap, bRound1(load<f32>(a3)), 12);
+      store<f32>(ap, bf16Round1(load<f32>(a0)));
+      store<f32>(ap, bf16Round1(load<f32>(a1)), 4);
+      store<f32>(ap, bf16Round1(load<f32>(a2)), 8);
+      store<f32>(ap, bf16Round1(load<f32>(a3)), 12);
       a0 += 4; a1 += 4; a2 += 4; a3 += 4;
       ap += 16;
     }
@@ -159,10 +108,10 @@ function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32,
   const z = f32x4.splat(0);
   let c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
   if (k0 > 0) {
-    c00 = bLoadPart(cp0, ncols); c01 = bLoadPart(cp0 + 16, ncols - 4);
-    c10 = bLoadPart(cp1, ncols); c11 = bLoadPart(cp1 + 16, ncols - 4);
-    c20 = bLoadPart(cp2, ncols); c21 = bLoadPart(cp2 + 16, ncols - 4);
-    c30 = bLoadPart(cp3, ncols); c31 = bLoadPart(cp3 + 16, ncols - 4);
+    c00 = loadPart(cp0, ncols); c01 = loadPart(cp0 + 16, ncols - 4);
+    c10 = loadPart(cp1, ncols); c11 = loadPart(cp1 + 16, ncols - 4);
+    c20 = loadPart(cp2, ncols); c21 = loadPart(cp2 + 16, ncols - 4);
+    c30 = loadPart(cp3, ncols); c31 = loadPart(cp3 + 16, ncols - 4);
   }
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 4);
   const end = ap + (usize(k1 - k0) << 4);
@@ -170,10 +119,10 @@ function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32,
   if (ASC_FEATURE_RELAXED_SIMD) {
     for (; ap < end; ap += 16) {
       w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
-      a = v128.load32_splat(ap); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
-      a = v128.load32_splat(ap, 4); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
-      a = v128.load32_splat(ap, 8); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
-      a = v128.load32_splat(ap, 12); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      a = v128.load32_splat(ap); c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+      a = v128.load32_splat(ap, 4); c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+      a = v128.load32_splat(ap, 8); c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+      a = v128.load32_splat(ap, 12); c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
       bq += 16;
     }
   } else {
@@ -182,20 +131,20 @@ function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32,
     for (; ap < end; ap += 16) {
       w = v128.load(bq); b0 = bWidenLo(w); b1 = bWidenHi(w);
       const av = v128.load(ap);
-      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = bfma(a, b0, c00); c01 = bfma(a, b1, c01);
-      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = bfma(a, b0, c10); c11 = bfma(a, b1, c11);
-      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = bfma(a, b0, c20); c21 = bfma(a, b1, c21);
-      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = bfma(a, b0, c30); c31 = bfma(a, b1, c31);
+      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = madd(a, b0, c00); c01 = madd(a, b1, c01);
+      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = madd(a, b0, c10); c11 = madd(a, b1, c11);
+      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = madd(a, b0, c20); c21 = madd(a, b1, c21);
+      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = madd(a, b0, c30); c31 = madd(a, b1, c31);
       bq += 16;
     }
   }
   if (k1 == K) {
     const bb = bias + (usize(p) << 5);
     const v0 = v128.load(bb), v1 = v128.load(bb, 16);
-    c00 = bRound(f32x4.add(c00, v0)); c01 = bRound(f32x4.add(c01, v1));
-    c10 = bRound(f32x4.add(c10, v0)); c11 = bRound(f32x4.add(c11, v1));
-    c20 = bRound(f32x4.add(c20, v0)); c21 = bRound(f32x4.add(c21, v1));
-    c30 = bRound(f32x4.add(c30, v0)); c31 = bRound(f32x4.add(c31, v1));
+    c00 = bf16Round4(f32x4.add(c00, v0)); c01 = bf16Round4(f32x4.add(c01, v1));
+    c10 = bf16Round4(f32x4.add(c10, v0)); c11 = bf16Round4(f32x4.add(c11, v1));
+    c20 = bf16Round4(f32x4.add(c20, v0)); c21 = bf16Round4(f32x4.add(c21, v1));
+    c30 = bf16Round4(f32x4.add(c30, v0)); c31 = bf16Round4(f32x4.add(c31, v1));
   }
   if (ncols >= 8) {
     v128.store(cp0, c00); v128.store(cp0, c01, 16);
@@ -203,10 +152,10 @@ function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32,
     v128.store(cp2, c20); v128.store(cp2, c21, 16);
     v128.store(cp3, c30); v128.store(cp3, c31, 16);
   } else {
-    bStorePart(cp0, c00, ncols); bStorePart(cp0 + 16, c01, ncols - 4);
-    bStorePart(cp1, c10, ncols); bStorePart(cp1 + 16, c11, ncols - 4);
-    bStorePart(cp2, c20, ncols); bStorePart(cp2 + 16, c21, ncols - 4);
-    bStorePart(cp3, c30, ncols); bStorePart(cp3 + 16, c31, ncols - 4);
+    storePart(cp0, c00, ncols); storePart(cp0 + 16, c01, ncols - 4);
+    storePart(cp1, c10, ncols); storePart(cp1 + 16, c11, ncols - 4);
+    storePart(cp2, c20, ncols); storePart(cp2 + 16, c21, ncols - 4);
+    storePart(cp3, c30, ncols); storePart(cp3 + 16, c31, ncols - 4);
   }
 }
 
@@ -231,11 +180,11 @@ function bgemm(
   const cm = i64((mt + nt - 1) / nt), cn = i64((np + nt - 1) / nt);
   let t0 = 0, t1 = mt, p0 = 0, p1 = np;
   if (i64(mt) * cn >= i64(np) * cm) {
-    t0 = bShareStart(mt, tid, nt);
-    t1 = bShareStart(mt, tid + 1, nt);
+    t0 = splitStart(mt, tid, nt);
+    t1 = splitStart(mt, tid + 1, nt);
   } else {
-    p0 = bShareStart(np, tid, nt);
-    p1 = bShareStart(np, tid + 1, nt);
+    p0 = splitStart(np, tid, nt);
+    p1 = splitStart(np, tid + 1, nt);
   }
   const ap = scratch + usize(tid) * scrStride;
   if (K == 0) {

@@ -44,41 +44,13 @@
 // packing reads the quantised NHWC input directly; taps in the spatial padding read a buffer of zero-point
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
+import { splitStart, loadPart, storePart, rowPtr } from "./math";
 
 // @ts-nocheck (AssemblyScript)
 
 const FLAG_I16: i32 = 1;
 const FLAG_RAW: i32 = 2;
 const FLAG_FUSED: i32 = 4;
-
-@inline function qShareStart(n: i32, tid: i32, nt: i32): i32 {
-  const per = n / nt;
-  const rem = n % nt;
-  return tid * per + min(tid, rem);
-}
-
-@inline function qLoadPart(ptr: usize, n: i32): v128 {
-  if (n >= 4) return v128.load(ptr);
-  let v = i32x4.splat(0);
-  if (n > 0) v = i32x4.replace_lane(v, 0, load<i32>(ptr));
-  if (n > 1) v = i32x4.replace_lane(v, 1, load<i32>(ptr, 4));
-  if (n > 2) v = i32x4.replace_lane(v, 2, load<i32>(ptr, 8));
-  return v;
-}
-
-@inline function qStorePart(ptr: usize, v: v128, n: i32): void {
-  if (n >= 4) {
-    v128.store(ptr, v);
-    return;
-  }
-  if (n > 0) store<i32>(ptr, i32x4.extract_lane(v, 0));
-  if (n > 1) store<i32>(ptr, i32x4.extract_lane(v, 1), 4);
-  if (n > 2) store<i32>(ptr, i32x4.extract_lane(v, 2), 8);
-}
-
-@inline function qRowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, pad: usize): usize {
-  return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : pad + off;
-}
 
 /** relaxed dot: weights (i8) first, activations (7-bit) second. */
 @inline function qdot(w: v128, a: v128, c: v128): v128 {
@@ -154,10 +126,10 @@ function qPackTile(
       off = within - dx * Cp;
       len = min(k1 - k, Cp - off);
     }
-    let a0 = qRowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
-    let a1 = qRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
-    let a2 = qRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
-    let a3 = qRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
+    let a0 = rowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
+    let a1 = rowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
+    let a2 = rowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
+    let a3 = rowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
     k += len;
     for (; len >= 16; len -= 16) {
       qTranspose4(ap, v128.load(a0), v128.load(a1), v128.load(a2), v128.load(a3));
@@ -195,10 +167,10 @@ function qTile(
     const v0 = i32x4.sub(z, v128.load(cc)), v1 = i32x4.sub(z, v128.load(cc, 16));
     c00 = v0; c01 = v1; c10 = v0; c11 = v1; c20 = v0; c21 = v1; c30 = v0; c31 = v1;
   } else {
-    c00 = qLoadPart(cp0, ncols); c01 = qLoadPart(cp0 + 16, ncols - 4);
-    c10 = qLoadPart(cp1, ncols); c11 = qLoadPart(cp1 + 16, ncols - 4);
-    c20 = qLoadPart(cp2, ncols); c21 = qLoadPart(cp2 + 16, ncols - 4);
-    c30 = qLoadPart(cp3, ncols); c31 = qLoadPart(cp3 + 16, ncols - 4);
+    c00 = loadPart(cp0, ncols); c01 = loadPart(cp0 + 16, ncols - 4);
+    c10 = loadPart(cp1, ncols); c11 = loadPart(cp1 + 16, ncols - 4);
+    c20 = loadPart(cp2, ncols); c21 = loadPart(cp2 + 16, ncols - 4);
+    c30 = loadPart(cp3, ncols); c31 = loadPart(cp3 + 16, ncols - 4);
   }
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
   const end = ap + (usize(k1 - k0) << 2);
@@ -240,10 +212,10 @@ function qTile(
     v128.store(cp2, c20); v128.store(cp2, c21, 16);
     v128.store(cp3, c30); v128.store(cp3, c31, 16);
   } else {
-    qStorePart(cp0, c00, ncols); qStorePart(cp0 + 16, c01, ncols - 4);
-    qStorePart(cp1, c10, ncols); qStorePart(cp1 + 16, c11, ncols - 4);
-    qStorePart(cp2, c20, ncols); qStorePart(cp2 + 16, c21, ncols - 4);
-    qStorePart(cp3, c30, ncols); qStorePart(cp3 + 16, c31, ncols - 4);
+    storePart(cp0, c00, ncols); storePart(cp0 + 16, c01, ncols - 4);
+    storePart(cp1, c10, ncols); storePart(cp1 + 16, c11, ncols - 4);
+    storePart(cp2, c20, ncols); storePart(cp2 + 16, c21, ncols - 4);
+    storePart(cp3, c30, ncols); storePart(cp3 + 16, c31, ncols - 4);
   }
 }
 
@@ -280,10 +252,10 @@ function qPackTile16(
       off = within - dx * Cp;
       len = min(k1 - k, Cp - off);
     }
-    let a0 = qRowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
-    let a1 = qRowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
-    let a2 = qRowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
-    let a3 = qRowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
+    let a0 = rowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
+    let a1 = rowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
+    let a2 = rowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
+    let a3 = rowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
     k += len;
     for (; len >= 8; len -= 8) {
       // 8 bytes (2 k-groups) per row, widened: [g0 | g1] per row; out: g0 rows 0..3, then g1 rows 0..3
@@ -317,8 +289,8 @@ function qPackTile16(
     const v0 = i32x4.sub(z, v128.load(cc)), v1 = i32x4.sub(z, v128.load(cc, 16));
     c00 = v0; c01 = v1; c10 = v0; c11 = v1;
   } else {
-    c00 = qLoadPart(cpA, ncols); c01 = qLoadPart(cpA + 16, ncols - 4);
-    c10 = qLoadPart(cpB, ncols); c11 = qLoadPart(cpB + 16, ncols - 4);
+    c00 = loadPart(cpA, ncols); c01 = loadPart(cpA + 16, ncols - 4);
+    c10 = loadPart(cpB, ncols); c11 = loadPart(cpB + 16, ncols - 4);
   }
   ap += ro;
   const e = end + ro;
@@ -342,8 +314,8 @@ function qPackTile16(
     v128.store(cpA, c00); v128.store(cpA, c01, 16);
     v128.store(cpB, c10); v128.store(cpB, c11, 16);
   } else {
-    qStorePart(cpA, c00, ncols); qStorePart(cpA + 16, c01, ncols - 4);
-    qStorePart(cpB, c10, ncols); qStorePart(cpB + 16, c11, ncols - 4);
+    storePart(cpA, c00, ncols); storePart(cpA + 16, c01, ncols - 4);
+    storePart(cpB, c10, ncols); storePart(cpB + 16, c11, ncols - 4);
   }
 }
 
@@ -393,11 +365,11 @@ function qgemm(
   const cm = i64((mt + nt - 1) / nt), cn = i64((np + nt - 1) / nt);
   let t0 = 0, t1 = mt, p0 = 0, p1 = np;
   if (i64(mt) * cn >= i64(np) * cm) {
-    t0 = qShareStart(mt, tid, nt);
-    t1 = qShareStart(mt, tid + 1, nt);
+    t0 = splitStart(mt, tid, nt);
+    t1 = splitStart(mt, tid + 1, nt);
   } else {
-    p0 = qShareStart(np, tid, nt);
-    p1 = qShareStart(np, tid + 1, nt);
+    p0 = splitStart(np, tid, nt);
+    p1 = splitStart(np, tid + 1, nt);
   }
   const ap = scratch + usize(tid) * scrStride;
   const i16 = !ASC_FEATURE_RELAXED_SIMD || (flags & FLAG_I16) != 0;

@@ -1,4 +1,4 @@
-// Private SIMD math and work-splitting helpers for the FP32 op kernels (elementwise, norm, attention).
+// Private SIMD math, work-splitting and load/store helpers shared by all kernel files (ops, GEMM, conv).
 // This file is imported by kernel files but NOT re-exported by index.ts, so nothing here becomes a
 // wasm export. Everything is @inline: no calls in inner loops.
 
@@ -219,4 +219,49 @@ const KTAB: usize = memory.data<f32>([
 
 @inline function kc(i: i32): v128 {
   return v128.load32_splat(KTAB + (usize(i) << 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the GEMM / conv kernels (f32, bf16, int8).
+
+/** Loads 32-bit lanes [0, n) at ptr (n may be <= 0 or >= 4), zero in the other lanes (bit moves only). */
+@inline export function loadPart(ptr: usize, n: i32): v128 {
+  if (n >= 4) return v128.load(ptr);
+  let v = i32x4.splat(0);
+  if (n > 0) v = i32x4.replace_lane(v, 0, load<i32>(ptr));
+  if (n > 1) v = i32x4.replace_lane(v, 1, load<i32>(ptr, 4));
+  if (n > 2) v = i32x4.replace_lane(v, 2, load<i32>(ptr, 8));
+  return v;
+}
+
+/** Stores 32-bit lanes [0, n) of v to ptr (n may be <= 0 or >= 4). */
+@inline export function storePart(ptr: usize, v: v128, n: i32): void {
+  if (n >= 4) {
+    v128.store(ptr, v);
+    return;
+  }
+  if (n > 0) store<i32>(ptr, i32x4.extract_lane(v, 0));
+  if (n > 1) store<i32>(ptr, i32x4.extract_lane(v, 1), 4);
+  if (n > 2) store<i32>(ptr, i32x4.extract_lane(v, 2), 8);
+}
+
+/** Implicit-GEMM conv: the input run for kernel row iy, column ix, or the padding buffer when outside the image. */
+@inline export function rowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, pad: usize): usize {
+  return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : pad + off;
+}
+
+/** Rounds 4 f32 lanes to bf16 (round to nearest even; NaN stays a quiet NaN), kept as f32 bit patterns. */
+@inline export function bf16Round4(v: v128): v128 {
+  const hiMask = i32x4.splat(0xffff0000);
+  const lsb = v128.and(i32x4.shr_u(v, 16), i32x4.splat(1));
+  const r = v128.and(i32x4.add(i32x4.add(v, i32x4.splat(0x7fff)), lsb), hiMask);
+  const qnan = v128.and(v128.or(v, i32x4.splat(0x00400000)), hiMask);
+  return v128.bitselect(qnan, r, f32x4.ne(v, v));
+}
+
+/** Scalar bf16Round4. */
+@inline export function bf16Round1(v: f32): f32 {
+  const u = reinterpret<u32>(v);
+  if (v != v) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
+  return reinterpret<f32>((u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000);
 }

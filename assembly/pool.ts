@@ -1,12 +1,6 @@
 // Pooling kernels on NHWC float32 maps. Each thread takes a contiguous range of OUTPUT pixels, so the
 // result does not depend on the thread count (max is exact anyway).
-
-/** Start of thread tid's share of n units out of nt (balanced contiguous ranges). */
-@inline function poolSplit(n: i32, tid: i32, nt: i32): i32 {
-  const per = n / nt;
-  const rem = n % nt;
-  return tid * per + min(tid, rem);
-}
+import { splitStart } from "./math";
 
 /**
  * 2x2 max pooling, stride 2, floor mode (torch MaxPool2d(2)): x [B, H, W, C] -> out [B, H/2, W/2, C]
@@ -17,8 +11,8 @@ export function maxpool2d_f32(tid: i32, nt: i32, x: usize, out: usize, B: i32, H
   const Ho = H >> 1;
   const Wo = W >> 1;
   const total = B * Ho * Wo;
-  const p0 = poolSplit(total, tid, nt);
-  const p1 = poolSplit(total, tid + 1, nt);
+  const p0 = splitStart(total, tid, nt);
+  const p1 = splitStart(total, tid + 1, nt);
   const rowStride = usize(W) * usize(C) << 2; // bytes between input rows
   const pixStride = usize(C) << 2; // bytes between input pixels
   for (let p = p0; p < p1; p++) {

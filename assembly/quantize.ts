@@ -8,15 +8,9 @@
 //   clamping is done in float before the integer conversion (so huge values saturate), NaN -> zp.
 // BF16 rounding: round to nearest even on the bit pattern; NaN stays NaN (quiet bit set, sign and
 //   the top 6 payload bits kept); overflow rounds to +-Inf; subnormals round like any other value.
+import { splitStart, bf16Round4, bf16Round1 } from "./math";
 
 // @ts-nocheck (AssemblyScript)
-
-/** First row of thread tid's contiguous share of n rows. */
-@inline function qRowStart(n: i32, tid: i32, nt: i32): i32 {
-  const per = n / nt;
-  const rem = n % nt;
-  return tid * per + min(tid, rem);
-}
 
 /**
  * Quantises rows of x (rows x C floats, row stride ldx floats) into y (rows x Cp bytes, Cp >= C):
@@ -26,8 +20,8 @@
 export function quantize_act_u8(
   tid: i32, nt: i32, x: usize, ldx: i32, rows: i32, C: i32, y: usize, Cp: i32, invScale: f32, zp: i32, qmax: i32,
 ): void {
-  const r0 = qRowStart(rows, tid, nt);
-  const r1 = qRowStart(rows, tid + 1, nt);
+  const r0 = splitStart(rows, tid, nt);
+  const r1 = splitStart(rows, tid + 1, nt);
   const lo = <f32>(-zp);
   const hi = <f32>(qmax - zp);
   const vinv = f32x4.splat(invScale);
@@ -57,26 +51,11 @@ export function quantize_act_u8(
   }
 }
 
-/** Rounds 4 f32 lanes to the nearest bf16 value (RNE), NaN -> quiet NaN. */
-@inline function bf16Round4(v: v128): v128 {
-  const hiMask = i32x4.splat(0xffff0000);
-  const lsb = v128.and(i32x4.shr_u(v, 16), i32x4.splat(1));
-  const r = v128.and(i32x4.add(i32x4.add(v, i32x4.splat(0x7fff)), lsb), hiMask);
-  const qnan = v128.and(v128.or(v, i32x4.splat(0x00400000)), hiMask);
-  return v128.bitselect(qnan, r, f32x4.ne(v, v));
-}
-
-@inline function bf16Round1(v: f32): f32 {
-  const u = reinterpret<u32>(v);
-  if (v != v) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
-  return reinterpret<f32>((u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000);
-}
-
 /** y[i] = bf16(x[i]) as f32, i < n (y may equal x). Threads take contiguous runs of whole 4-float vectors. */
 export function bf16_round_f32(tid: i32, nt: i32, x: usize, y: usize, n: i32): void {
   const nv = (n + 3) >> 2;
-  const v0 = qRowStart(nv, tid, nt);
-  const v1 = qRowStart(nv, tid + 1, nt);
+  const v0 = splitStart(nv, tid, nt);
+  const v1 = splitStart(nv, tid + 1, nt);
   let i = v0 << 2;
   const end = min(v1 << 2, n);
   for (; i + 4 <= end; i += 4) {
