@@ -149,6 +149,8 @@ export function attention_f32(
         // S = Q KT for 4 rows x nkc keys
         const qs = QP + ((usize(r0) * usize(Dp)) << 2); // this sub-block's interleaved Q
         const kstep = usize(ATT_BK) << 2;
+        // row maxima of the raw scores, kept while storing them: only valid when nothing is masked
+        let mx0 = f32x4.splat(NEG_INF), mx1 = mx0, mx2 = mx0, mx3 = mx0;
         for (let jc = 0; jc < nkc; jc += 8) {
           let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
           let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
@@ -173,6 +175,10 @@ export function attention_f32(
             kp += kstep;
             qp += 16;
           }
+          mx0 = f32x4.pmax(mx0, f32x4.pmax(s00, s01));
+          mx1 = f32x4.pmax(mx1, f32x4.pmax(s10, s11));
+          mx2 = f32x4.pmax(mx2, f32x4.pmax(s20, s21));
+          mx3 = f32x4.pmax(mx3, f32x4.pmax(s30, s31));
           const sp = SP + (usize(jc) << 2);
           v128.store(sp, s00);
           v128.store(sp, s01, 16);
@@ -184,17 +190,30 @@ export function attention_f32(
           v128.store(sp + (3 * SPS << 2), s31, 16);
         }
         // mask, online softmax: p = 2^(s - m_new), alpha = 2^(m_old - m_new)
+        // No key of the tile is masked for any of the 4 rows: the maxima above hold.
+        const unmasked = nk == nkc && (!causal || kBeg + nk - 1 <= i0);
+        if (unmasked) {
+          store<f32>(AL, hmax(mx0), 16);
+          store<f32>(AL, hmax(mx1), 20);
+          store<f32>(AL, hmax(mx2), 24);
+          store<f32>(AL, hmax(mx3), 28);
+        }
         for (let r = 0; r < 4; r++) {
           const srow = SP + ((usize(r) * SPS) << 2);
-          const qi = i0 + r;
-          // valid keys in this tile for this row: j < lim
-          let lim = nk;
-          if (causal) lim = min(lim, qi - kBeg + 1);
-          for (let j = max(lim, 0); j < nkc; j++) store<f32>(srow + (usize(j) << 2), NEG_INF);
-          let mv = f32x4.splat(NEG_INF);
-          for (let j = 0; j < nkc; j += 4) mv = f32x4.pmax(mv, v128.load(srow + (usize(j) << 2)));
+          let tileMax: f32;
+          if (unmasked) {
+            tileMax = load<f32>(AL + (usize(r) << 2), 16);
+          } else {
+            // valid keys in this tile for this row: j < lim
+            let lim = nk;
+            if (causal) lim = min(lim, i0 + r - kBeg + 1);
+            for (let j = max(lim, 0); j < nkc; j++) store<f32>(srow + (usize(j) << 2), NEG_INF);
+            let mv = f32x4.splat(NEG_INF);
+            for (let j = 0; j < nkc; j += 4) mv = f32x4.pmax(mv, v128.load(srow + (usize(j) << 2)));
+            tileMax = hmax(mv);
+          }
           const mOld = load<f32>(MM + (usize(r0 + r) << 2));
-          const mNew = max(mOld, hmax(mv));
+          const mNew = max(mOld, tileMax);
           const mSub = mNew == NEG_INF ? f32(0) : mNew;
           const msv = f32x4.splat(mSub);
           let sv = f32x4.splat(0);
