@@ -17,7 +17,8 @@
 //                                                        unless it underflows below 2^-126)
 //   y = bf16(acc + bias)                                 (f32 add, then round to nearest even, as f32)
 // so the relaxed (fused madd) and baseline (mul + add) builds give the same bits, and results do not
-// depend on the thread count, the tiling or the K blocking (partials are stored in y between K blocks).
+// depend on the thread count, the tiling, the panel blocking or the K blocking (partials are stored in y
+// between K blocks, which every tile visits in increasing order).
 //
 // Tile 4 rows x 8 channels (8 f32x4 accumulators), one k per loop step: V8 issues all loads of a loop
 // body first, so the live set is 8 accumulators + 2 widened weights + 4 broadcast activations + the zero
@@ -26,6 +27,9 @@
 import { splitStart, madd, loadPart, storePart, rowPtr, bf16Round4, bf16Round1 } from "./math";
 
 // @ts-nocheck (AssemblyScript)
+
+/** Weight bytes per panel block (half of a 1 MiB L2). */
+const BF16_W_BLOCK: i32 = 1 << 19;
 
 /** Lanes 0..3 of 8 u16 as f32 bit patterns u << 16. */
 @inline function bWidenLo(w: v128): v128 {
@@ -167,7 +171,7 @@ function bTile(ap: usize, wp: usize, bias: usize, y: usize, ldyB: usize, M: i32,
 function bgemm(
   tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, scratch: usize, scrStride: usize,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, pb: i32, scratch: usize, scrStride: usize,
 ): void {
   const HoWo = Ho * Wo;
   const M = Bn * HoWo;
@@ -193,41 +197,57 @@ function bgemm(
         bTile(ap, wp, bias, y, ldyB, M, N, K, t << 2, p, 0, 0);
     return;
   }
-  for (let mb = t0; mb < t1; mb += mcT) {
-    const me = min(mb + mcT, t1);
-    for (let k0 = 0; k0 < K; k0 += kc) {
-      const k1 = min(k0 + kc, K);
-      const tileB = usize(k1 - k0) << 4;
-      for (let t = mb; t < me; t++)
-        bPackTile(x, pixB, H, W, Cin, M, HoWo, Wo, kw, stride, padT, padL, zero, t << 2, k0, k1, ap + usize(t - mb) * tileB);
-      for (let p = p0; p < p1; p++)
-        for (let t = mb; t < me; t++)
-          bTile(ap + usize(t - mb) * tileB, wp, bias, y, ldyB, M, N, K, t << 2, p, k0, k1);
-    }
+  // Panel blocks as in the INT8 driver (assembly/gemm_int8.ts): weights of at most BF16_W_BLOCK bytes per
+  // K block; with several, K blocks run outside the row blocks so each weight block stays in L2.
+  const pbMax = pb > 0 ? pb : max(1, BF16_W_BLOCK / (kc << 4));
+  if (p1 - p0 <= pbMax) {
+    for (let mb = t0; mb < t1; mb += mcT)
+      for (let k0 = 0; k0 < K; k0 += kc)
+        bBlock(ap, x, pixB, H, W, Cin, M, HoWo, Wo, kw, stride, padT, padL, zero, wp, bias, y, ldyB, N, K, mb, min(mb + mcT, t1), k0, min(k0 + kc, K), p0, p1);
+  } else {
+    for (let pb0 = p0; pb0 < p1; pb0 += pbMax)
+      for (let k0 = 0; k0 < K; k0 += kc)
+        for (let mb = t0; mb < t1; mb += mcT)
+          bBlock(ap, x, pixB, H, W, Cin, M, HoWo, Wo, kw, stride, padT, padL, zero, wp, bias, y, ldyB, N, K, mb, min(mb + mcT, t1), k0, min(k0 + kc, K), pb0, min(pb0 + pbMax, p1));
   }
+}
+
+/** Packs (rounding to bf16) row tiles [mb, me) x K range [k0, k1) into ap, then runs panels [pa, pe) over them. */
+function bBlock(
+  ap: usize, x: usize, pixB: usize, H: i32, W: i32, Cin: i32, M: i32, HoWo: i32, Wo: i32, kw: i32, stride: i32,
+  padT: i32, padL: i32, zero: usize, wp: usize, bias: usize, y: usize, ldyB: usize,
+  N: i32, K: i32, mb: i32, me: i32, k0: i32, k1: i32, pa: i32, pe: i32,
+): void {
+  const tileB = usize(k1 - k0) << 4;
+  for (let t = mb; t < me; t++)
+    bPackTile(x, pixB, H, W, Cin, M, HoWo, Wo, kw, stride, padT, padL, zero, t << 2, k0, k1, ap + usize(t - mb) * tileB);
+  for (let p = pa; p < pe; p++)
+    for (let t = mb; t < me; t++)
+      bTile(ap + usize(t - mb) * tileB, wp, bias, y, ldyB, M, N, K, t << 2, p, k0, k1);
 }
 
 /**
  * y[M, N] (row stride ldy floats) = bf16(bf16(A[M, K]) (f32, row stride lda floats) x W^T + bias), W packed
- * as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 4-row tiles (0 = all); scratch: nt
+ * as bf16 panels (see top). kc: K block (0 = all); mcT: row block in 4-row tiles (0 = all); pb: panels per
+ * panel block (0 = as many as fit BF16_W_BLOCK weight bytes per K block); scratch: nt
  * blocks of scrStride >= mcT * 4 * kc * 4 bytes (kc clamped to K, mcT = 0 meaning all of a thread's tiles).
  */
 export function gemm_bf16_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, bias: usize, y: usize, ldy: i32,
-  M: i32, N: i32, K: i32, kc: i32, mcT: i32, scratch: usize, scrStride: i32,
+  M: i32, N: i32, K: i32, kc: i32, mcT: i32, pb: i32, scratch: usize, scrStride: i32,
 ): void {
-  bgemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, scratch, usize(scrStride));
+  bgemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, pb, scratch, usize(scrStride));
 }
 
 /**
  * NHWC BF16 convolution. x: [Bn, H, W, Cin] f32 (contiguous; rounded to bf16 as it is packed), y: [Bn, Ho,
  * Wo, *] with pixel stride ldy floats, weights packed as bf16 panels over K = (ky, kx, ci), zero: kw*Cin
- * zero floats. kc, mcT, scratch as gemm_bf16_packed.
+ * zero floats. kc, mcT, pb, scratch as gemm_bf16_packed.
  */
 export function conv2d_bf16(
   tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, scratch: usize, scrStride: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, pb: i32, scratch: usize, scrStride: i32,
 ): void {
-  bgemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT, scratch, usize(scrStride));
+  bgemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT, pb, scratch, usize(scrStride));
 }

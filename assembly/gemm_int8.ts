@@ -21,9 +21,10 @@
 //   flags & 2 (RAW): store acc itself (as i32 bits) instead, for tests.
 //
 // Blocking: threads split the output statically (4-row tiles, or 8-channel panels when that balances
-// better). Inside a thread: row blocks of mcT tiles x K blocks of kc; each block's activations are packed
-// once into the thread's scratch, interleaved by k-group (16 bytes = 4 rows x 4 k; the i16 path widens
-// them to 32), which also gathers the conv windows, then every panel runs over the packed block.
+// better). Inside a thread: panel blocks (weights of at most INT8_W_BLOCK bytes per K block, so they stay
+// in L2) x row blocks of mcT tiles x K blocks of kc; each block's activations are packed into the
+// thread's scratch, interleaved by k-group (16 bytes = 4 rows x 4 k; the i16 path widens them to 32),
+// which also gathers the conv windows, then every panel of the panel block runs over the packed block.
 // Partial sums live in y as i32 between K blocks. Integer sums: results never depend on the blocking.
 //
 // Inner products, per output tile of 4 rows x 8 channels (8 i32x4 accumulators), one k-group per step:
@@ -51,6 +52,8 @@ import { splitStart, loadPart, storePart, rowPtr } from "./math";
 const FLAG_I16: i32 = 1;
 const FLAG_RAW: i32 = 2;
 const FLAG_FUSED: i32 = 4;
+/** Weight bytes per panel block (half of a 1 MiB L2). */
+const INT8_W_BLOCK: i32 = 1 << 19;
 
 /** relaxed dot: weights (i8) first, activations (7-bit) second. */
 @inline function qdot(w: v128, a: v128, c: v128): v128 {
@@ -350,7 +353,7 @@ function qTile16(
 function qgemm(
   tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cp: i32,
   wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, flags: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, pb: i32, flags: i32,
   scratch: usize, scrStride: usize,
 ): void {
   const HoWo = Ho * Wo;
@@ -380,55 +383,72 @@ function qgemm(
         else qTile(ap, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, 0, 0, flags);
     return;
   }
-  for (let mb = t0; mb < t1; mb += mcT) {
-    const me = min(mb + mcT, t1);
-    for (let k0 = 0; k0 < K; k0 += kc) {
-      const k1 = min(k0 + kc, K);
-      if (i16) {
-        const tileB = usize(k1 - k0) << 3;
-        for (let t = mb; t < me; t++)
-          qPackTile16(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
-        for (let p = p0; p < p1; p++)
-          for (let t = mb; t < me; t++)
-            qTile16(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
-      } else {
-        const tileB = usize(k1 - k0) << 2;
-        for (let t = mb; t < me; t++)
-          qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
-        for (let p = p0; p < p1; p++)
-          for (let t = mb; t < me; t++)
-            qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
-      }
-    }
+  // Panel blocks of at most kc * 8 * pbMax weight bytes (INT8_W_BLOCK, so they stay in L2 while every row
+  // block of the thread runs over them). One block (small N): row blocks outermost, so a row block's
+  // partial sums stay in cache over its K blocks; several: K blocks outside row blocks, so each weight
+  // block is read from memory once per thread instead of once per row block.
+  const pbMax = pb > 0 ? pb : max(1, INT8_W_BLOCK / (kc << 3));
+  if (p1 - p0 <= pbMax) {
+    for (let mb = t0; mb < t1; mb += mcT)
+      for (let k0 = 0; k0 < K; k0 += kc)
+        qBlock(ap, x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, wp, corr, scl, bias, y, ldyB, N, K, mb, min(mb + mcT, t1), k0, min(k0 + kc, K), p0, p1, i16, flags);
+  } else {
+    for (let pb = p0; pb < p1; pb += pbMax)
+      for (let k0 = 0; k0 < K; k0 += kc)
+        for (let mb = t0; mb < t1; mb += mcT)
+          qBlock(ap, x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, wp, corr, scl, bias, y, ldyB, N, K, mb, min(mb + mcT, t1), k0, min(k0 + kc, K), pb, min(pb + pbMax, p1), i16, flags);
+  }
+}
+
+/** Packs the activations of row tiles [mb, me) x K range [k0, k1) into ap, then runs panels [pa, pe) over them. */
+function qBlock(
+  ap: usize, x: usize, pixB: usize, H: i32, W: i32, Cp: i32, M: i32, HoWo: i32, Wo: i32, kw: i32, stride: i32,
+  padT: i32, padL: i32, pad: usize, wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
+  N: i32, K: i32, mb: i32, me: i32, k0: i32, k1: i32, pa: i32, pe: i32, i16: bool, flags: i32,
+): void {
+  if (i16) {
+    const tileB = usize(k1 - k0) << 3;
+    for (let t = mb; t < me; t++)
+      qPackTile16(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
+    for (let p = pa; p < pe; p++)
+      for (let t = mb; t < me; t++)
+        qTile16(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
+  } else {
+    const tileB = usize(k1 - k0) << 2;
+    for (let t = mb; t < me; t++)
+      qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
+    for (let p = pa; p < pe; p++)
+      for (let t = mb; t < me; t++)
+        qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
   }
 }
 
 /**
  * y[M, N] (row stride ldy floats) = dequant(A[M, K] (u8, row stride lda bytes) x W^T) + bias, W packed as
  * above, K a multiple of 4. kc: K block in bytes (0 = all); mcT: row block in 4-row tiles (0 = all);
- * flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators, 4 = fused
+ * pb: panels per panel block (0 = as many as fit INT8_W_BLOCK weight bytes); flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators, 4 = fused
  * relaxed dot-add instead of the split sequence. scratch: nt blocks of scrStride >= mcT * 4 * kc bytes
  * (with kc, mcT as used: kc clamped to K and rounded up to 4, mcT = 0 meaning all of a thread's tiles).
  */
 export function gemm_int8_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, corr: usize, scale: usize, bias: usize,
-  y: usize, ldy: i32, M: i32, N: i32, K: i32, kc: i32, mcT: i32, flags: i32, scratch: usize, scrStride: i32,
+  y: usize, ldy: i32, M: i32, N: i32, K: i32, kc: i32, mcT: i32, pb: i32, flags: i32, scratch: usize, scrStride: i32,
 ): void {
-  qgemm(tid, nt, a, usize(lda), 1, 1, M, K, wp, corr, scale, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, flags, scratch, usize(scrStride));
+  qgemm(tid, nt, a, usize(lda), 1, 1, M, K, wp, corr, scale, bias, y, usize(ldy) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, pb, flags, scratch, usize(scrStride));
 }
 
 /**
  * NHWC INT8 convolution. x: quantised [Bn, H, W, Cp] u8 (Cp a multiple of 4), y: [Bn, Ho, Wo, *] f32 with
  * pixel stride ldy floats, weights packed over K = (ky, kx, ci < Cp), pad: kw*Cp bytes of the zero point.
- * padT/padL: top/left padding (bottom/right follow from Ho/Wo). kc, mcT, flags as gemm_int8_packed.
+ * padT/padL: top/left padding (bottom/right follow from Ho/Wo). kc, mcT, pb, flags as gemm_int8_packed.
  */
 export function conv2d_int8(
   tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cp: i32,
   wp: usize, corr: usize, scale: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, flags: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, kc: i32, mcT: i32, pb: i32, flags: i32,
   scratch: usize, scrStride: i32,
 ): void {
-  qgemm(tid, nt, x, usize(Cp), Bn, H, W, Cp, wp, corr, scale, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, pad, kc, mcT, flags, scratch, usize(scrStride));
+  qgemm(tid, nt, x, usize(Cp), Bn, H, W, Cp, wp, corr, scale, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, pad, kc, mcT, pb, flags, scratch, usize(scrStride));
 }
 
 /**

@@ -1,7 +1,7 @@
 // INT8 and emulated-BF16 GEMM / conv benchmark (src/nn/lowp.ts), against register-only peak loops measured
 // in the same run (peak_dot_i8: relaxed dot or the baseline i16-dot sequence; peak_fma_f32), and the FP32
 // kernels on the same shapes. 1 vs 2 threads, baseline vs relaxed build.
-// Run: sh bench/lowp.sh [--quick] [--threads=1,2] [--only=substring] [--prec=int8,bf16,f32] [--simd=relaxed,baseline] [--kc=N --mc=N]
+// Run: sh bench/lowp.sh [--quick] [--threads=1,2] [--only=substring] [--prec=int8,bf16,f32] [--simd=relaxed,baseline] [--kc=N --mc=N --pb=N]
 // Prints a table and writes bench/results/lowp.json.
 //   "op" times are the whole op (INT8: activation quantisation + kernel; output allocation);
 //   "kernel" times run only the GEMM/conv kernel (INT8 on pre-quantised activations; the BF16 kernels
@@ -23,6 +23,8 @@ const PRECS = (args.get("prec") ?? "int8,int8u8,bf16,f32").split(",") as Prec[];
 const SIMDS = (args.get("simd") ?? "relaxed,baseline").split(",") as SimdVariant[];
 const KC = args.has("kc") ? Number(args.get("kc")) : 0;
 const MC = args.has("mc") ? Number(args.get("mc")) : 0;
+/** Panels per panel block (0: the kernels' default). */
+const PB = args.has("pb") ? Number(args.get("pb")) : 0;
 const now = () => performance.now() / 1000;
 
 function timeIt(fn: () => void): number {
@@ -86,8 +88,8 @@ function int8Setup(eng: Engine, M: number, N: number, K: number) {
   const scratch = eng.empty([stride * eng.threads], "u8");
   return { kc, mcT, scratch: scratch.ptr, stride };
 }
-const int8Opts = () => (KC || MC ? { kc: KC || undefined, mcT: MC || undefined } : {});
-const bf16Opts = () => (KC || MC ? { kc: KC || undefined, mcT: MC || undefined } : {});
+const int8Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined });
+const bf16Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined });
 function bf16Setup(eng: Engine, M: number, N: number, K: number) {
   const d = bf16Blocking(M, N, K);
   const kc = KC || d.kc, mcT = MC || d.mcT;
@@ -111,7 +113,7 @@ function gemmCase(M: number, K: number, N: number): Case {
         const bl = int8Setup(eng, M, N, lw.kp);
         return {
           op: () => eng.scope(() => void linearInt8(x, lw, int8Opts())),
-          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, flagsFor(eng, prec), bl.scratch, bl.stride),
+          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, PB, flagsFor(eng, prec), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
@@ -119,7 +121,7 @@ function gemmCase(M: number, K: number, N: number): Case {
         const bl = bf16Setup(eng, M, N, K);
         return {
           op: () => eng.scope(() => void linearBf16(x, lw, bf16Opts())),
-          kernel: () => eng.run("gemm_bf16_packed", x.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, bl.kc, bl.mcT, bl.scratch, bl.stride),
+          kernel: () => eng.run("gemm_bf16_packed", x.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, bl.kc, bl.mcT, PB, bl.scratch, bl.stride),
         };
       }
       const lw = prepareLinear(eng, w, b, N, K);
@@ -147,7 +149,7 @@ function convCase(B: number, H: number, W: number, cin: number, cout: number, k:
         const bl = int8Setup(eng, B * Ho * Wo, cout, k * k * cw.cp);
         return {
           op: () => eng.scope(() => void conv2dInt8(x, cw, int8Opts())),
-          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, flagsFor(eng, prec), bl.scratch, bl.stride),
+          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, PB, flagsFor(eng, prec), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
@@ -155,7 +157,7 @@ function convCase(B: number, H: number, W: number, cin: number, cout: number, k:
         const bl = bf16Setup(eng, B * Ho * Wo, cout, k * k * cin);
         return {
           op: () => eng.scope(() => void conv2dBf16(x, cw, bf16Opts())),
-          kernel: () => eng.run("conv2d_bf16", x.ptr, B, H, W, cin, cw.packed.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.zero.ptr, bl.kc, bl.mcT, bl.scratch, bl.stride),
+          kernel: () => eng.run("conv2d_bf16", x.ptr, B, H, W, cin, cw.packed.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.zero.ptr, bl.kc, bl.mcT, PB, bl.scratch, bl.stride),
         };
       }
       const cw = prepareConv2d(eng, w, b, shape, { stride });
@@ -169,6 +171,12 @@ const cases: Case[] = [
   convCase(1, 64, 64, 320, 320, 3, 1, [1, 1, 1, 1]),
   gemmCase(4096, 320, 1280),
   gemmCase(154, 768, 320),
+  // the other SD 1.5 UNet levels at batch 2 (32x32x640, 16x16x1280, 8x8 with a 2560-channel skip concat)
+  convCase(2, 32, 32, 640, 640, 3, 1, [1, 1, 1, 1]),
+  convCase(2, 16, 16, 1280, 1280, 3, 1, [1, 1, 1, 1]),
+  convCase(2, 8, 8, 2560, 1280, 3, 1, [1, 1, 1, 1]),
+  gemmCase(512, 1280, 10240),
+  gemmCase(2048, 640, 640),
 ].filter((c) => !ONLY || c.name.includes(ONLY));
 
 interface Row { case: string; prec: Prec; simd: SimdVariant; threads: number; opMs: number; kernelMs: number; gopsOp: number; gopsKernel: number; pctPeak?: number }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # INT8 / BF16 GEMM and conv benchmark: builds the kernels, bundles bench/kernels-lowp.ts and runs it.
-# Usage: sh bench/lowp.sh [--quick] [--threads=1,2] [--only=substring] [--prec=int8,bf16,f32] [--simd=relaxed,baseline] [--kc=N --mc=N]
+# Usage: sh bench/lowp.sh [--quick] [--threads=1,2] [--only=substring] [--prec=int8,bf16,f32] [--simd=relaxed,baseline] [--kc=N --mc=N --pb=N]
 set -e
 cd "$(dirname "$0")/.."
 node scripts/build.mjs --wasm-only > /dev/null

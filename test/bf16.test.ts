@@ -154,6 +154,7 @@ describe("BF16 linear", () => {
         expect(y.shape).toEqual([M, N]);
         expectBits(y.f32(), want, key);
         expectBits(linearBf16(xt, lw, { kc: 7, mcT: 1 }).f32(), want, `${key} blocked`);
+        expectBits(linearBf16(xt, lw, { kc: 7, mcT: 1, pb: 1 }).f32(), want, `${key} panel-blocked`);
         freeLowpWeight(lw);
       }
     });
@@ -202,6 +203,7 @@ describe("BF16 conv2d", () => {
         expect(y.shape).toEqual([B, ref.ho, ref.wo, cout]);
         expectBits(y.f32(), ref.y, key);
         expectBits(conv2dBf16(xt, cw, { kc: 10, mcT: 1 }).f32(), ref.y, `${key} blocked`);
+        expectBits(conv2dBf16(xt, cw, { kc: 10, mcT: 1, pb: 1 }).f32(), ref.y, `${key} panel-blocked`);
         freeLowpWeight(cw);
       }
     });

@@ -153,6 +153,8 @@ describe("INT8 linear", () => {
           // K blocking and row blocking change nothing
           const yb = linearInt8(xt, lw, { kc: 8, mcT: 2 });
           expectBits(yb.f32(), ref.y, `${key} y blocked`);
+          // panel blocks (K blocks outside row blocks) too
+          expectBits(linearInt8(xt, lw, { kc: 8, mcT: 2, pb: 1 }).f32(), ref.y, `${key} y panel-blocked`);
           for (const dot of ["fused", "split"] as const) expectBits(linearInt8(xt, lw, { dot, raw: true }).i32(), ref.acc, `${key} acc ${dot}`);
           [acc, y, yb, xt].forEach((t) => t.free());
           freeLowpWeight(lw);
@@ -220,6 +222,7 @@ describe("INT8 conv2d (implicit GEMM, zero-point padding)", () => {
         expectBits(acc.i32(), ref.acc, `${key} acc`);
         expectBits(conv2dInt8(xt, cw).f32(), ref.y, `${key} y`);
         expectBits(conv2dInt8(xt, cw, { kc: 12, mcT: 1 }).f32(), ref.y, `${key} y blocked`);
+        expectBits(conv2dInt8(xt, cw, { kc: 12, mcT: 1, pb: 1 }).f32(), ref.y, `${key} y panel-blocked`);
         for (const dot of ["fused", "split"] as const) expectBits(conv2dInt8(xt, cw, { dot, kc: 40 }).f32(), ref.y, `${key} y ${dot}`);
         freeLowpWeight(cw);
       }

@@ -35,6 +35,8 @@ export interface LowpRunOptions {
   kc?: number;
   /** Row block in micro-tiles; 0 = no blocking. */
   mcT?: number;
+  /** Panels (8 output channels) per panel block; 0 = the kernel's default (weights that fit in L2). */
+  pb?: number;
 }
 
 export interface Int8RunOptions extends LowpRunOptions {
@@ -284,7 +286,7 @@ function withPacking<T>(eng: Engine, M: number, K: number, def: { kc: number; mc
 /** Runs an INT8 kernel (args before kc, mcT, flags, scratch, stride) with its packing scratch. */
 function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, i16: boolean, args: number[]): void {
   const flags = int8Flags(eng, i16, opts);
-  withPacking(eng, M, K, int8Blocking(M, 0, K), opts, i16 ? 2 : 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, flags, scratch, stride));
+  withPacking(eng, M, K, int8Blocking(M, 0, K), opts, i16 ? 2 : 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, opts.pb ?? 0, flags, scratch, stride));
 }
 
 function int8Flags(eng: Engine, i16: boolean, opts: Int8RunOptions): number {
@@ -415,7 +417,7 @@ export function linearBf16(x: Tensor, w: LinearWeightBf16, opts: LowpRunOptions 
   const y = eng.empty([...x.shape.slice(0, -1), w.out], "f32");
   if (M === 0) return y;
   withPacking(eng, M, inF, bf16Blocking(M, w.out, inF), opts, 4, false, (kc, mcT, scratch, stride) =>
-    eng.run("gemm_bf16_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT, scratch, stride),
+    eng.run("gemm_bf16_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT, opts.pb ?? 0, scratch, stride),
   );
   return y;
 }
@@ -432,7 +434,7 @@ export function conv2dBf16(x: Tensor, w: ConvWeightBf16, opts: LowpRunOptions & 
   withPacking(eng, M, K, bf16Blocking(M, w.cout, K), opts, 4, false, (kc, mcT, scratch, stride) =>
     eng.run(
       "conv2d_bf16", x.ptr, B, H, W, w.cin, w.packed.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
-      w.kh, w.kw, w.stride, p[0], p[1], w.zero.ptr, kc, mcT, scratch, stride,
+      w.kh, w.kw, w.stride, p[0], p[1], w.zero.ptr, kc, mcT, opts.pb ?? 0, scratch, stride,
     ),
   );
   return y;
