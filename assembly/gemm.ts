@@ -15,7 +15,7 @@
 // Every output element is computed as bias + sum over k = 0..K-1 in increasing k order, one FMA (or
 // mul+add) per k, by exactly one thread; tails are handled by clamping rows (a duplicate row computes
 // the same values as the last real row and stores them to the same place) and by masking columns.
-// So results depend neither on the thread count nor on the cache blocking (kc, mcT).
+// So results depend neither on the thread count nor on the cache blocking (kc, mcT, pb).
 //
 // Convolution is the same loop: M = B*Ho*Wo output pixels (NHWC rows), N = Cout, K = kh*kw*Cin in
 // (ky, kx, ci) order. For each k range the 2 rows get pointers straight into the NHWC input: when all
@@ -24,6 +24,9 @@
 // from a zero buffer of kw*Cin floats instead.
 // A plain GEMM with packed B is the 1x1 convolution of a [1, 1, M, K] image with pixel stride lda.
 import { madd, splitStart, loadPart, storePart, rowPtr } from "./math";
+
+/** Weight bytes per panel block (half of a 1 MiB L2). */
+const F32_W_BLOCK: i32 = 1 << 19;
 
 /**
  * One 2 x 16 tile of the implicit GEMM: output rows m0..m0+1 (clamped to M-1), panel p, k in [k0, k1).
@@ -101,7 +104,7 @@ function convTile(
 function igemm(
   tid: i32, nt: i32, x: usize, pixB: usize, Bn: i32, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldyB: usize, Ho: i32, Wo: i32, N: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, pb: i32,
 ): void {
   const HoWo = Ho * Wo;
   const M = Bn * HoWo;
@@ -121,43 +124,68 @@ function igemm(
     p0 = splitStart(np, tid, nt);
     p1 = splitStart(np, tid + 1, nt);
   }
-  for (let mb = t0; mb < t1; mb += mcT) {
-    const me = min(mb + mcT, t1);
-    let k0 = 0;
-    do {
-      const k1 = min(k0 + kc, K);
-      for (let p = p0; p < p1; p++)
-        for (let t = mb; t < me; t++)
-          convTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t * 2, p, k0, k1);
-      k0 = k1;
-    } while (k0 < K);
+  // Panel blocks of at most F32_W_BLOCK weight bytes per K block (as in assembly/gemm_int8.ts): when a
+  // thread's panels hold more than twice that, K blocks run outside the row blocks so a weight block
+  // stays in L2 for all of them (measured: below that the plain order is as fast or faster).
+  const pbMax = pb > 0 ? pb : max(1, F32_W_BLOCK / (kc << 6));
+  if (p1 - p0 <= 2 * pbMax) {
+    for (let mb = t0; mb < t1; mb += mcT) {
+      let k0 = 0;
+      do {
+        const k1 = min(k0 + kc, K);
+        fBlock(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, mb, min(mb + mcT, t1), k0, k1, p0, p1);
+        k0 = k1;
+      } while (k0 < K);
+    }
+  } else {
+    for (let pb0 = p0; pb0 < p1; pb0 += pbMax) {
+      let k0 = 0;
+      do {
+        const k1 = min(k0 + kc, K);
+        for (let mb = t0; mb < t1; mb += mcT)
+          fBlock(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, mb, min(mb + mcT, t1), k0, k1, pb0, min(pb0 + pbMax, p1));
+        k0 = k1;
+      } while (k0 < K);
+    }
   }
+}
+
+/** Tiles [mb, me) x panels [pa, pe) over k in [k0, k1). */
+function fBlock(
+  x: usize, pixB: usize, H: i32, W: i32, Cin: i32, wp: usize, bias: usize, y: usize, ldyB: usize,
+  M: i32, HoWo: i32, Wo: i32, N: i32, K: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize,
+  mb: i32, me: i32, k0: i32, k1: i32, pa: i32, pe: i32,
+): void {
+  for (let p = pa; p < pe; p++)
+    for (let t = mb; t < me; t++)
+      convTile(x, pixB, H, W, Cin, wp, bias, y, ldyB, M, HoWo, Wo, N, K, kw, stride, padT, padL, zero, t * 2, p, k0, k1);
 }
 
 /**
  * C[M, N] (row stride ldc floats) = A[M, K] (row stride lda floats) x B + bias, with B packed in 16-column
  * panels (see top of file) and bias padded to the panel width. kc: K block (0 = all of K);
- * mcT: row block in 2-row tiles (0 = all of the thread's rows).
+ * mcT: row block in 2-row tiles (0 = all of the thread's rows); pb: panels per panel block (0 = as many as
+ * fit F32_W_BLOCK weight bytes per K block).
  */
 export function gemm_f32_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, bias: usize, c: usize, ldc: i32,
-  M: i32, N: i32, K: i32, kc: i32, mcT: i32,
+  M: i32, N: i32, K: i32, kc: i32, mcT: i32, pb: i32,
 ): void {
-  igemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, c, usize(ldc) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT);
+  igemm(tid, nt, a, usize(lda) << 2, 1, 1, M, K, wp, bias, c, usize(ldc) << 2, 1, M, N, 1, 1, 1, 0, 0, 0, kc, mcT, pb);
 }
 
 /**
  * NHWC convolution as implicit GEMM. x: [Bn, H, W, Cin] (contiguous), y: [Bn, Ho, Wo, *] with pixel stride
  * ldy floats (Cout for a plain output), weights packed as panels over K = (ky, kx, ci), bias padded,
  * zero: kw*Cin zero floats (read for padding). padT/padL: top/left padding; bottom/right padding is
- * implied by Ho/Wo. kc, mcT: cache blocking as for gemm_f32_packed.
+ * implied by Ho/Wo. kc, mcT, pb: cache blocking as for gemm_f32_packed.
  */
 export function conv2d_f32(
   tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cin: i32,
   wp: usize, bias: usize, y: usize, ldy: i32, Ho: i32, Wo: i32, Cout: i32,
-  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32,
+  kh: i32, kw: i32, stride: i32, padT: i32, padL: i32, zero: usize, kc: i32, mcT: i32, pb: i32,
 ): void {
-  igemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT);
+  igemm(tid, nt, x, usize(Cin) << 2, Bn, H, W, Cin, wp, bias, y, usize(ldy) << 2, Ho, Wo, Cout, kh, kw, stride, padT, padL, zero, kc, mcT, pb);
 }
 
 /** Loads B(k, j0 + 4*q .. +3) of a strided B (element (k, j) at pb + j*sbnB bytes), lanes past n zero. */

@@ -1,6 +1,6 @@
 #!/bin/sh
 # FP32 GEMM / conv benchmark: builds the kernels, bundles the bench script with esbuild and runs it.
-# Usage: sh bench/gemm.sh [--quick] [--min-time=S] [--only=REGEX] [--wait=S] [--kc=N] [--mc=N]   GEMM / linear / conv table, bench/results/gemm.json
+# Usage: sh bench/gemm.sh [--quick] [--min-time=S] [--only=REGEX] [--wait=S] [--kc=N] [--mc=N] [--pb=N]   GEMM / linear / conv table, bench/results/gemm.json
 #        sh bench/gemm.sh peak [--threads=N]              f32 SIMD peak only
 set -e
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 // FP32 GEMM / linear / conv benchmark against the machine's measured f32 SIMD peak.
-// Run: sh bench/gemm.sh [--quick] [--min-time=S] [--only=REGEX] [--wait=S] [--kc=N --mc=N]   (builds the kernels, bundles this file, runs it under
+// Run: sh bench/gemm.sh [--quick] [--min-time=S] [--only=REGEX] [--wait=S] [--kc=N --mc=N --pb=N]   (builds the kernels, bundles this file, runs it under
 // node --experimental-wasm-relaxed-simd --no-liftoff). Prints a table and writes bench/results/gemm.json.
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -12,6 +12,7 @@ const QUICK = args.has("quick");
 const MIN_TIME = args.has("min-time") ? Number(args.get("min-time")) : QUICK ? 0.15 : 0.6; // seconds per measurement
 const KC = args.has("kc") ? Number(args.get("kc")) : undefined;
 const MC = args.has("mc") ? Number(args.get("mc")) : undefined;
+const PB = args.has("pb") ? Number(args.get("pb")) : undefined;
 
 function now() {
   return performance.now() / 1000;
@@ -107,7 +108,7 @@ interface Shape {
 
 function withBlocking(M: number, N: number, K: number) {
   const b = gemmBlocking(M, N, K);
-  return { kc: KC ?? b.kc, mcT: MC ?? b.mcT };
+  return { kc: KC ?? b.kc, mcT: MC ?? b.mcT, pb: PB ?? b.pb };
 }
 
 function gemmShape(M: number, K: number, N: number, label?: string): Shape {
@@ -118,9 +119,9 @@ function gemmShape(M: number, K: number, N: number, label?: string): Shape {
       const w = prepareLinear(eng, rand(N * K, 1), rand(N, 2), N, K);
       const x = eng.fromArray(rand(M * K, 3), [M, K]);
       const y = eng.empty([M, N]);
-      const { kc, mcT } = withBlocking(M, N, K);
-      if (KC === undefined && MC === undefined) return () => eng.scope(() => void linear(x, w));
-      return () => eng.run("gemm_f32_packed", x.ptr, K, w.packed.ptr, w.bias.ptr, y.ptr, N, M, N, K, kc, mcT);
+      const { kc, mcT, pb } = withBlocking(M, N, K);
+      if (KC === undefined && MC === undefined && PB === undefined) return () => eng.scope(() => void linear(x, w));
+      return () => eng.run("gemm_f32_packed", x.ptr, K, w.packed.ptr, w.bias.ptr, y.ptr, N, M, N, K, kc, mcT, pb);
     },
   };
 }
@@ -147,9 +148,9 @@ function convShape(B: number, H: number, W: number, cin: number, cout: number, k
       const w = prepareConv2d(eng, rand(cout * cin * k * k, 6), rand(cout, 7), { cout, cin, kh: k, kw: k }, { stride });
       const x = eng.fromArray(rand(B * H * W * cin, 8), [B, H, W, cin]);
       const y = eng.empty([B, Ho, Wo, cout]);
-      const { kc, mcT } = withBlocking(B * Ho * Wo, cout, k * k * cin);
-      if (KC === undefined && MC === undefined) return () => eng.scope(() => void conv2d(x, w, { padding: pad }));
-      return () => eng.run("conv2d_f32", x.ptr, B, H, W, cin, w.packed.ptr, w.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], w.zero.ptr, kc, mcT);
+      const { kc, mcT, pb } = withBlocking(B * Ho * Wo, cout, k * k * cin);
+      if (KC === undefined && MC === undefined && PB === undefined) return () => eng.scope(() => void conv2d(x, w, { padding: pad }));
+      return () => eng.run("conv2d_f32", x.ptr, B, H, W, cin, w.packed.ptr, w.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], w.zero.ptr, kc, mcT, pb);
     },
   };
 }
@@ -161,6 +162,11 @@ const shapes: Shape[] = [
   convShape(2, 64, 64, 320, 320, 3, 1, [1, 1, 1, 1], "conv3x3 2x64x64x320->320"),
   convShape(2, 64, 64, 320, 320, 3, 2, [0, 0, 1, 1], "conv3x3 s2 (0,1,0,1) 2x64x64x320->320"),
   stridedShape(4096, 320, 320),
+  // the other SD 1.5 UNet levels at batch 2
+  convShape(2, 32, 32, 640, 640, 3, 1, [1, 1, 1, 1], "conv3x3 2x32x32x640->640"),
+  convShape(2, 16, 16, 1280, 1280, 3, 1, [1, 1, 1, 1], "conv3x3 2x16x16x1280->1280"),
+  convShape(2, 8, 8, 2560, 1280, 3, 1, [1, 1, 1, 1], "conv3x3 2x8x8x2560->1280"),
+  gemmShape(512, 1280, 10240),
   // shapes of the small UNet the project evaluates (fashion-sd-tiny: 64/128 channels, 8x8 latents)
   convShape(2, 8, 8, 128, 128, 3, 1, [1, 1, 1, 1], "tiny: conv3x3 2x8x8x128->128"),
   convShape(16, 8, 8, 64, 64, 3, 1, [1, 1, 1, 1], "tiny: conv3x3 16x8x8x64->64"),
@@ -187,7 +193,7 @@ const peaks: Record<string, number> = {};
 // jobs on the machine hits them alike; the peak is measured before and after (best kept)
 const configs: { simd: SimdVariant; threads: number; eng: Engine }[] = [];
 for (const simd of ["baseline", "relaxed"] as SimdVariant[])
-  for (const threads of [1, 2]) configs.push({ simd, threads, eng: await Engine.create({ threads, simd, memoryBytes: 128 << 20 }) });
+  for (const threads of [1, 2]) configs.push({ simd, threads, eng: await Engine.create({ threads, simd, memoryBytes: 512 << 20 }) });
 const measurePeaks = () => {
   for (const c of configs) {
     waitIdle();
@@ -210,7 +216,7 @@ for (const r of results) r.pctPeak = (100 * r.gflops) / peaks[`relaxed/${r.threa
 const os = await import("node:os");
 const cpu = os.cpus()[0]?.model ?? "?";
 const load = os.loadavg().map((v) => v.toFixed(2)).join(" ");
-console.log(`CPU: ${cpu} x${os.cpus().length}, node ${process.version}, load average ${load}${KC !== undefined || MC !== undefined ? `, blocking override kc=${KC} mc=${MC}` : ""}`);
+console.log(`CPU: ${cpu} x${os.cpus().length}, node ${process.version}, load average ${load}${KC !== undefined || MC !== undefined || PB !== undefined ? `, blocking override kc=${KC} mc=${MC} pb=${PB}` : ""}`);
 console.log(`peak f32 SIMD (register-only loop, GFLOP/s): relaxed_madd 1T ${peaks["relaxed/1"].toFixed(1)}, 2T ${peaks["relaxed/2"].toFixed(1)} (${(peaks["relaxed/2"] / 2).toFixed(1)}/thread); mul+add 1T ${peaks["baseline/1"].toFixed(1)}, 2T ${peaks["baseline/2"].toFixed(1)}`);
 const pad = (s: string, n: number) => s.padEnd(n);
 const lpad = (s: string, n: number) => s.padStart(n);

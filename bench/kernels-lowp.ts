@@ -127,7 +127,7 @@ function gemmCase(M: number, K: number, N: number): Case {
       const lw = prepareLinear(eng, w, b, N, K);
       return {
         op: () => eng.scope(() => void linear(x, lw)),
-        kernel: () => eng.run("gemm_f32_packed", x.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, 0, 0),
+        kernel: () => eng.run("gemm_f32_packed", x.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, 0, 0, 0),
       };
     },
   };

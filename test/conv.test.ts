@@ -92,19 +92,19 @@ for (const simd of ["baseline", "relaxed"] as const) {
         for (let i = 1; i < outs.length; i++) expect(bitsEqual(outs[0], outs[i]), `${THREADS[i]} threads differ from 1`).toBe(true);
       });
 
-    it("K and M blocking (kc, mcT) do not change a single bit", () => {
-      const c = { b: 2, h: 7, w: 9, cin: 11, cout: 13, kh: 3, kw: 3 };
+    it("K, M and panel blocking (kc, mcT, pb) do not change a single bit", () => {
+      const c = { b: 2, h: 7, w: 9, cin: 11, cout: 37, kh: 3, kw: 3 };
       const x = randn(c.b * c.h * c.w * c.cin, 99), wt = randn(c.cout * c.cin * 9, 98), bias = randn(c.cout, 97);
       const ref = conv2dRef(x, wt, bias, { batch: c.b, h: c.h, w: c.w, cin: c.cin, cout: c.cout, kh: 3, kw: 3, stride: 1, padding: [1, 1, 1, 1] });
       const results: Float32Array[] = [];
       for (const e of engines)
-        for (const [kc, mcT] of [[0, 0], [5, 1], [11, 2], [33, 7], [50, 0]])
+        for (const [kc, mcT, pb] of [[0, 0, 0], [5, 1, 0], [11, 2, 0], [33, 7, 0], [50, 0, 0], [5, 1, 1], [33, 7, 2]])
           results.push(
             e.scope(() => {
               const cw = prepareConv2d(e, wt, bias, { cout: c.cout, cin: c.cin, kh: 3, kw: 3 }, { padding: 1 });
               const xt = e.fromArray(x, [c.b, c.h, c.w, c.cin]);
               const y = e.empty([c.b, c.h, c.w, c.cout]);
-              e.run("conv2d_f32", xt.ptr, c.b, c.h, c.w, c.cin, cw.packed.ptr, cw.bias.ptr, y.ptr, c.cout, c.h, c.w, c.cout, 3, 3, 1, 1, 1, cw.zero.ptr, kc, mcT);
+              e.run("conv2d_f32", xt.ptr, c.b, c.h, c.w, c.cin, cw.packed.ptr, cw.bias.ptr, y.ptr, c.cout, c.h, c.w, c.cout, 3, 3, 1, 1, 1, cw.zero.ptr, kc, mcT, pb);
               return y.toArray();
             }),
           );

@@ -78,18 +78,18 @@ for (const simd of ["baseline", "relaxed"] as const) {
       });
     });
 
-    it("K/M blocking of the packed kernel does not change a single bit", () => {
+    it("K/M/panel blocking of the packed kernel does not change a single bit", () => {
       const [M, K, N] = [61, 203, 37];
       const x = randn(M * K, 11), w = randn(N * K, 12), b = randn(N, 13);
       const results: Float32Array[] = [];
       for (const e of engines)
-        for (const [kc, mcT] of [[0, 0], [7, 1], [64, 3], [200, 2], [1, 100]])
+        for (const [kc, mcT, pb] of [[0, 0, 0], [7, 1, 0], [64, 3, 0], [200, 2, 0], [1, 100, 0], [7, 1, 1], [64, 3, 2]])
           results.push(
             e.scope(() => {
               const lw = prepareLinear(e, w, b, N, K);
               const xt = e.fromArray(x, [M, K]);
               const y = e.empty([M, N]);
-              e.run("gemm_f32_packed", xt.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, kc, mcT);
+              e.run("gemm_f32_packed", xt.ptr, K, lw.packed.ptr, lw.bias.ptr, y.ptr, N, M, N, K, kc, mcT, pb);
               return y.toArray();
             }),
           );
@@ -107,7 +107,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
         const lw = prepareLinear(e, w, null, N, K);
         const xt = e.fromArray(xs, [M, lda]);
         const y = e.zeros([M, ldc]);
-        e.run("gemm_f32_packed", xt.ptr, lda, lw.packed.ptr, lw.bias.ptr, y.ptr, ldc, M, N, K, 0, 0);
+        e.run("gemm_f32_packed", xt.ptr, lda, lw.packed.ptr, lw.bias.ptr, y.ptr, ldc, M, N, K, 0, 0, 0);
         const ref = linearRef(x, w, null, M, K, N);
         const got = new Float32Array(M * N);
         const yv = y.f32();

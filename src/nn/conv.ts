@@ -119,8 +119,8 @@ export function conv2d(x: Tensor, w: ConvWeight, opts: { padding?: Padding4 } = 
   const y = x.engine.empty([B, Ho, Wo, w.cout]);
   switch (w.kind) {
     case "f32": {
-      const { kc, mcT } = gemmBlocking(B * Ho * Wo, w.cout, w.kh * w.kw * w.cin);
-      x.engine.run("conv2d_f32", x.ptr, B, H, W, w.cin, w.packed.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout, w.kh, w.kw, w.stride, pad[0], pad[1], w.zero.ptr, kc, mcT);
+      const { kc, mcT, pb } = gemmBlocking(B * Ho * Wo, w.cout, w.kh * w.kw * w.cin);
+      x.engine.run("conv2d_f32", x.ptr, B, H, W, w.cin, w.packed.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout, w.kh, w.kw, w.stride, pad[0], pad[1], w.zero.ptr, kc, mcT, pb);
       return y;
     }
     default:

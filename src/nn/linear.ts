@@ -108,12 +108,15 @@ export function freeLinear(w: LinearWeight): void {
  * Cache blocking for the packed kernels: kc = K block (floats of K per pass; 0 = all of K), mcT = row block
  * in GEMM_MR-row tiles (0 = all of a thread's rows). Results do not depend on these.
  */
-export function gemmBlocking(M: number, N: number, K: number): { kc: number; mcT: number } {
-  // Measured on Zen 4 (bench/kernels-gemm.ts): K blocking never helped (the hardware prefetchers keep the
-  // packed panel streaming from L2/L3), and row blocks of a few dozen tiles gain a few % on large M.
+export function gemmBlocking(M: number, N: number, K: number): { kc: number; mcT: number; pb: number } {
+  // Measured (bench/kernels-gemm.ts): up to K = 2880 (SD's 64x64 convs) one K block is as fast as any, and
+  // row blocks of a few dozen tiles gain a few % on large M. Longer K (the 16x16 and 8x8 levels' convs,
+  // K = 11520 / 23040) in blocks of about 1024 with panel blocks that fit in L2 (the kernel's pb default):
+  // 2 threads 88 -> 101 GFLOP/s on 2x16x16x1280->1280.
   void M;
   void N;
-  return { kc: 0, mcT: Math.max(8, Math.min(128, Math.floor(65536 / Math.max(1, K)))) };
+  const kc = K <= 2880 ? 0 : Math.ceil(K / Math.ceil(K / 1024));
+  return { kc, mcT: Math.max(8, Math.min(128, Math.floor(65536 / Math.max(1, kc || K)))), pb: 0 };
 }
 
 /** y[..., out] = x[..., in] W^T + b. */
@@ -128,8 +131,8 @@ export function linear(x: Tensor, w: LinearWeight): Tensor {
   const y = x.engine.empty([...x.shape.slice(0, -1), w.out]);
   switch (w.kind) {
     case "f32": {
-      const { kc, mcT } = gemmBlocking(M, w.out, inF);
-      x.engine.run("gemm_f32_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT);
+      const { kc, mcT, pb } = gemmBlocking(M, w.out, inF);
+      x.engine.run("gemm_f32_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT, pb);
       return y;
     }
     default:
