@@ -10,7 +10,7 @@ import { UNet } from "../src/models/unet.ts";
 import { openGolden, sharedDir } from "../src/io/golden.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { tensorFromNCHW, tensorToNCHW } from "../src/models/layout.ts";
-import { CALIBRATION_FORMAT, MinMaxObserver, MissingCalibrationError, writeCalibration, type Calibration } from "../src/models/precision.ts";
+import { CALIBRATION_FORMAT, MinMaxObserver, MissingCalibrationError, readCalibration, writeCalibration, type Calibration } from "../src/models/precision.ts";
 import { convert } from "../weights-tools/convert.ts";
 import { run as convertCli } from "../src/cli/convert.ts";
 import { UsageError } from "../src/cli/args.ts";
@@ -102,5 +102,16 @@ describe("stepq convert (unet-sd15-tiny)", () => {
     expect(() => convert({ model: unetDir, precisions: ["int8"], out: path.join(tmp, "x") })).toThrow(MissingCalibrationError);
     await expect(convertCli(["--model", unetDir, "--precision", "fp32"])).rejects.toThrow(UsageError);
     await expect(convertCli(["--model", unetDir])).rejects.toThrow(/--precision is required/);
+  });
+
+  it("per-step calibrations: convert refuses them, and loading converted int8 with one is an error", () => {
+    const cal = readCalibration(calFile);
+    const perStep: Calibration = { ...cal, timesteps: [500], layers: Object.fromEntries(Object.entries(cal.layers).map(([k, r]) => [k, { ...r, steps: [{ min: r.min, max: r.max }] }])) };
+    const f = path.join(tmp, "per-step.json");
+    writeCalibration(f, perStep);
+    expect(() => convert({ model: unetDir, precisions: ["int8"], out: path.join(tmp, "y"), calibration: f })).toThrow(/has per-step ranges .*converted int8 files cannot hold/);
+    expect(() => UNet.load(eng, out, { precisions: ["int8"], calibration: f })).toThrow(/has per-step ranges, but int8 is loaded from the converted/);
+    // a calibration without per-step ranges is still ignored by converted layers
+    expect(UNet.load(eng, out, { precisions: ["int8"], calibration: calFile }).precisions).toEqual(["int8"]);
   });
 });

@@ -9,6 +9,12 @@
 // average of per-call ranges clips the calls whose ranges are wider. Measured on fashion-sd-tiny (50 PNDM
 // steps, guidance 4, all-INT8 PSNR vs FP32 images of 100 seeds; weights-tools/README.md has the table and the
 // commands): momentum 0.9 gives 19.3 dB, 0.99 24.8 dB, running min/max 28.5 dB.
+// Per-step (--per-step): a diffusion UNet's activation ranges drift with the timestep, so one range over all
+// 50 steps is wider than any step needs and wastes the 7-bit resolution. With perStep each layer also gets
+// the running min/max over the prompts of the UNet calls at each scheduler timestep (PNDM's repeated
+// timestep: both calls in one range); INT8 then uses the current call's timestep's range (nearest calibrated
+// one). Running min/max only: a moving average over one timestep's few calls would keep mostly the last prompt.
+// The global ranges are recorded as without perStep (the same prompts give the same file plus the steps).
 // The result is written as JSON (src/models/precision.ts: Calibration) next to the weights as
 // unet/stepq-calibration.json, which UNet/pipeline loading reads for int8.
 //
@@ -43,6 +49,8 @@ export interface CalibrateOptions {
   momentum?: number;
   /** Largest quantised activation INT8 layers will use: 127 (7-bit, default: the fast relaxed-dot path) or 255 (u8: exact i16 path, slower). */
   actQmax?: 127 | 255;
+  /** Also record each layer's range per scheduler timestep (running min/max only). */
+  perStep?: boolean;
   threads?: number;
   memoryBytes?: number;
   simd?: "auto" | "relaxed" | "baseline";
@@ -109,7 +117,9 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const steps = o.steps ?? 50;
   const guidance = o.guidance ?? 4;
   const seed0 = o.seed0 ?? 10000;
-  const observer = new MinMaxObserver(o.observer ?? DEFAULT_OBSERVER, o.momentum ?? DEFAULT_EMA_MOMENTUM);
+  const observerType = o.observer ?? DEFAULT_OBSERVER;
+  if (o.perStep && observerType !== "minmax") throw new Error(`calibrate: per-step ranges are running min/max per timestep; observer ${observerType} does not apply`);
+  const observer = new MinMaxObserver(observerType, o.momentum ?? DEFAULT_EMA_MOMENTUM, !!o.perStep);
   const pipe = o.pipeline ?? (await StableDiffusionPipeline.load(o.model, { precisions: ["fp32"], threads: o.threads, memoryBytes: o.memoryBytes, simd: o.simd }));
   const ctx = pipe.unet.precisionContext;
   try {
@@ -129,7 +139,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
           seed: seed0 + i,
           precision: "fp32",
           onStep: (s) => {
-            observer.endCall();
+            observer.endCall(s.timestep);
             o.onProgress?.({ prompt: i, prompts: o.prompts.length, call: s.step, calls: s.total, elapsedMs: performance.now() - t0 });
           },
         });
@@ -139,6 +149,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
       ctx.observe = null;
       ctx.current = before;
     }
+    const timesteps = observer.timesteps();
     return {
       format: CALIBRATION_FORMAT,
       version: CALIBRATION_VERSION,
@@ -153,6 +164,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
       actQmax: o.actQmax ?? ACT_QMAX_DEFAULT,
       created: new Date().toISOString(),
       layers: observer.layers(),
+      ...(timesteps ? { timesteps } : {}),
     };
   } finally {
     if (!o.pipeline) pipe.close();

@@ -18,6 +18,7 @@ import { f32ArrayToBf16Bits, quantizeWeightsPerChannel, ACT_QMAX_DEFAULT } from 
 import {
   actParamsFor,
   defaultCalibrationPath,
+  hasPerStepRanges,
   MissingCalibrationError,
   readCalibration,
   STEPQ_FORMAT,
@@ -146,6 +147,9 @@ export function convert(o: ConvertOptions): ConvertResult {
     calLabel = o.calibration ?? defaultCalibrationPath(srcUnet);
     if (!fs.existsSync(calLabel)) throw new MissingCalibrationError(calLabel, o.model);
     cal = readCalibration(calLabel);
+    // a converted int8 layer stores one input_scale / input_zero_point
+    if (hasPerStepRanges(cal))
+      throw new Error(`${calLabel} has per-step ranges (stepq calibrate --per-step), which converted int8 files cannot hold (one activation range per layer); convert with a calibration made without --per-step`);
   }
   let unetDir = srcUnet;
   if (o.out && path.resolve(o.out) !== path.resolve(o.model)) {

@@ -20,6 +20,10 @@ steps, 100 images: INT8 PSNR vs FP32 19.3 dB with momentum 0.9, 24.8 dB with 0.9
 weights-tools/README.md).
 INT8 uses these ranges (7-bit asymmetric per-tensor activations by default).
 Writes JSON: layer -> {min, max, absMin, absMax, count} plus the settings (model, steps, prompts, observer).
+--per-step also records each layer's range per scheduler timestep (running min/max over the prompts'
+UNet calls at that timestep); INT8 then uses the range of the current call's timestep (the nearest
+calibrated one), since the ranges drift with the timestep and one range over all steps is wider than
+any step needs. Opt-in; not for stepq convert (converted int8 files hold one range per layer).
 
 Options:
   --model DIR        diffusers pipeline folder (default: the shipped ${DEFAULT_MODEL})
@@ -33,6 +37,7 @@ Options:
   --observer TYPE    minmax (running extremes, default) | ema (moving-average min/max)
   --momentum M       EMA momentum (default 0.99: range = 0.99 range + 0.01 this call's, torch's
                      averaging_constant 0.01); only with --observer ema
+  --per-step         also record per-timestep ranges (minmax observer only; see above)
   --act-bits B       7 (default: activations 0..127, the fast relaxed-SIMD dot) or 8 (0..255: half the
                      rounding error, exact i16 kernel path, slower on relaxed SIMD)
   --out FILE         output (default: DIR/unet/stepq-calibration.json, where generate/eval/bench look)
@@ -44,7 +49,8 @@ Options:
 
 Examples:
   stepq calibrate --model models/fashion-sd-tiny --n 20 --steps 50 --guidance 4
-  stepq calibrate --n 20 --observer ema --momentum 0.99 --out ema.json     # the paper-style observer`;
+  stepq calibrate --n 20 --observer ema --momentum 0.99 --out ema.json     # the paper-style observer
+  stepq calibrate --n 20 --steps 50 --guidance 4 --per-step --out cal-per-step.json`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, {
@@ -58,6 +64,7 @@ export async function run(argv: string[]): Promise<number> {
     observer: { type: "string" },
     momentum: { type: "string" },
     "act-bits": { type: "string" },
+    "per-step": { type: "boolean" },
     out: { type: "string", short: "o" },
     threads: { type: "string", short: "t" },
     memory: { type: "string" },
@@ -83,6 +90,9 @@ export async function run(argv: string[]): Promise<number> {
   const obs = (v.observer as string | undefined) ?? "minmax";
   if (obs !== "ema" && obs !== "minmax") throw new UsageError(`--observer must be ema or minmax, got "${obs}"`);
   if (v.momentum !== undefined && obs !== "ema") throw new UsageError("--momentum applies to --observer ema only");
+  const perStep = !!v["per-step"];
+  if (perStep && obs !== "minmax")
+    throw new UsageError("--per-step records running min/max per timestep; --observer ema does not apply (a moving average over one timestep's few calls would keep mostly the last prompt)");
   const momentum = numOpt(v.momentum as string | undefined, "momentum", DEFAULT_EMA_MOMENTUM, 0, 0.999999);
   const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", 7, 7, 8);
   const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
@@ -101,7 +111,7 @@ export async function run(argv: string[]): Promise<number> {
   const quiet = !!v.quiet;
   const tty = !!process.stderr.isTTY && !quiet;
   const log = (s: string) => process.stderr.write(`stepq calibrate: ${s}\n`);
-  if (!quiet) log(`${prompts.length} prompt(s) x ${steps} steps, guidance ${guidance}, observer ${obs === "ema" ? `moving-average min/max (momentum ${momentum})` : "min/max"}`);
+  if (!quiet) log(`${prompts.length} prompt(s) x ${steps} steps, guidance ${guidance}, observer ${obs === "ema" ? `moving-average min/max (momentum ${momentum})` : "min/max"}${perStep ? ", per step" : ""}`);
   let lastPrint = 0;
   const cal = await calibrate({
     model,
@@ -113,6 +123,7 @@ export async function run(argv: string[]): Promise<number> {
     observer: obs === "ema" ? "ema-minmax" : "minmax",
     momentum,
     actQmax: actBits === 8 ? 255 : 127,
+    perStep,
     threads,
     memoryBytes,
     simd: simd as "auto" | "relaxed" | "baseline",
@@ -132,6 +143,6 @@ export async function run(argv: string[]): Promise<number> {
         },
   });
   writeCalibration(out, cal);
-  if (!quiet) log(`${Object.keys(cal.layers).length} layers, ${cal.unetCalls} UNet calls observed: wrote ${out}`);
+  if (!quiet) log(`${Object.keys(cal.layers).length} layers, ${cal.unetCalls} UNet calls observed${cal.timesteps ? ` at ${cal.timesteps.length} timesteps` : ""}: wrote ${out}`);
   return 0;
 }

@@ -10,8 +10,17 @@
 // This module holds:
 //   - the Precision type and the context;
 //   - calibration files (per-layer input activation ranges, which INT8 layers need): the format, the
-//     moving-average min/max observer that records them (as torch's MovingAverageMinMaxObserver), reading
-//     and writing, and the error that names the missing file and the command that makes it;
+//     observer that records them (running min/max, or moving-average min/max as torch's
+//     MovingAverageMinMaxObserver), reading and writing, and the error that names the missing file and the
+//     command that makes it;
+//   - per-timestep ranges (`stepq calibrate --per-step`, optional in the same format version 1): besides its
+//     global range, each layer has one range per calibrated timestep (`timesteps: number[]` at the top, per
+//     layer `steps: {min, max}[]` aligned with it; running min/max over the prompts of the UNet calls at that
+//     timestep). A model loaded with such a file keeps the timestep table in its context; UNet.forward sets
+//     ctx.stepIndex to the nearest calibrated timestep (setCallTimestep) and each INT8 layer re-prepares its
+//     activation terms for that step's range when they differ from the last call's (src/nn/lowp.ts
+//     setInt8ActParams). Readers that ignore the fields use the global ranges, which is still correct, so
+//     the version stays 1. Converted int8 files hold one range per layer: stepq convert refuses per-step files;
 //   - the stepq converted-weights format (weights-tools/README.md): names, metadata checks, and the f32
 //     weights that reproduce stored int8 weights + scales exactly through the nn prepare functions.
 import * as fs from "node:fs";
@@ -41,11 +50,43 @@ export function normalizePrecisions(list: readonly string[]): Precision[] {
 /** The shared selector of a model's switch weights. `loaded` lists the variants every layer holds. */
 export interface PrecisionContext extends PrecisionSelector {
   readonly loaded: readonly Precision[];
+  /** The calibration's per-step timesteps the INT8 layers hold ranges for (null: global ranges only). */
+  stepTimesteps: readonly number[] | null;
 }
 
 export function createPrecisionContext(precisions: readonly Precision[]): PrecisionContext {
   const loaded = normalizePrecisions(precisions);
-  return { current: loaded.includes("fp32") ? "fp32" : loaded[0], loaded, observe: null };
+  return { current: loaded.includes("fp32") ? "fp32" : loaded[0], loaded, observe: null, stepTimesteps: null, stepIndex: -1 };
+}
+
+/** Index of the timestep in `timesteps` equal to t, else the nearest one (ties: the one listed first). */
+export function nearestTimestepIndex(timesteps: readonly number[], t: number): number {
+  if (!timesteps.length) throw new PrecisionError("no calibrated timesteps");
+  if (!Number.isFinite(t)) throw new PrecisionError(`timestep ${t} is not a finite number`);
+  let best = 0;
+  for (let i = 0; i < timesteps.length; i++) {
+    if (timesteps[i] === t) return i;
+    if (Math.abs(timesteps[i] - t) < Math.abs(timesteps[best] - t)) best = i;
+  }
+  return best;
+}
+
+/**
+ * Tells the context the timestep(s) of the UNet call about to run: with per-step INT8 ranges, stepIndex
+ * becomes the nearest calibrated timestep's index. A batch whose rows have different timesteps cannot use
+ * per-step ranges (one range per layer per call) and is an error when INT8 would run.
+ */
+export function setCallTimestep(ctx: PrecisionContext, timesteps: readonly number[]): void {
+  ctx.stepIndex = -1;
+  const table = ctx.stepTimesteps;
+  if (!table || !timesteps.length) return;
+  const t = timesteps[0];
+  if (timesteps.some((v) => v !== t)) {
+    if (ctx.current === "int8")
+      throw new PrecisionError(`per-step INT8 ranges need one timestep per UNet call, got ${[...new Set(timesteps)].join(", ")} in one batch`);
+    return;
+  }
+  ctx.stepIndex = nearestTimestepIndex(table, t);
 }
 
 /** Sets ctx.current, or throws naming what is loaded. */
@@ -72,6 +113,14 @@ export interface LayerRange {
   absMax?: number;
   /** Observations (UNet calls) folded in. */
   count?: number;
+  /** Per-step calibration: this layer's range at each of Calibration.timesteps (same order). */
+  steps?: StepRange[];
+}
+
+/** A layer's input range over the UNet calls at one timestep. */
+export interface StepRange {
+  min: number;
+  max: number;
 }
 
 export interface ObserverInfo {
@@ -101,24 +150,37 @@ export interface Calibration {
   created: string;
   /** Layer (checkpoint name without .weight) -> input range. */
   layers: Record<string, LayerRange>;
+  /** Per-step calibration: the scheduler timesteps observed, in the order first seen; each layer's `steps` follows it. */
+  timesteps?: number[];
+}
+
+/** Whether a calibration holds per-timestep ranges. */
+export function hasPerStepRanges(c: Calibration): c is Calibration & { timesteps: number[] } {
+  return Array.isArray(c.timesteps);
 }
 
 /**
  * Moving-average min/max per layer, as torch.ao.quantization.MovingAverageMinMaxObserver: the first
  * observation sets the range, later ones move it by (1 - momentum) toward theirs. One observation per layer
  * per UNet call: record() accumulates the extremes of the current call, endCall() folds them in.
- * With type "minmax" the range is the running extremes instead.
+ * With type "minmax" the range is the running extremes instead. With perStep, the running extremes are
+ * also kept per timestep (endCall(timestep)): minmax only, since a moving average over the few calls of one
+ * timestep would describe mostly the last prompt.
  */
 export class MinMaxObserver {
-  private ranges = new Map<string, Required<LayerRange>>();
+  private ranges = new Map<string, Omit<Required<LayerRange>, "steps">>();
   private pending = new Map<string, [number, number]>();
+  /** Per-step: timestep -> layer -> [min, max] (Map keeps the order timesteps were first seen). */
+  private stepRanges = new Map<number, Map<string, [number, number]>>();
   calls = 0;
 
   constructor(
     readonly type: "ema-minmax" | "minmax" = "ema-minmax",
     readonly momentum = 0.9,
+    readonly perStep = false,
   ) {
     if (!(momentum >= 0 && momentum < 1)) throw new RangeError(`observer momentum must be in [0, 1), got ${momentum}`);
+    if (perStep && type !== "minmax") throw new RangeError(`per-step ranges are running min/max; observer ${type} is not supported with them`);
   }
 
   /** Adds one tensor's extremes to the current call's observation of `layer`. */
@@ -137,8 +199,21 @@ export class MinMaxObserver {
     this.record(layer, mn, mx);
   }
 
-  /** Ends one UNet call: folds each layer's extremes of this call into its range. */
-  endCall(): void {
+  /** Ends one UNet call: folds each layer's extremes of this call into its range (and its timestep's, per step). */
+  endCall(timestep?: number): void {
+    if (this.perStep && this.pending.size) {
+      if (timestep === undefined || !Number.isFinite(timestep)) throw new PrecisionError(`per-step calibration: endCall needs the call's timestep, got ${timestep}`);
+      let m = this.stepRanges.get(timestep);
+      if (!m) this.stepRanges.set(timestep, (m = new Map()));
+      for (const [k, [mn, mx]] of this.pending) {
+        const r = m.get(k);
+        if (!r) m.set(k, [mn, mx]);
+        else {
+          r[0] = Math.min(r[0], mn);
+          r[1] = Math.max(r[1], mx);
+        }
+      }
+    }
     const c = 1 - this.momentum;
     for (const [k, [mn, mx]] of this.pending) {
       const r = this.ranges.get(k);
@@ -166,10 +241,24 @@ export class MinMaxObserver {
       : { type: "ema-minmax", momentum: this.momentum, per: "UNet call (torch MovingAverageMinMaxObserver, averaging_constant = 1 - momentum)" };
   }
 
-  /** The ranges so far, layer names sorted. */
+  /** Per-step: the timesteps observed, in the order first seen (null without perStep). */
+  timesteps(): number[] | null {
+    return this.perStep ? [...this.stepRanges.keys()] : null;
+  }
+
+  /** The ranges so far, layer names sorted; per step, each layer's `steps` follows timesteps(). */
   layers(): Record<string, LayerRange> {
     const out: Record<string, LayerRange> = {};
-    for (const k of [...this.ranges.keys()].sort()) out[k] = { ...this.ranges.get(k)! };
+    for (const k of [...this.ranges.keys()].sort()) {
+      out[k] = { ...this.ranges.get(k)! };
+      if (this.perStep)
+        out[k].steps = [...this.stepRanges].map(([t, m]) => {
+          const r = m.get(k);
+          // every layer runs in every UNet call; a gap means the calls differed in structure
+          if (!r) throw new PrecisionError(`per-step calibration: layer ${k} was not observed at timestep ${t}`);
+          return { min: r[0], max: r[1] };
+        });
+    }
     return out;
   }
 }
@@ -206,7 +295,24 @@ export function validateCalibration(c: unknown, what: string): Calibration {
   if (o.version !== CALIBRATION_VERSION) throw new PrecisionError(`${what}: calibration format version ${o.version}, this stepq reads ${CALIBRATION_VERSION}`);
   if (!o.layers || typeof o.layers !== "object") throw new PrecisionError(`${what}: no "layers" object`);
   for (const [k, r] of Object.entries(o.layers))
-    if (!r || !Number.isFinite(r.min) || !Number.isFinite(r.max) || r.min > r.max) throw new PrecisionError(`${what}: layer ${k} has a bad range ${JSON.stringify(r)}`);
+    if (!r || !Number.isFinite(r.min) || !Number.isFinite(r.max) || r.min > r.max) throw new PrecisionError(`${what}: layer ${k} has a bad range ${JSON.stringify({ min: r?.min, max: r?.max })}`);
+  if (o.timesteps !== undefined) {
+    const ts = o.timesteps;
+    if (!Array.isArray(ts) || !ts.length || ts.some((t) => typeof t !== "number" || !Number.isFinite(t)))
+      throw new PrecisionError(`${what}: "timesteps" must be a non-empty array of finite numbers`);
+    if (new Set(ts).size !== ts.length) throw new PrecisionError(`${what}: "timesteps" lists a timestep twice`);
+    for (const [k, r] of Object.entries(o.layers)) {
+      if (!Array.isArray(r.steps) || r.steps.length !== ts.length)
+        throw new PrecisionError(`${what}: layer ${k} needs "steps" with one range per timestep (${ts.length}), has ${Array.isArray(r.steps) ? r.steps.length : "none"}`);
+      r.steps.forEach((sr, i) => {
+        if (!sr || !Number.isFinite(sr.min) || !Number.isFinite(sr.max) || sr.min > sr.max)
+          throw new PrecisionError(`${what}: layer ${k} has a bad range at timestep ${ts[i]}: ${JSON.stringify(sr)}`);
+      });
+    }
+  } else {
+    const k = Object.keys(o.layers).find((l) => o.layers[l].steps !== undefined);
+    if (k !== undefined) throw new PrecisionError(`${what}: layer ${k} has per-step "steps" but the file has no "timesteps"`);
+  }
   if (o.actQmax !== undefined && o.actQmax !== 127 && o.actQmax !== 255) throw new PrecisionError(`${what}: actQmax must be 127 or 255, got ${o.actQmax}`);
   return o;
 }
@@ -224,7 +330,24 @@ export function readCalibration(file: string): Calibration {
 
 export function writeCalibration(file: string, c: Calibration): void {
   validateCalibration(c, file);
-  fs.writeFileSync(file, JSON.stringify(c, null, 1) + "\n");
+  fs.writeFileSync(file, calibrationJson(c));
+}
+
+/** The file text: indented JSON, with each per-step array on one line (a layer's 50 ranges would take 200 lines). */
+export function calibrationJson(c: Calibration): string {
+  const compact: string[] = [];
+  const text = JSON.stringify(
+    c,
+    (key, v) => {
+      if ((key === "steps" || key === "timesteps") && Array.isArray(v)) {
+        compact.push(JSON.stringify(v));
+        return `\u0000${compact.length - 1}`;
+      }
+      return v;
+    },
+    1,
+  );
+  return text.replace(/"\\u0000(\d+)"/g, (_, i) => compact[Number(i)]) + "\n";
 }
 
 /** Where a unet folder's calibration file is looked for by default. */
@@ -237,6 +360,14 @@ export function actParamsFor(cal: Calibration, layer: string, label: string): Re
   const r = cal.layers[layer];
   if (!r) throw new PrecisionError(`${label}: no activation range for layer ${layer} (the calibration was made for another model? re-run stepq calibrate)`);
   return actParamsFromRange(r.min, r.max, cal.actQmax ?? ACT_QMAX_DEFAULT);
+}
+
+/** A layer's activation params at each of the calibration's timesteps, or null without per-step ranges. */
+export function stepActParamsFor(cal: Calibration, layer: string, label: string): Required<ActQuantParams>[] | null {
+  if (!hasPerStepRanges(cal)) return null;
+  const r = cal.layers[layer];
+  if (!r?.steps) throw new PrecisionError(`${label}: no per-step activation ranges for layer ${layer} (the calibration was made for another model? re-run stepq calibrate --per-step)`);
+  return r.steps.map((sr) => actParamsFromRange(sr.min, sr.max, cal.actQmax ?? ACT_QMAX_DEFAULT));
 }
 
 /**

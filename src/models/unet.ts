@@ -26,6 +26,7 @@ import { cloneTensor } from "./layout.ts";
 import {
   createPrecisionContext,
   defaultCalibrationPath,
+  setCallTimestep,
   MissingCalibrationError,
   PrecisionError,
   readCalibration,
@@ -579,6 +580,9 @@ export class UNet {
       cal = resolveCalibration(opts.calibration, defaultCalibrationPath(dir));
       // fail before building anything
       if (!cal.calibration) throw new MissingCalibrationError(cal.file ?? defaultCalibrationPath(dir), modelHint);
+    } else if (files.int8 && opts.calibration != null) {
+      // not used by the converted layers, but a per-step calibration given explicitly must not be ignored silently
+      cal = resolveCalibration(opts.calibration, null);
     }
     const ws = WeightStore.open(eng, primary);
     try {
@@ -734,6 +738,8 @@ export class UNet {
       throw new Error(`UNet.forward: context must be [${b},L,C], got [${context.shape}]`);
     const ts = typeof timestep === "number" ? new Array(b).fill(timestep) : Array.from(timestep);
     if (ts.length !== b) throw new Error(`UNet.forward: ${ts.length} timesteps for batch ${b}`);
+    // per-step INT8 ranges: the layers pick the range of this call's (nearest calibrated) timestep
+    if (this.ctx) setCallTimestep(this.ctx, ts);
 
     const inter = opts.intermediates;
     const keep: Record<string, Tensor> = {};

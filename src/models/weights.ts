@@ -10,7 +10,11 @@
 // (bf16 rounded, int8 quantised per output channel with the layer's calibrated activation range) or from
 // stepq converted files (stepq-bf16.safetensors / stepq-int8.safetensors, see weights-tools/README.md):
 // their BF16 weights and int8 weights + scales + activation params are used as stored (no calibration;
-// the layers come out bit-identical to the ones made from the checkpoint).
+// the layers come out bit-identical to the ones made from the checkpoint). With a per-step calibration
+// (timesteps + per-layer steps ranges), INT8 layers from the checkpoint are prepared with the global range
+// and carry every step's activation params (int8Steps); ctx.stepTimesteps is set to the calibration's
+// timesteps, and selectVariant re-prepares the layer for the current call's step (src/nn/lowp.ts
+// setInt8ActParams). Converted int8 files hold one range per layer and cannot take per-step ranges.
 //
 // Everything a store creates lives in engine memory owned by no scope (Engine.persistent), so a model
 // may be loaded inside a scope.
@@ -19,7 +23,7 @@
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { prepareLinear, type LinearWeight, type LinearWeightSwitch } from "../nn/linear.ts";
+import { prepareLinear, type Int8StepActs, type LinearWeight, type LinearWeightSwitch } from "../nn/linear.ts";
 import { prepareConv2d, type ConvShape, type ConvWeight, type ConvWeightSwitch } from "../nn/conv.ts";
 import { prepareConv2dBf16, prepareConv2dInt8, prepareLinearBf16, prepareLinearInt8 } from "../nn/lowp.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
@@ -27,6 +31,9 @@ import { Rng } from "../pipeline/random.ts";
 import {
   actParamsFor,
   checkStepqMetadata,
+  hasPerStepRanges,
+  PrecisionError,
+  stepActParamsFor,
   isStepqFile,
   weightsForQuantized,
   MissingCalibrationError,
@@ -131,6 +138,15 @@ export class WeightStore {
       throw new WeightError(
         `${this.src.label} is a stepq converted file (${this.src.file!.metadata.precision}); precisions ${setup.ctx.loaded.filter((p) => p === "fp32" || !files[p as "bf16" | "int8"]).join(", ")} need the original checkpoint`,
       );
+    const cal = setup.calibration;
+    if (cal && cal !== "synthetic" && hasPerStepRanges(cal) && setup.ctx.loaded.includes("int8")) {
+      if (files.int8)
+        throw new PrecisionError(
+          `${setup.calibrationFile ?? "the calibration"} has per-step ranges, but int8 is loaded from the converted ${files.int8.file.path}, which holds one range per layer; ` +
+            "remove the converted int8 file to use per-step ranges, or use a calibration made without --per-step",
+        );
+      setup.ctx.stepTimesteps = cal.timesteps.slice();
+    }
     this.src.prec = { setup, files, layers: [] };
   }
 
@@ -205,6 +221,7 @@ export class WeightStore {
     const eng = this.engine;
     const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
     const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
+    const int8Steps = act ? this.stepActParams(name, act) : undefined;
     const f32 = fromCkpt.length ? this.linearF32(prefix, out, inF, opts) : null;
     if (!f32) this.markUsedInPrimary(prefix);
     const variants: LinearWeightSwitch["variants"] = {};
@@ -221,7 +238,7 @@ export class WeightStore {
       }
     });
     st.layers.push(name);
-    return { kind: "switch", name, out, inF, ctx, variants };
+    return int8Steps ? { kind: "switch", name, out, inF, ctx, variants, int8Steps } : { kind: "switch", name, out, inF, ctx, variants };
   }
 
   /** INT8 activation params of a layer built from the checkpoint (calibration, synthetic, or an error). */
@@ -230,6 +247,14 @@ export class WeightStore {
     if (s.calibration === "synthetic") return actParamsFromRange(SYNTHETIC_ACT_RANGE[0], SYNTHETIC_ACT_RANGE[1]);
     if (!s.calibration) throw new MissingCalibrationError(s.calibrationFile ?? "(no calibration file given)", s.modelHint);
     return actParamsFor(s.calibration, name, s.calibrationFile ?? "calibration");
+  }
+
+  /** Per-step activation params of a layer built from the checkpoint (undefined: the calibration has none). */
+  private stepActParams(name: string, global: ActQuantParams): Int8StepActs | undefined {
+    const s = this.src.prec!.setup;
+    if (!s.calibration || s.calibration === "synthetic") return undefined;
+    const steps = stepActParamsFor(s.calibration, name, s.calibrationFile ?? "calibration");
+    return steps ? { global, steps } : undefined;
   }
 
   /** When every variant of a layer came from stepq files, its checkpoint tensors count as used. */
@@ -331,6 +356,7 @@ export class WeightStore {
     const per = cin * kh * kw;
     const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
     const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
+    const int8Steps = act ? this.stepActParams(name, act) : undefined;
     const f32 = fromCkpt.length ? this.convF32(prefix, shape, opts) : null;
     if (!f32) this.markUsedInPrimary(prefix);
     const n = o1 - o0;
@@ -355,7 +381,8 @@ export class WeightStore {
     });
     st.layers.push(name);
     const p = co.padding;
-    return { kind: "switch", name, cout: n, cin, kh, kw, stride: co.stride, padding: [p, p, p, p], ctx, variants };
+    const sw: ConvWeightSwitch = { kind: "switch", name, cout: n, cin, kh, kw, stride: co.stride, padding: [p, p, p, p], ctx, variants };
+    return int8Steps ? { ...sw, int8Steps } : sw;
   }
 
   /** GroupNorm / LayerNorm affine parameters: `${prefix}.weight` → gamma, `${prefix}.bias` → beta, each [C]. */

@@ -4,7 +4,7 @@
 // linear weights; padding reads from a small zero buffer owned by the weight.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import { GEMM_NR, gemmBlocking, packBias, panelsFor, selectVariant, type PrecisionSelector } from "./linear.ts";
+import { GEMM_NR, gemmBlocking, packBias, panelsFor, selectVariant, type Int8StepActs, type PrecisionSelector } from "./linear.ts";
 import { conv2dBf16, conv2dInt8, freeLowpWeight, type ConvWeightBf16, type ConvWeightInt8 } from "./lowp.ts";
 
 export type Padding4 = [top: number, left: number, bottom: number, right: number];
@@ -38,6 +38,8 @@ export interface ConvWeightSwitch {
   readonly padding: Padding4;
   readonly ctx: PrecisionSelector;
   readonly variants: { fp32?: ConvWeightF32; bf16?: ConvWeightBf16; int8?: ConvWeightInt8 };
+  /** Present when the calibration has per-timestep ranges: the int8 variant is re-prepared per call. */
+  readonly int8Steps?: Int8StepActs;
 }
 
 export type ConvWeight = ConvWeightF32 | ConvWeightBf16 | ConvWeightInt8 | ConvWeightSwitch;

@@ -8,7 +8,8 @@
 // one its PrecisionSelector (owned by the model, e.g. the UNet) currently selects.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import { freeLowpWeight, linearBf16, linearInt8, type LinearWeightBf16, type LinearWeightInt8 } from "./lowp.ts";
+import { freeLowpWeight, linearBf16, linearInt8, setInt8ActParams, type ConvWeightInt8, type LinearWeightBf16, type LinearWeightInt8 } from "./lowp.ts";
+import type { ActQuantParams } from "./quant.ts";
 
 /** Columns per packed panel (four f32x4 vectors); must match assembly/gemm.ts. */
 export const GEMM_NR = 16;
@@ -33,6 +34,17 @@ export interface PrecisionSelector {
   current: WeightPrecision;
   /** Called with the layer name and its f32 input before a switch weight runs (calibration); null/absent: nothing. */
   observe?: ((layer: string, x: Tensor) => void) | null;
+  /**
+   * Per-timestep INT8 activation ranges: the index of the current UNet call's timestep in the model's
+   * calibrated timesteps (src/models/precision.ts setCallTimestep); -1 or absent: the global ranges.
+   */
+  stepIndex?: number;
+}
+
+/** A switch weight's INT8 activation params per calibrated timestep (aligned with the model's list) and global. */
+export interface Int8StepActs {
+  readonly global: ActQuantParams;
+  readonly steps: readonly ActQuantParams[];
 }
 
 /** A per-step weight: every loaded precision of one layer; linear() runs variants[ctx.current]. */
@@ -44,16 +56,26 @@ export interface LinearWeightSwitch {
   readonly inF: number;
   readonly ctx: PrecisionSelector;
   readonly variants: { fp32?: LinearWeightF32; bf16?: LinearWeightBf16; int8?: LinearWeightInt8 };
+  /** Present when the calibration has per-timestep ranges: the int8 variant is re-prepared per call. */
+  readonly int8Steps?: Int8StepActs;
 }
 
 export type LinearWeight = LinearWeightF32 | LinearWeightBf16 | LinearWeightInt8 | LinearWeightSwitch;
 
-/** The variant of a switch weight its selector picks (after reporting the input to the observer, if any). */
-export function selectVariant<S extends { name: string; ctx: PrecisionSelector; variants: object }>(w: S, x: Tensor): NonNullable<S["variants"][keyof S["variants"]]> {
+/**
+ * The variant of a switch weight its selector picks (after reporting the input to the observer, if any);
+ * an int8 variant with per-timestep ranges is first set to the current call's timestep's params.
+ */
+export function selectVariant<S extends { name: string; ctx: PrecisionSelector; variants: object; int8Steps?: Int8StepActs }>(w: S, x: Tensor): NonNullable<S["variants"][keyof S["variants"]]> {
   const p = w.ctx.current;
   const v = (w.variants as Record<string, unknown>)[p] as NonNullable<S["variants"][keyof S["variants"]]> | undefined;
   if (!v) throw new Error(`layer ${w.name}: precision ${p} is not loaded (loaded: ${Object.keys(w.variants).join(", ")})`);
   w.ctx.observe?.(w.name, x);
+  if (p === "int8" && w.int8Steps) {
+    const i = w.ctx.stepIndex ?? -1;
+    if (i >= w.int8Steps.steps.length) throw new Error(`layer ${w.name}: timestep index ${i}, but ${w.int8Steps.steps.length} per-step ranges`);
+    setInt8ActParams(v as unknown as LinearWeightInt8 | ConvWeightInt8, i >= 0 ? w.int8Steps.steps[i] : w.int8Steps.global);
+  }
   return v;
 }
 

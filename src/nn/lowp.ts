@@ -67,8 +67,11 @@ export interface LinearWeightInt8 {
   scale: Tensor;
   /** f32 bias (0 if none), padded. */
   bias: Tensor;
+  /** The activation params corr, scale (and a conv's padBuf) are currently prepared for (setInt8ActParams changes them). */
   act: { scale: number; invScale: number; zeroPoint: number; qmax: number };
   weightScales: Float32Array;
+  /** sum_k q_w[n] per channel (host copy), so corr can be remade for another zero point without the weights. */
+  weightSums: Int32Array;
 }
 
 export interface ConvWeightInt8 extends Omit<LinearWeightInt8, "kind" | "out" | "inF" | "kp"> {
@@ -169,16 +172,40 @@ function prepareInt8Common(eng: Engine, qk: Int8Array, scales: Float32Array, N: 
   const np8 = Math.ceil(N / 8) * 8;
   const i16Path = usesI16Path(eng, a.qmax);
   const packed = eng.fromArray(packInt8Panels(qk, N, K, i16Path), [np8 * K], "i8");
-  const corr = eng.zeros([np8], "i32");
-  const scale = eng.zeros([np8], "f32");
-  const cv = corr.i32(), sv = scale.f32();
+  const weightSums = new Int32Array(N);
   for (let n = 0; n < N; n++) {
     let s = 0;
     for (let k = 0; k < K; k++) s += qk[n * K + k];
-    cv[n] = a.zeroPoint * s;
-    sv[n] = Math.fround(a.scale * scales[n]);
+    weightSums[n] = s;
   }
-  return { packed, i16Path, corr, scale, bias: paddedF32(eng, bias, N, np8), act: a, weightScales: scales };
+  const corr = eng.zeros([np8], "i32");
+  const scale = eng.zeros([np8], "f32");
+  writeInt8ActTerms(corr, scale, weightSums, scales, a);
+  return { packed, i16Path, corr, scale, bias: paddedF32(eng, bias, N, np8), act: a, weightScales: scales, weightSums };
+}
+
+/** The activation-dependent terms of an INT8 layer: corr[n] = zp * sum_k q_w[n], scale[n] = f32(sx * sw[n]). */
+function writeInt8ActTerms(corr: Tensor, scale: Tensor, weightSums: Int32Array, weightScales: Float32Array, a: { scale: number; zeroPoint: number }): void {
+  const cv = corr.i32(), sv = scale.f32();
+  for (let n = 0; n < weightSums.length; n++) {
+    cv[n] = a.zeroPoint * weightSums[n];
+    sv[n] = Math.fround(a.scale * weightScales[n]);
+  }
+}
+
+/**
+ * Re-prepares an INT8 layer for other activation params (per-timestep calibration ranges): the activation
+ * scale / zero point, corr, the epilogue scales and a conv's padding buffer, N values each, so a layer keeps
+ * one copy of its weights whatever the number of ranges. The result is bit-identical to a layer prepared
+ * with `act`. No work when the params are the current ones. qmax must stay the same (it decides the packing).
+ */
+export function setInt8ActParams(w: LinearWeightInt8 | ConvWeightInt8, act: ActQuantParams): void {
+  const a = normalizeActParams(act);
+  if (a.scale === w.act.scale && a.zeroPoint === w.act.zeroPoint && a.qmax === w.act.qmax) return;
+  if (a.qmax !== w.act.qmax) throw new RangeError(`setInt8ActParams: the layer was prepared for qmax ${w.act.qmax}, got ${a.qmax}`);
+  writeInt8ActTerms(w.corr, w.scale, w.weightSums, w.weightScales, a);
+  if ("padBuf" in w) w.padBuf.u8().fill(a.zeroPoint);
+  w.act = a;
 }
 
 /**

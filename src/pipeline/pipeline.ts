@@ -407,7 +407,8 @@ export class StableDiffusionPipeline {
   /**
    * Runs text-to-image for B images at once: each UNet call takes the batch [uncond_0..uncond_{B-1},
    * cond_0..cond_{B-1}] (2B rows; B without guidance) and one VAE call decodes all B. Every kernel computes
-   * each batch row on its own with the same arithmetic (and INT8 activation parameters are static per layer),
+   * each batch row on its own with the same arithmetic (and INT8 activation parameters depend only on the layer
+   * and, with per-step calibration ranges, the timestep, which all images share),
    * so images[i] is bit-identical to generate() with prompts[i] and seeds[i] (test/pipeline.test.ts).
    * Load the pipeline with {batch: B} so the engine memory covers it (the estimate grows with B).
    */
