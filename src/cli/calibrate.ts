@@ -23,7 +23,8 @@ Writes JSON: layer -> {min, max, absMin, absMax, count} plus the settings (model
 --per-step also records each layer's range per scheduler timestep (running min/max over the prompts'
 UNet calls at that timestep); INT8 then uses the range of the current call's timestep (the nearest
 calibrated one), since the ranges drift with the timestep and one range over all steps is wider than
-any step needs. Opt-in; not for stepq convert (converted int8 files hold one range per layer).
+any step needs (fashion-sd-tiny, n = 1000: all-INT8 PSNR vs FP32 28.3 -> 29.3 dB, mixed:5 36.4 -> 37.1;
+docs/quality.md). Opt-in; not for stepq convert (converted int8 files hold one range per layer).
 
 Options:
   --model DIR        diffusers pipeline folder (default: the shipped ${DEFAULT_MODEL})
