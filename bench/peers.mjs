@@ -177,7 +177,8 @@ function runStepq(kind, precision, o) {
   } else {
     cmd = path.join(root, "node_modules", ".bin", "deno");
     if (!fs.existsSync(cmd)) return { error: "deno not installed (npm ci installs it)" };
-    argv = ["run", "-A", path.join(root, "src", "cli", "main.ts"), ...args];
+    // --no-liftoff as in bench/sd15.mjs: otherwise a long kernel call can stay in V8's baseline tier
+    argv = ["run", "-A", "--v8-flags=--no-liftoff", path.join(root, "src", "cli", "main.ts"), ...args];
   }
   const r = spawnSync(cmd, argv, { cwd: root, encoding: "utf8", timeout: 30 * 60_000 });
   if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split("\n").pop() };
