@@ -45,7 +45,7 @@
 // packing reads the quantised NHWC input directly; taps in the spatial padding read a buffer of zero-point
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
-import { splitStart, loadPart, storePart, rowPtr } from "./math";
+import { splitStart, loadPart, storePart, rowPtr, onesI16x8 } from "./math";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -189,7 +189,7 @@ function qTile(
       bq += 32;
     }
   } else if (ASC_FEATURE_RELAXED_SIMD) {
-    const ones = i16x8.splat(1);
+    const ones = onesI16x8();
     for (; ap < end; ap += 16) {
       w0 = v128.load(bq); w1 = v128.load(bq, 16);
       const av = v128.load(ap);
@@ -473,7 +473,7 @@ export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: 
       s8 = qdot(w, a, s8); s9 = qdot(w, a, s9); s10 = qdot(w, a, s10); s11 = qdot(w, a, s11);
     }
   } else if (ASC_FEATURE_RELAXED_SIMD && variant == 1) {
-    const ones = i16x8.splat(1);
+    const ones = onesI16x8();
     for (let i = 0; i < iters; i++) {
       const a = v128.and(s0, m7);
       s0 = qdotSplit(w, a, s0, ones); s1 = qdotSplit(w, a, s1, ones); s2 = qdotSplit(w, a, s2, ones); s3 = qdotSplit(w, a, s3, ones);
