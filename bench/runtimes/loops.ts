@@ -1,6 +1,5 @@
-// AssemblyScript (not part of the TypeScript build: tsconfig.json excludes it).
+// AssemblyScript, compiled on its own by bench/runtimes.sh (not part of the engine's wasm; tsconfig.json excludes it).
 // Micro-loops that show how a JS engine compiles our kernels' loop shapes (bench/runtimes.sh).
-// AssemblyScript, compiled on its own (not part of the engine's wasm).
 @inline function madd(a: v128, b: v128, c: v128): v128 {
   return f32x4.relaxed_madd(a, b, c);
 }
