@@ -247,6 +247,7 @@ describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
     expect(r.prompt_accuracy).toBeGreaterThan(0.5);
     expect(r.per_class_accuracy.length).toBe(10);
     expect(r.psnr_vs_fp32).toBeNull();
+    expect(r.calibration).toBeNull(); // no INT8 step
     expect(Math.abs(r.classifier_test_accuracy - 0.9088)).toBeLessThanOrEqual(0.001);
     expect(fs.readdirSync(path.join(tmp, "png")).length).toBe(20);
     expect(fs.readdirSync(path.join(tmp, "png"))[2]).toBe("0002-pair_of_trousers.png");
@@ -255,6 +256,13 @@ describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
     expect(readReferenceImages(saved, want).length).toBe(20 * 32 * 32 * 3);
     expect(() => readReferenceImages(saved, { ...want, steps: 50 })).toThrow(/steps 10 \(this run: 50\)/);
     expect(() => readReferenceImages(saved, { ...want, n: 10 })).toThrow(/does not match/);
+  });
+
+  it("an INT8 run records the calibration it used (the shipped model's file, one range per layer)", async () => {
+    const shipped = path.resolve("models", "fashion-sd-tiny"); // same weights as MODEL, plus the calibration
+    const r = await runEval({ ...base, model: shipped, n: 10, steps: 3, precision: "mixed:1", fp32Reference: false });
+    expect(r.calibration).toBe(path.join(shipped, "unet", "stepq-calibration.json"));
+    expect(r.calibration_per_step).toBe(false);
   });
 
   it("FP32 against its own saved images is bit-identical (deterministic generation), whatever the batch size and thread count", async () => {

@@ -209,6 +209,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
         `FID              ${r.fid.toFixed(3)}`,
         `prompt accuracy  ${r.prompt_accuracy.toFixed(4)}  (per class: ${r.per_class_accuracy.map((a, i) => `${classes[i]} ${a.toFixed(2)}`).join(", ")})`,
         `PSNR vs fp32     ${r.psnr_vs_fp32 === null ? "n/a (fp32 run; pass --reference-images to compare)" : `${fmtNum(r.psnr_vs_fp32, 2)} dB mean, ${fmtNum(r.psnr_min, 2)} dB min, ${r.psnr_identical_images} identical (reference: ${r.psnr_reference})`}`,
+        ...(r.calibration ? [`INT8 ranges      ${r.calibration}${r.calibration_per_step ? " (per timestep)" : ""}`] : []),
         `classifier test accuracy ${r.classifier_test_accuracy.toFixed(4)}; ${r.seconds.toFixed(1)} s total, ${r.generate_seconds.toFixed(1)} s generating`,
       ].join("\n") + "\n",
     );

@@ -20,7 +20,7 @@ import { readIdxImages } from "../io/idx.ts";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import { parsePrecisionSpec, precisionsUsed } from "./precision.ts";
-import type { Precision } from "../models/precision.ts";
+import { defaultCalibrationPath, readCalibration, stepqWeightsName, type Precision } from "../models/precision.ts";
 import { writePng } from "./png.ts";
 
 export class EvalError extends Error {}
@@ -316,6 +316,22 @@ export interface EvalResult {
   threads: number;
   /** Images per generateBatch() call (the results do not depend on it). */
   batch: number;
+  /** The INT8 calibration file used (absolute path); null when the run has no INT8 step or INT8 comes from converted weights. */
+  calibration: string | null;
+  /** Whether that calibration has per-timestep ranges (stepq calibrate --per-step); null as above. */
+  calibration_per_step: boolean | null;
+}
+
+/**
+ * The INT8 activation ranges a run uses, as UNet loading picks them (src/models/unet.ts): none without an
+ * INT8 step or with converted INT8 weights (they carry their own), else --calibration or the model's file.
+ */
+function int8CalibrationUsed(model: string, calibration: string | undefined, used: readonly Precision[]): { calibration: string | null; calibration_per_step: boolean | null } {
+  const unetDir = path.join(model, "unet");
+  if (!used.includes("int8") || fs.existsSync(path.join(unetDir, stepqWeightsName("int8")))) return { calibration: null, calibration_per_step: null };
+  const file = path.resolve(calibration ?? defaultCalibrationPath(unetDir));
+  const cal = readCalibration(file);
+  return { calibration: file, calibration_per_step: (cal.timesteps?.length ?? 0) > 0 };
 }
 
 const IMAGES_TENSOR = "images";
@@ -526,6 +542,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
       generate_seconds: genMs / 1000,
       threads: pipe.engine.threads,
       batch,
+      ...int8CalibrationUsed(o.model, o.calibration, used),
     };
   } finally {
     clsEng?.close();
