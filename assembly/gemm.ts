@@ -165,7 +165,7 @@ function fBlock(
  * C[M, N] (row stride ldc floats) = A[M, K] (row stride lda floats) x B + bias, with B packed in 16-column
  * panels (see top of file) and bias padded to the panel width. kc: K block (0 = all of K);
  * mcT: row block in 2-row tiles (0 = all of the thread's rows); pb: panels per panel block (0 = as many as
- * fit F32_W_BLOCK weight bytes per K block).
+ * fit F32_W_BLOCK weight bytes per K block), used when a thread has more than 2 * pb panels.
  */
 export function gemm_f32_packed(
   tid: i32, nt: i32, a: usize, lda: i32, wp: usize, bias: usize, c: usize, ldc: i32,
