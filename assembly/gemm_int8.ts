@@ -98,10 +98,12 @@ const INT8_W_BLOCK: i32 = 1 << 19;
  * Packs the activations of one 4-row tile (rows m0..m0+3, clamped to M-1) for k in [k0, k1) into ap,
  * interleaved by k-group: ap[g*16 + r*4 + j] = A[row r][k0 + 4g + j]. For convolutions this gathers the
  * kernel window (taps in the padding read the zero-point buffer), so the GEMM loop sees plain rows.
+ * wide (the i16 path): each byte zero-extended to i16, so a row's k-group is 8 bytes:
+ * ap[g*32 + r*8 + 2j] = A[row r][k0 + 4g + j] as i16.
  */
 function qPackTile(
   x: usize, pixB: usize, H: i32, W: i32, Cp: i32, M: i32, HoWo: i32, Wo: i32,
-  kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, m0: i32, k0: i32, k1: i32, ap: usize,
+  kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, m0: i32, k0: i32, k1: i32, ap: usize, wide: bool,
 ): void {
   const HWB = usize(H) * usize(W) * pixB;
   const r0 = min(m0 + 0, M - 1);
@@ -134,6 +136,26 @@ function qPackTile(
     let a2 = rowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
     let a3 = rowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
     k += len;
+    if (wide) {
+      for (; len >= 8; len -= 8) {
+        // 8 bytes (2 k-groups) per row, widened: [g0 | g1] per row; out: g0 rows 0..3, then g1 rows 0..3
+        const e0 = v128.load8x8_u(a0), e1 = v128.load8x8_u(a1), e2 = v128.load8x8_u(a2), e3 = v128.load8x8_u(a3);
+        v128.store(ap, i64x2.shuffle(e0, e1, 0, 2));
+        v128.store(ap, i64x2.shuffle(e2, e3, 0, 2), 16);
+        v128.store(ap, i64x2.shuffle(e0, e1, 1, 3), 32);
+        v128.store(ap, i64x2.shuffle(e2, e3, 1, 3), 48);
+        a0 += 8; a1 += 8; a2 += 8; a3 += 8;
+        ap += 64;
+      }
+      if (len > 0) {
+        const e0 = i16x8.extend_low_i8x16_u(v128.load32_zero(a0)), e1 = i16x8.extend_low_i8x16_u(v128.load32_zero(a1));
+        const e2 = i16x8.extend_low_i8x16_u(v128.load32_zero(a2)), e3 = i16x8.extend_low_i8x16_u(v128.load32_zero(a3));
+        v128.store(ap, i64x2.shuffle(e0, e1, 0, 2));
+        v128.store(ap, i64x2.shuffle(e2, e3, 0, 2), 16);
+        ap += 32;
+      }
+      continue;
+    }
     for (; len >= 16; len -= 16) {
       qTranspose4(ap, v128.load(a0), v128.load(a1), v128.load(a2), v128.load(a3));
       a0 += 16; a1 += 16; a2 += 16; a3 += 16;
@@ -222,64 +244,6 @@ function qTile(
   }
 }
 
-/**
- * i16 path packing: like qPackTile but each byte widened to i16 (zero-extended), so a row's k-group is
- * 8 bytes: ap[g*32 + r*8 + 2j] = A[row r][k0 + 4g + j] as i16.
- */
-function qPackTile16(
-  x: usize, pixB: usize, H: i32, W: i32, Cp: i32, M: i32, HoWo: i32, Wo: i32,
-  kw: i32, stride: i32, padT: i32, padL: i32, pad: usize, m0: i32, k0: i32, k1: i32, ap: usize,
-): void {
-  const HWB = usize(H) * usize(W) * pixB;
-  const r0 = min(m0 + 0, M - 1);
-  const n0 = r0 / HoWo, q0 = r0 - n0 * HoWo, oy0 = q0 / Wo, ox0 = q0 - oy0 * Wo;
-  const base0 = x + usize(n0) * HWB, iy0 = oy0 * stride - padT, ix0 = ox0 * stride - padL;
-  const r1 = min(m0 + 1, M - 1);
-  const n1 = r1 / HoWo, q1 = r1 - n1 * HoWo, oy1 = q1 / Wo, ox1 = q1 - oy1 * Wo;
-  const base1 = x + usize(n1) * HWB, iy1 = oy1 * stride - padT, ix1 = ox1 * stride - padL;
-  const r2 = min(m0 + 2, M - 1);
-  const n2 = r2 / HoWo, q2 = r2 - n2 * HoWo, oy2 = q2 / Wo, ox2 = q2 - oy2 * Wo;
-  const base2 = x + usize(n2) * HWB, iy2 = oy2 * stride - padT, ix2 = ox2 * stride - padL;
-  const r3 = min(m0 + 3, M - 1);
-  const n3 = r3 / HoWo, q3 = r3 - n3 * HoWo, oy3 = q3 / Wo, ox3 = q3 - oy3 * Wo;
-  const base3 = x + usize(n3) * HWB, iy3 = oy3 * stride - padT, ix3 = ox3 * stride - padL;
-  const hok = (kw == 1 || pixB == usize(Cp)) && ix0 >= 0 && ix0 + kw <= W && ix1 >= 0 && ix1 + kw <= W && ix2 >= 0 && ix2 + kw <= W && ix3 >= 0 && ix3 + kw <= W;
-  const rowK = kw * Cp;
-  let k = k0;
-  while (k < k1) {
-    const ky = k / rowK;
-    const within = k - ky * rowK;
-    let dx = 0, off = within, len = min(k1, (ky + 1) * rowK) - k;
-    if (!hok) {
-      dx = within / Cp;
-      off = within - dx * Cp;
-      len = min(k1 - k, Cp - off);
-    }
-    let a0 = rowPtr(base0, iy0 + ky, ix0 + dx, H, W, pixB, usize(off), pad);
-    let a1 = rowPtr(base1, iy1 + ky, ix1 + dx, H, W, pixB, usize(off), pad);
-    let a2 = rowPtr(base2, iy2 + ky, ix2 + dx, H, W, pixB, usize(off), pad);
-    let a3 = rowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, usize(off), pad);
-    k += len;
-    for (; len >= 8; len -= 8) {
-      // 8 bytes (2 k-groups) per row, widened: [g0 | g1] per row; out: g0 rows 0..3, then g1 rows 0..3
-      const e0 = v128.load8x8_u(a0), e1 = v128.load8x8_u(a1), e2 = v128.load8x8_u(a2), e3 = v128.load8x8_u(a3);
-      v128.store(ap, i64x2.shuffle(e0, e1, 0, 2));
-      v128.store(ap, i64x2.shuffle(e2, e3, 0, 2), 16);
-      v128.store(ap, i64x2.shuffle(e0, e1, 1, 3), 32);
-      v128.store(ap, i64x2.shuffle(e2, e3, 1, 3), 48);
-      a0 += 8; a1 += 8; a2 += 8; a3 += 8;
-      ap += 64;
-    }
-    if (len > 0) {
-      const e0 = i16x8.extend_low_i8x16_u(v128.load32_zero(a0)), e1 = i16x8.extend_low_i8x16_u(v128.load32_zero(a1));
-      const e2 = i16x8.extend_low_i8x16_u(v128.load32_zero(a2)), e3 = i16x8.extend_low_i8x16_u(v128.load32_zero(a3));
-      v128.store(ap, i64x2.shuffle(e0, e1, 0, 2));
-      v128.store(ap, i64x2.shuffle(e2, e3, 0, 2), 16);
-      ap += 32;
-    }
-  }
-}
-
 /** Two rows (cpA, cpB) x 8 channels of the i16 path over packed i16 activations (row offset ro bytes in a k-group). */
 @inline function qRows16(
   ap: usize, end: usize, bq: usize, ro: usize, corr: usize, scl: usize, bias: usize, cpA: usize, cpB: usize,
@@ -323,7 +287,7 @@ function qPackTile16(
 }
 
 /**
- * One 4 x 8 tile of the i16 path (weights in the k-pair layout, activations from qPackTile16), computed as
+ * One 4 x 8 tile of the i16 path (weights in the k-pair layout, activations from qPackTile with wide), computed as
  * two 2-row halves so the 4 accumulators, 4 widened weight vectors and 4 activation pairs fit in registers.
  */
 function qTile16(
@@ -406,21 +370,13 @@ function qBlock(
   padT: i32, padL: i32, pad: usize, wp: usize, corr: usize, scl: usize, bias: usize, y: usize, ldyB: usize,
   N: i32, K: i32, mb: i32, me: i32, k0: i32, k1: i32, pa: i32, pe: i32, i16: bool, flags: i32,
 ): void {
-  if (i16) {
-    const tileB = usize(k1 - k0) << 3;
+  const tileB = usize(k1 - k0) << (i16 ? 3 : 2); // the i16 path packs 2 bytes per activation
+  for (let t = mb; t < me; t++)
+    qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB, i16);
+  for (let p = pa; p < pe; p++)
     for (let t = mb; t < me; t++)
-      qPackTile16(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
-    for (let p = pa; p < pe; p++)
-      for (let t = mb; t < me; t++)
-        qTile16(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
-  } else {
-    const tileB = usize(k1 - k0) << 2;
-    for (let t = mb; t < me; t++)
-      qPackTile(x, pixB, H, W, Cp, M, HoWo, Wo, kw, stride, padT, padL, pad, t << 2, k0, k1, ap + usize(t - mb) * tileB);
-    for (let p = pa; p < pe; p++)
-      for (let t = mb; t < me; t++)
-        qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
-  }
+      if (i16) qTile16(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
+      else qTile(ap + usize(t - mb) * tileB, wp, corr, scl, bias, y, ldyB, M, N, K, t << 2, p, k0, k1, flags);
 }
 
 /**
