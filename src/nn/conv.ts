@@ -4,13 +4,13 @@
 // linear weights; padding reads from a small zero buffer owned by the weight.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import { GEMM_NR, gemmBlocking, packBias, panelsFor, selectVariant, type Int8StepActs, type PrecisionSelector } from "./linear.ts";
+import { GEMM_NR, gemmBlocking, packBias, panelsFor, selectVariant, type WeightSwitch } from "./linear.ts";
 import { conv2dBf16, conv2dInt8, freeLowpWeight, type ConvWeightBf16, type ConvWeightInt8 } from "./lowp.ts";
 
 export type Padding4 = [top: number, left: number, bottom: number, right: number];
 
-export interface ConvWeightF32 {
-  readonly kind: "f32";
+/** A conv layer's geometry, as every conv weight (any precision, or a switch) holds it. */
+export interface ConvGeometry {
   readonly cout: number;
   readonly cin: number;
   readonly kh: number;
@@ -18,6 +18,10 @@ export interface ConvWeightF32 {
   readonly stride: number;
   /** Default padding [top, left, bottom, right]. */
   readonly padding: Padding4;
+}
+
+export interface ConvWeightF32 extends ConvGeometry {
+  readonly kind: "f32";
   /** [panels, K = kh*kw*cin, GEMM_NR]: packed[(p * K + (ky*kw + kx)*cin + ci) * GEMM_NR + j] = weight[p*GEMM_NR + j][ci][ky][kx]. */
   readonly packed: Tensor;
   /** [panels * GEMM_NR], zero-padded. */
@@ -26,21 +30,8 @@ export interface ConvWeightF32 {
   readonly zero: Tensor;
 }
 
-/** A per-step conv weight: every loaded precision of one layer; conv2d() runs variants[ctx.current] (see linear.ts). */
-export interface ConvWeightSwitch {
-  readonly kind: "switch";
-  readonly name: string;
-  readonly cout: number;
-  readonly cin: number;
-  readonly kh: number;
-  readonly kw: number;
-  readonly stride: number;
-  readonly padding: Padding4;
-  readonly ctx: PrecisionSelector;
-  readonly variants: { fp32?: ConvWeightF32; bf16?: ConvWeightBf16; int8?: ConvWeightInt8 };
-  /** Present when the calibration has per-timestep ranges: the int8 variant is re-prepared per call. */
-  readonly int8Steps?: Int8StepActs;
-}
+/** A per-step conv weight (see WeightSwitch in linear.ts). */
+export interface ConvWeightSwitch extends WeightSwitch<{ fp32?: ConvWeightF32; bf16?: ConvWeightBf16; int8?: ConvWeightInt8 }>, ConvGeometry {}
 
 export type ConvWeight = ConvWeightF32 | ConvWeightBf16 | ConvWeightInt8 | ConvWeightSwitch;
 

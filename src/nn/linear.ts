@@ -47,17 +47,20 @@ export interface Int8StepActs {
   readonly steps: readonly ActQuantParams[];
 }
 
-/** A per-step weight: every loaded precision of one layer; linear() runs variants[ctx.current]. */
-export interface LinearWeightSwitch {
+/** A per-step weight (linear or conv): every loaded precision of one layer; the op runs variants[ctx.current]. */
+export interface WeightSwitch<V extends object> {
   readonly kind: "switch";
   /** Checkpoint name of the layer (e.g. "down_blocks.0.attentions.0.proj_in"), for calibration and messages. */
   readonly name: string;
-  readonly out: number;
-  readonly inF: number;
   readonly ctx: PrecisionSelector;
-  readonly variants: { fp32?: LinearWeightF32; bf16?: LinearWeightBf16; int8?: LinearWeightInt8 };
+  readonly variants: V;
   /** Present when the calibration has per-timestep ranges: the int8 variant is re-prepared per call. */
   readonly int8Steps?: Int8StepActs;
+}
+
+export interface LinearWeightSwitch extends WeightSwitch<{ fp32?: LinearWeightF32; bf16?: LinearWeightBf16; int8?: LinearWeightInt8 }> {
+  readonly out: number;
+  readonly inF: number;
 }
 
 export type LinearWeight = LinearWeightF32 | LinearWeightBf16 | LinearWeightInt8 | LinearWeightSwitch;
@@ -66,14 +69,14 @@ export type LinearWeight = LinearWeightF32 | LinearWeightBf16 | LinearWeightInt8
  * The variant of a switch weight its selector picks (after reporting the input to the observer, if any);
  * an int8 variant with per-timestep ranges is first set to the current call's timestep's params.
  */
-export function selectVariant<S extends { name: string; ctx: PrecisionSelector; variants: object; int8Steps?: Int8StepActs }>(w: S, x: Tensor): NonNullable<S["variants"][keyof S["variants"]]> {
+export function selectVariant<S extends WeightSwitch<object>>(w: S, x: Tensor): NonNullable<S["variants"][keyof S["variants"]]> {
   const p = w.ctx.current;
   const v = (w.variants as Record<string, unknown>)[p] as NonNullable<S["variants"][keyof S["variants"]]> | undefined;
   if (!v) throw new Error(`layer ${w.name}: precision ${p} is not loaded (loaded: ${Object.keys(w.variants).join(", ")})`);
   w.ctx.observe?.(w.name, x);
   if (p === "int8" && w.int8Steps) {
+    // stepIndex comes from the same calibration's timestep table (setCallTimestep), so it is in range
     const i = w.ctx.stepIndex ?? -1;
-    if (i >= w.int8Steps.steps.length) throw new Error(`layer ${w.name}: timestep index ${i}, but ${w.int8Steps.steps.length} per-step ranges`);
     setInt8ActParams(v as unknown as LinearWeightInt8 | ConvWeightInt8, i >= 0 ? w.int8Steps.steps[i] : w.int8Steps.global);
   }
   return v;

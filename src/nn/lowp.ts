@@ -12,7 +12,7 @@
 // Activations are f32 NHWC tensors in and out (BF16 outputs carry bf16 values).
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import type { ConvShape, Padding4 } from "./conv.ts";
+import type { ConvGeometry, ConvShape, Padding4 } from "./conv.ts";
 import {
   type ActQuantParams,
   f32ArrayToBf16Bits,
@@ -74,16 +74,10 @@ export interface LinearWeightInt8 {
   weightSums: Int32Array;
 }
 
-export interface ConvWeightInt8 extends Omit<LinearWeightInt8, "kind" | "out" | "inF" | "kp"> {
+export interface ConvWeightInt8 extends Omit<LinearWeightInt8, "kind" | "out" | "inF" | "kp">, ConvGeometry {
   kind: "int8";
-  cout: number;
-  cin: number;
-  kh: number;
-  kw: number;
   /** cin rounded up to a multiple of 4 (quantised pixel length). */
   cp: number;
-  stride: number;
-  padding: Padding4;
   /** kw * cp bytes of the zero point, read for taps in the spatial padding. */
   padBuf: Tensor;
 }
@@ -98,14 +92,8 @@ export interface LinearWeightBf16 {
   bias: Tensor;
 }
 
-export interface ConvWeightBf16 extends Omit<LinearWeightBf16, "kind" | "out" | "inF"> {
+export interface ConvWeightBf16 extends Omit<LinearWeightBf16, "kind" | "out" | "inF">, ConvGeometry {
   kind: "bf16";
-  cout: number;
-  cin: number;
-  kh: number;
-  kw: number;
-  stride: number;
-  padding: Padding4;
   /** kw * cin zero floats, read for taps in the spatial padding. */
   zero: Tensor;
 }
