@@ -52,11 +52,16 @@ export interface PrecisionContext extends PrecisionSelector {
   readonly loaded: readonly Precision[];
   /** The calibration's per-step timesteps the INT8 layers hold ranges for (null: global ranges only). */
   stepTimesteps: readonly number[] | null;
+  /**
+   * The calibration file the INT8 layers took their activation ranges from (null: no INT8, synthetic ranges,
+   * or converted INT8 weights, which carry their own).
+   */
+  int8Calibration: string | null;
 }
 
 export function createPrecisionContext(precisions: readonly Precision[]): PrecisionContext {
   const loaded = normalizePrecisions(precisions);
-  return { current: loaded.includes("fp32") ? "fp32" : loaded[0], loaded, observe: null, stepTimesteps: null, stepIndex: -1 };
+  return { current: loaded.includes("fp32") ? "fp32" : loaded[0], loaded, observe: null, stepTimesteps: null, int8Calibration: null, stepIndex: -1 };
 }
 
 /** Index of the timestep in `timesteps` equal to t, else the nearest one (ties: the one listed first). */

@@ -147,6 +147,7 @@ export class WeightStore {
         );
       setup.ctx.stepTimesteps = cal.timesteps.slice();
     }
+    if (cal && cal !== "synthetic" && setup.ctx.loaded.includes("int8") && !files.int8) setup.ctx.int8Calibration = setup.calibrationFile ?? "the calibration given";
     this.src.prec = { setup, files, layers: [] };
   }
 

@@ -20,7 +20,7 @@ import { readIdxImages } from "../io/idx.ts";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
 import { parsePrecisionSpec, precisionsUsed } from "./precision.ts";
-import { defaultCalibrationPath, readCalibration, stepqWeightsName, type Precision } from "../models/precision.ts";
+import type { Precision } from "../models/precision.ts";
 import { writePng } from "./png.ts";
 
 export class EvalError extends Error {}
@@ -322,18 +322,6 @@ export interface EvalResult {
   calibration_per_step: boolean | null;
 }
 
-/**
- * The INT8 activation ranges a run uses, as UNet loading picks them (src/models/unet.ts): none without an
- * INT8 step or with converted INT8 weights (they carry their own), else --calibration or the model's file.
- */
-function int8CalibrationUsed(model: string, calibration: string | undefined, used: readonly Precision[]): { calibration: string | null; calibration_per_step: boolean | null } {
-  const unetDir = path.join(model, "unet");
-  if (!used.includes("int8") || fs.existsSync(path.join(unetDir, stepqWeightsName("int8")))) return { calibration: null, calibration_per_step: null };
-  const file = path.resolve(calibration ?? defaultCalibrationPath(unetDir));
-  const cal = readCalibration(file);
-  return { calibration: file, calibration_per_step: (cal.timesteps?.length ?? 0) > 0 };
-}
-
 const IMAGES_TENSOR = "images";
 
 /** Reads a --reference-images file and checks its settings match this run. */
@@ -523,6 +511,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
         prompts: 'a photo of a {class}, classes in label order, n/10 each; image i uses seed seed0+i',
       });
     clf.free();
+    const int8Cal = pipe.unet.precisionContext?.int8Calibration ?? null;
     return {
       precision: o.precision,
       n: o.n,
@@ -542,7 +531,9 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
       generate_seconds: genMs / 1000,
       threads: pipe.engine.threads,
       batch,
-      ...int8CalibrationUsed(o.model, o.calibration, used),
+      // as the UNet loaded them
+      calibration: int8Cal === null ? null : path.resolve(int8Cal),
+      calibration_per_step: int8Cal === null ? null : pipe.unet.precisionContext!.stepTimesteps !== null,
     };
   } finally {
     clsEng?.close();
