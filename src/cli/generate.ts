@@ -5,7 +5,7 @@ import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
 import { StableDiffusionPipeline, resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { parsePrecisionSpec, precisionsUsed, formatSchedule, PrecisionScheduleError } from "../pipeline/precision.ts";
+import { parsePrecisionSpec, precisionsToLoad, precisionsUsed, formatSchedule, PrecisionScheduleError } from "../pipeline/precision.ts";
 import { writePng } from "../pipeline/png.ts";
 
 export const summary = "generate an image from a text prompt (writes a PNG)";
@@ -122,7 +122,7 @@ export async function run(argv: string[]): Promise<number> {
     throw e;
   }
   const used = precisionsUsed(perStep);
-  const lowp = !(used.length === 1 && used[0] === "fp32");
+  const lowp = precisionsToLoad(used) !== undefined;
   const calibration = v.calibration as string | undefined;
   if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
   const quiet = !!v.quiet;
@@ -149,7 +149,7 @@ export async function run(argv: string[]): Promise<number> {
     height: height ?? (latentShape ? latentShape[2] * 8 : undefined),
     onWarning: (m) => log(`stepq: warning: ${m}`),
     // load only the UNet variants the schedule uses (plain fp32 weights for fp32)
-    precisions: lowp ? used : undefined,
+    precisions: precisionsToLoad(used),
     calibration,
   });
   try {

@@ -30,7 +30,7 @@ import {
 } from "../io/diffusers.ts";
 import { resolveDefaultModel, StableDiffusionPipeline } from "./pipeline.ts";
 import { PRECISIONS as ALL_PRECISIONS, PRECISION_BYTES as BYTES, defaultCalibrationPath, readCalibration, type Precision as ModelPrecision } from "../models/precision.ts";
-import { parsePrecisionSpec, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
+import { parsePrecisionSpec, precisionsToLoad, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
 import { Rng } from "./random.ts";
 
 export class BenchError extends Error {}
@@ -616,7 +616,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
     width: opts.width,
     height: opts.height,
     onWarning: (m) => progress(`warning: ${m}`),
-    precisions: used.length === 1 && used[0] === "fp32" ? undefined : used,
+    precisions: precisionsToLoad(used),
     calibration: opts.calibration,
   });
   try {

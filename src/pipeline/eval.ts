@@ -19,7 +19,7 @@ import { FashionClassifier, rgb8ToInput, u8ImagesToInput, CLASSIFIER_SIZE } from
 import { readIdxImages } from "../io/idx.ts";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
 import { StableDiffusionPipeline } from "./pipeline.ts";
-import { parsePrecisionSpec, precisionsUsed } from "./precision.ts";
+import { parsePrecisionSpec, precisionsToLoad, precisionsUsed } from "./precision.ts";
 import type { Precision } from "../models/precision.ts";
 import { writePng } from "./png.ts";
 
@@ -417,7 +417,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     memoryBytes: o.memoryBytes,
     simd: o.simd,
     onWarning: (m) => log(`warning: ${m}`),
-    precisions: precisions.length === 1 && precisions[0] === "fp32" ? undefined : precisions,
+    precisions: precisionsToLoad(precisions),
     calibration: o.calibration,
     batch,
   });

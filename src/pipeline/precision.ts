@@ -102,6 +102,14 @@ export function precisionsUsed(list: readonly Precision[]): Precision[] {
 }
 
 /**
+ * The pipeline's `precisions` load option for a run that uses `used`: none (plain fp32 weights, no per-layer
+ * switch) when that is fp32 alone. (Loading with ["fp32"] builds switch weights, which calibration hooks into.)
+ */
+export function precisionsToLoad(used: readonly Precision[]): Precision[] | undefined {
+  return used.length === 1 && used[0] === "fp32" ? undefined : [...used];
+}
+
+/**
  * The precisions a spec may use without knowing the step count: exact for fp32/bf16/int8 and lists,
  * bf16 + int8 for mixed:K (with steps given: exact).
  */
