@@ -16,7 +16,7 @@
 // a backward pass.
 //
 // Per-thread scratch (floats, Dp = D rounded up to 8): see attScratchFloats in src/nn/attention.ts:
-//   KT Dp*BK | V BK*Dp | Q BQ*Dp | ACC BQ*Dp | SP 4*128 | M BQ | L BQ | ALPHA 4 (+ padding)
+//   KT Dp*BK | V BK*Dp | Q BQ*Dp | ACC BQ*Dp | SP 4*128 | M BQ | L BQ | ALPHA 4 | tile row maxima 4 (+ padding)
 import { splitStart, splitEnd, madd, exp2neg4, exp4, hmax, hsum } from "./math";
 
 /** Queries per work unit. Must match ATT_BQ in src/nn/attention.ts. */
