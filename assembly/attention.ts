@@ -18,16 +18,20 @@
 // Per-thread scratch (floats, Dp = D rounded up to 8): see attScratchFloats in src/nn/attention.ts:
 //   KT Dp*BK | V BK*Dp | Q BQ*Dp | ACC BQ*Dp | SP 4*128 | M BQ | L BQ | ALPHA 4 | tile row maxima 4 (+ padding)
 import { splitStart, splitEnd, madd, exp2neg4, exp4, hmax, hsum } from "./math";
+import { ATT_BQ } from "./abi";
 
-/** Queries per work unit. Must match ATT_BQ in src/nn/attention.ts. */
-const ATT_BQ: i32 = 64;
 
 /** Row stride (floats) of the per-thread 4-row score block: the largest tile. */
 const SPS: i32 = 128;
 
-/** Keys per tile for head dim D (packed K tile of 16-20 KB). Must match attBK in src/nn/attention.ts. */
+/** Keys per tile for head dim D (packed K tile of 16-20 KB); src/nn/attention.ts computes the same (test/abi.test.ts). */
 @inline function attBK(D: i32): i32 {
   return D <= 48 ? 128 : D <= 96 ? 64 : 32;
+}
+
+/** attBK, exported so test/abi.test.ts can compare it with the TypeScript side. */
+export function abi_att_keys_per_tile(D: i32): i32 {
+  return attBK(D);
 }
 const LOG2E: f32 = 1.44269504088896341;
 const NEG_INF: f32 = -Infinity;

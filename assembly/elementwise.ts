@@ -2,6 +2,7 @@
 // nearest 2x upsampling and channel concatenation (NHWC). Each thread takes a contiguous range of
 // the OUTPUT (whole vectors of 4 where the layout allows), so results do not depend on the thread count.
 import { vecSplitStart, vecSplitEnd, splitStart, splitEnd, siluA4, gelu4 } from "./math";
+import { BINARY_ADD_SCALED, UNARY_SILU, UNARY_GELU, UNARY_RELU } from "./abi";
 
 /** out[i] = a[i] + b[i] */
 export function add_f32(tid: i32, nt: i32, a: usize, b: usize, out: usize, n: i32): void {
@@ -21,12 +22,12 @@ export function add_f32(tid: i32, nt: i32, a: usize, b: usize, out: usize, n: i3
 // Broadcast binary ops. a and out are [P, M, N]; b is [P, N] (b[p, n] is used for every m).
 // This covers b of a's shape (P = 1, M = 1), a suffix ([C] against [..., C]: P = 1, N = C),
 // [B,1,1,C] against [B,H,W,C] (P = B, M = H*W, N = C) and per-row scalars (N = 1).
-// op 0: out = a + s * b; op 1: out = a * b * s. (s = 1 is exact: 1 * b = b.)
+// op BINARY_ADD_SCALED: out = a + s * b; op BINARY_MUL: out = a * b * s. (s = 1 is exact: 1 * b = b.)
 
 @inline function binSeg(a: usize, b: usize, out: usize, len: i32, op: i32, s: f32): void {
   const sv = f32x4.splat(s);
   let j = 0;
-  if (op == 0) {
+  if (op == BINARY_ADD_SCALED) {
     for (; j + 4 <= len; j += 4) {
       const o = usize(j) << 2;
       v128.store(out + o, f32x4.add(v128.load(a + o), f32x4.mul(v128.load(b + o), sv)));
@@ -50,7 +51,7 @@ export function add_f32(tid: i32, nt: i32, a: usize, b: usize, out: usize, n: i3
 /** a, out: len floats; b: one scalar for all of them. */
 @inline function binSegScalar(a: usize, bval: f32, out: usize, len: i32, op: i32, s: f32): void {
   let j = 0;
-  if (op == 0) {
+  if (op == BINARY_ADD_SCALED) {
     const bv = bval * s;
     const v = f32x4.splat(bv);
     for (; j + 4 <= len; j += 4) {
@@ -120,9 +121,9 @@ export function binary_bcast_f32(tid: i32, nt: i32, a: usize, b: usize, out: usi
     const o = usize(i) << 2;
     const v = f32x4.splat(load<f32>(x + o));
     let r: v128;
-    if (op == 0) r = siluA4(v, av);
-    else if (op == 1) r = gelu4(v);
-    else if (op == 3) r = relu4(v);
+    if (op == UNARY_SILU) r = siluA4(v, av);
+    else if (op == UNARY_GELU) r = gelu4(v);
+    else if (op == UNARY_RELU) r = relu4(v);
     else r = f32x4.mul(v, av);
     store<f32>(out + o, f32x4.extract_lane(r, 0));
   }
@@ -132,17 +133,17 @@ export function unary_f32(tid: i32, nt: i32, x: usize, out: usize, n: i32, op: i
   let i = vecSplitStart(n, tid, nt);
   const end = vecSplitEnd(n, tid, nt);
   const av = f32x4.splat(alpha);
-  if (op == 0) {
+  if (op == UNARY_SILU) {
     for (; i + 4 <= end; i += 4) {
       const o = usize(i) << 2;
       v128.store(out + o, siluA4(v128.load(x + o), av));
     }
-  } else if (op == 1) {
+  } else if (op == UNARY_GELU) {
     for (; i + 4 <= end; i += 4) {
       const o = usize(i) << 2;
       v128.store(out + o, gelu4(v128.load(x + o)));
     }
-  } else if (op == 3) {
+  } else if (op == UNARY_RELU) {
     for (; i + 4 <= end; i += 4) {
       const o = usize(i) << 2;
       v128.store(out + o, relu4(v128.load(x + o)));

@@ -46,12 +46,10 @@
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
 import { splitStart, loadPart, storePart, rowPtr, onesI16x8 } from "./math";
+import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED } from "./abi";
 
 // @ts-nocheck (AssemblyScript)
 
-const FLAG_I16: i32 = 1;
-const FLAG_RAW: i32 = 2;
-const FLAG_FUSED: i32 = 4;
 /** Weight bytes per panel block (half of a 1 MiB L2). */
 const INT8_W_BLOCK: i32 = 1 << 19;
 
@@ -200,7 +198,7 @@ function qTile(
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
   const end = ap + (usize(k1 - k0) << 2);
   let w0: v128, w1: v128, a: v128;
-  if (ASC_FEATURE_RELAXED_SIMD && (flags & (FLAG_I16 | FLAG_FUSED)) == FLAG_FUSED) {
+  if (ASC_FEATURE_RELAXED_SIMD && (flags & (INT8_FLAG_I16 | INT8_FLAG_FUSED)) == INT8_FLAG_FUSED) {
     for (; ap < end; ap += 16) {
       w0 = v128.load(bq); w1 = v128.load(bq, 16);
       const av = v128.load(ap);
@@ -222,7 +220,7 @@ function qTile(
       bq += 32;
     }
   }
-  if (k1 == K && (flags & FLAG_RAW) == 0) {
+  if (k1 == K && (flags & INT8_FLAG_RAW) == 0) {
     const so = usize(p) << 5;
     const s0 = v128.load(scl + so), s1 = v128.load(scl + so, 16);
     const b0 = v128.load(bias + so), b1 = v128.load(bias + so, 16);
@@ -301,7 +299,7 @@ function qTile16(
   const ncols = N - (p << 3);
   const bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
   const end = ap + (usize(k1 - k0) << 3);
-  const fin = k1 == K && (flags & FLAG_RAW) == 0;
+  const fin = k1 == K && (flags & INT8_FLAG_RAW) == 0;
   qRows16(ap, end, bq, 0, corr, scl, bias, cp0, cp1, p, ncols, k0, fin);
   // rows past M are clamped copies of row M-1; when that row belongs to the first half, the second half
   // must not run (with K blocking it would add this block to the partial sum the first half just stored)
@@ -339,7 +337,7 @@ function qgemm(
     p1 = splitStart(np, tid + 1, nt);
   }
   const ap = scratch + usize(tid) * scrStride;
-  const i16 = !ASC_FEATURE_RELAXED_SIMD || (flags & FLAG_I16) != 0;
+  const i16 = !ASC_FEATURE_RELAXED_SIMD || (flags & INT8_FLAG_I16) != 0;
   if (K == 0) {
     for (let t = t0; t < t1; t++)
       for (let p = p0; p < p1; p++)

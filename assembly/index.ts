@@ -9,4 +9,4 @@ export * from "./attention";
 export * from "./quantize";
 export * from "./gemm_int8";
 export * from "./gemm_bf16";
-export * from "./pool";
+export * from "./pooling";

@@ -18,7 +18,7 @@ import { splitStart, splitEnd, madd, silu4, hsum } from "./math";
 /**
  * Spatial positions per GroupNorm statistics tile: 64, or more for very large maps so there are at
  * most 256 tiles (bounds the partial-sum buffer). Depends only on HW, never on the thread count.
- * Must match gnTiles in src/nn/norm.ts.
+ * src/nn/norm.ts computes the same tile count (test/abi.test.ts compares them).
  */
 @inline function gnTileLen(HW: i32): i32 {
   return max(64, (HW + 255) / 256);
@@ -27,6 +27,11 @@ import { splitStart, splitEnd, madd, silu4, hsum } from "./math";
 @inline function gnTiles(HW: i32): i32 {
   const t = gnTileLen(HW);
   return max(1, (HW + t - 1) / t);
+}
+
+/** gnTiles, exported so test/abi.test.ts can compare it with the TypeScript side. */
+export function abi_gn_tiles(HW: i32): i32 {
+  return gnTiles(HW);
 }
 
 export function groupnorm_stats_f32(tid: i32, nt: i32, x: usize, part: usize, B: i32, HW: i32, C: i32): void {

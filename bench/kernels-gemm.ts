@@ -4,8 +4,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
-import { prepareLinear, linear, matmul, gemmBlocking } from "../src/nn/linear.ts";
-import { prepareConv2d, conv2d, type Padding4 } from "../src/nn/conv.ts";
+import { prepareLinear, linear, matmul } from "../src/nn/linear.ts";
+import { gemmBlocking } from "../src/nn/pack.ts";
+import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
+import { type Padding4 } from "../src/nn/pack.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
 const QUICK = args.has("quick");

@@ -10,9 +10,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { prepareLinear, linear } from "../src/nn/linear.ts";
-import { prepareConv2d, conv2d, type Padding4 } from "../src/nn/conv.ts";
+import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
+import { type Padding4 } from "../src/nn/pack.ts";
 import { actParamsFromRange, quantizeActivations } from "../src/nn/quant.ts";
-import { bf16Blocking, conv2dBf16, conv2dInt8, int8Blocking, linearBf16, linearInt8, prepareConv2dBf16, prepareConv2dInt8, prepareLinearBf16, prepareLinearInt8 } from "../src/nn/lowp.ts";
+import { bf16Blocking, conv2dBf16, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/bf16.ts";
+import { conv2dInt8, int8Blocking, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
 const QUICK = args.has("quick");

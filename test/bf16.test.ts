@@ -5,8 +5,9 @@
 import { describe, it, expect, afterAll, beforeAll } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
 import { bf16BitsToF32, f32ArrayToBf16Bits, f32BitsToBf16Bits, f32ToBf16Bits, roundBf16, roundBf16Array, roundBf16Tensor } from "../src/nn/quant.ts";
-import { conv2dBf16, freeLowpWeight, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/lowp.ts";
-import type { Padding4 } from "../src/nn/conv.ts";
+import { conv2dBf16, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/bf16.ts";
+import { freeWeightTensors } from "../src/nn/pack.ts";
+import type { Padding4 } from "../src/nn/pack.ts";
 import { conv2dBf16Ref, linearBf16Ref } from "../src/nn/reference/lowp.ts";
 
 function rng(seed: number) {
@@ -155,7 +156,7 @@ describe("BF16 linear", () => {
         expectBits(y.f32(), want, key);
         expectBits(linearBf16(xt, lw, { kc: 7, mcT: 1 }).f32(), want, `${key} blocked`);
         expectBits(linearBf16(xt, lw, { kc: 7, mcT: 1, pb: 1 }).f32(), want, `${key} panel-blocked`);
-        freeLowpWeight(lw);
+        freeWeightTensors(lw);
       }
     });
 
@@ -204,7 +205,7 @@ describe("BF16 conv2d", () => {
         expectBits(y.f32(), ref.y, key);
         expectBits(conv2dBf16(xt, cw, { kc: 10, mcT: 1 }).f32(), ref.y, `${key} blocked`);
         expectBits(conv2dBf16(xt, cw, { kc: 10, mcT: 1, pb: 1 }).f32(), ref.y, `${key} panel-blocked`);
-        freeLowpWeight(cw);
+        freeWeightTensors(cw);
       }
     });
 });

@@ -6,7 +6,7 @@ import * as zlib from "node:zlib";
 import { Engine } from "../src/runtime/engine.ts";
 import { sharedDir } from "../src/io/golden.ts";
 import { readIdx, readIdxImages, parseIdx, IdxError } from "../src/io/idx.ts";
-import { maxPool2d } from "../src/nn/pool.ts";
+import { maxPool2d } from "../src/nn/pooling.ts";
 import { relu } from "../src/nn/elementwise.ts";
 import { FashionClassifier, u8ImagesToInput, rgb8ToInput, decodedToInput, argmaxRows, CLASSIFIER_SIZE } from "../src/models/classifier.ts";
 

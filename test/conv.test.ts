@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
-import { prepareConv2d, conv2d, type Padding4 } from "../src/nn/conv.ts";
+import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
+import { type Padding4 } from "../src/nn/pack.ts";
 import { conv2dRef } from "../src/nn/reference/gemm.ts";
 
 function rng(seed: number) {

@@ -4,18 +4,10 @@
 // both builds (relaxed dot with 7-bit activations, baseline i16 dots) and 1, 2, 4 threads.
 import { describe, it, expect, afterAll, beforeAll } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
-import {
-  ACT_QMAX_DEFAULT,
-  actParamsFromRange,
-  normalizeActParams,
-  quantizeActValue,
-  quantizeActivations,
-  quantizeWeightsPerChannel,
-  roundHalfEven,
-  type ActQuantParams,
-} from "../src/nn/quant.ts";
-import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8, freeLowpWeight } from "../src/nn/lowp.ts";
-import type { Padding4 } from "../src/nn/conv.ts";
+import { ACT_QMAX_DEFAULT, actParamsFromRange, normalizeActParams, quantizeActValue, quantizeActivations, quantizeWeightsPerChannel, roundHalfEven, type ActQuantParams } from "../src/nn/quant.ts";
+import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
+import { freeWeightTensors } from "../src/nn/pack.ts";
+import type { Padding4 } from "../src/nn/pack.ts";
 import { conv2dInt8Ref, linearInt8Ref, quantizeActRef } from "../src/nn/reference/lowp.ts";
 
 function rng(seed: number) {
@@ -157,7 +149,7 @@ describe("INT8 linear", () => {
           expectBits(linearInt8(xt, lw, { kc: 8, mcT: 2, pb: 1 }).f32(), ref.y, `${key} y panel-blocked`);
           for (const dot of ["fused", "split"] as const) expectBits(linearInt8(xt, lw, { dot, raw: true }).i32(), ref.acc, `${key} acc ${dot}`);
           [acc, y, yb, xt].forEach((t) => t.free());
-          freeLowpWeight(lw);
+          freeWeightTensors(lw);
         }
       });
 
@@ -224,7 +216,7 @@ describe("INT8 conv2d (implicit GEMM, zero-point padding)", () => {
         expectBits(conv2dInt8(xt, cw, { kc: 12, mcT: 1 }).f32(), ref.y, `${key} y blocked`);
         expectBits(conv2dInt8(xt, cw, { kc: 12, mcT: 1, pb: 1 }).f32(), ref.y, `${key} y panel-blocked`);
         for (const dot of ["fused", "split"] as const) expectBits(conv2dInt8(xt, cw, { dot, kc: 40 }).f32(), ref.y, `${key} y ${dot}`);
-        freeLowpWeight(cw);
+        freeWeightTensors(cw);
       }
     });
 

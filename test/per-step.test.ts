@@ -21,7 +21,7 @@ import {
   type Calibration,
 } from "../src/models/precision.ts";
 import { actParamsFromRange } from "../src/nn/quant.ts";
-import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8, setInt8ActParams, type ConvWeightInt8 } from "../src/nn/lowp.ts";
+import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8, setInt8ActParams, type ConvWeightInt8 } from "../src/nn/int8.ts";
 import { linear, type LinearWeightSwitch } from "../src/nn/linear.ts";
 import { conv2d, type ConvWeightSwitch } from "../src/nn/conv.ts";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";

@@ -20,7 +20,7 @@ import type { Tensor } from "../runtime/tensor.ts";
 import { WeightStore, WeightError } from "./weights.ts";
 import { conv2d, freeConv2d, type ConvWeight } from "../nn/conv.ts";
 import { linear, prepareLinear, freeLinear, type LinearWeight } from "../nn/linear.ts";
-import { maxPool2d } from "../nn/pool.ts";
+import { maxPool2d } from "../nn/pooling.ts";
 import { relu } from "../nn/elementwise.ts";
 
 /** Side of the classifier's square input. */

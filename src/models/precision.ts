@@ -26,7 +26,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Tensor } from "../runtime/tensor.ts";
-import type { PrecisionSelector, WeightPrecision } from "../nn/linear.ts";
+import type { PrecisionSelector, WeightPrecision } from "../nn/switch.ts";
 import { ACT_QMAX_DEFAULT, actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 
 export type Precision = WeightPrecision;

@@ -23,9 +23,12 @@
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { prepareLinear, type Int8StepActs, type LinearWeight, type LinearWeightSwitch } from "../nn/linear.ts";
-import { prepareConv2d, type ConvShape, type ConvWeight, type ConvWeightSwitch } from "../nn/conv.ts";
-import { prepareConv2dBf16, prepareConv2dInt8, prepareLinearBf16, prepareLinearInt8 } from "../nn/lowp.ts";
+import { prepareLinear, type LinearWeight, type LinearWeightSwitch } from "../nn/linear.ts";
+import { type Int8StepActs } from "../nn/switch.ts";
+import { prepareConv2d, type ConvWeight, type ConvWeightSwitch } from "../nn/conv.ts";
+import { type ConvShape } from "../nn/pack.ts";
+import { prepareConv2dBf16, prepareLinearBf16 } from "../nn/bf16.ts";
+import { prepareConv2dInt8, prepareLinearInt8 } from "../nn/int8.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { Rng } from "../pipeline/random.ts";
 import {

@@ -1,10 +1,10 @@
 // Fused multi-head attention and softmax over the kernels in assembly/attention.ts.
 import type { Tensor } from "../runtime/tensor.ts";
+import { ATT_BQ } from "../../assembly/abi.ts";
 
-/** Queries per work unit (must match ATT_BQ in assembly/attention.ts). */
-export const ATT_BQ = 64;
+export { ATT_BQ };
 
-/** Keys per tile for head dim D (must match attBK in assembly/attention.ts). */
+/** Keys per tile for head dim D (the kernel computes the same: test/abi.test.ts). */
 export function attBK(D: number): number {
   return D <= 48 ? 128 : D <= 96 ? 64 : 32;
 }

@@ -1,6 +1,7 @@
 // Elementwise FP32 ops over the kernels in assembly/elementwise.ts. Every op returns a new tensor
 // (eng.empty, so it belongs to the caller's scope) and leaves its inputs untouched.
 import type { Tensor } from "../runtime/tensor.ts";
+import { BINARY_ADD_SCALED, BINARY_MUL, UNARY_GELU, UNARY_RELU, UNARY_SCALE, UNARY_SILU } from "../../assembly/abi.ts";
 
 function checkF32(name: string, ...ts: Tensor[]): void {
   for (const t of ts) if (t.dtype !== "f32") throw new TypeError(`${name}: expected an f32 tensor, got ${t.dtype} [${t.shape}]`);
@@ -56,17 +57,17 @@ function binary(name: string, a: Tensor, b: Tensor, op: number, s: number): Tens
 
 /** a + b, b broadcast over a (see broadcastPlan). */
 export function add(a: Tensor, b: Tensor): Tensor {
-  return binary("add", a, b, 0, 1);
+  return binary("add", a, b, BINARY_ADD_SCALED, 1);
 }
 
 /** a * b, b broadcast over a. */
 export function mul(a: Tensor, b: Tensor): Tensor {
-  return binary("mul", a, b, 1, 1);
+  return binary("mul", a, b, BINARY_MUL, 1);
 }
 
 /** a + s * b, b broadcast over a. */
 export function addScaled(a: Tensor, b: Tensor, s: number): Tensor {
-  return binary("addScaled", a, b, 0, s);
+  return binary("addScaled", a, b, BINARY_ADD_SCALED, s);
 }
 
 function unary(name: string, x: Tensor, op: number, alpha: number): Tensor {
@@ -78,27 +79,27 @@ function unary(name: string, x: Tensor, op: number, alpha: number): Tensor {
 
 /** x * sigmoid(x) */
 export function silu(x: Tensor): Tensor {
-  return unary("silu", x, 0, 1);
+  return unary("silu", x, UNARY_SILU, 1);
 }
 
 /** Exact GELU 0.5 x (1 + erf(x / sqrt 2)) (torch's default, approximate="none"). */
 export function gelu(x: Tensor): Tensor {
-  return unary("gelu", x, 1, 0);
+  return unary("gelu", x, UNARY_GELU, 0);
 }
 
 /** x * sigmoid(1.702 x) (CLIP's quick_gelu). */
 export function quickGelu(x: Tensor): Tensor {
-  return unary("quickGelu", x, 0, 1.702);
+  return unary("quickGelu", x, UNARY_SILU, 1.702);
 }
 
 /** max(x, 0) (torch.relu: NaN stays NaN). */
 export function relu(x: Tensor): Tensor {
-  return unary("relu", x, 3, 0);
+  return unary("relu", x, UNARY_RELU, 0);
 }
 
 /** s * x */
 export function scale(x: Tensor, s: number): Tensor {
-  return unary("scale", x, 2, s);
+  return unary("scale", x, UNARY_SCALE, s);
 }
 
 /** diffusers GEGLU on the projection output x [..., 2N]: hidden = x[..., :N], gate = x[..., N:]; hidden * gelu(gate). */

@@ -1,7 +1,7 @@
 // GroupNorm (NHWC) and LayerNorm over the kernels in assembly/norm.ts.
 import type { Tensor } from "../runtime/tensor.ts";
 
-/** Number of GroupNorm statistics tiles for HW positions (must match gnTiles in assembly/norm.ts). */
+/** Number of GroupNorm statistics tiles for HW positions (the kernel computes the same: test/abi.test.ts). */
 export function gnTiles(HW: number): number {
   const t = Math.max(64, Math.floor((HW + 255) / 256));
   return Math.max(1, Math.ceil(HW / t));

@@ -1,7 +1,7 @@
 // Low-precision number formats: BF16 rounding (bit-exact, as PyTorch's float -> bfloat16 cast), INT8
 // weight quantisation (symmetric per output channel) and activation quantisation parameters
 // (asymmetric per tensor), plus the engine ops that quantise / round whole activation tensors with the
-// kernels in assembly/quantize.ts. The GEMM/conv ops that consume them are in lowp.ts.
+// kernels in assembly/quantize.ts. The GEMM/conv ops that consume them are in int8.ts and bf16.ts.
 //
 // Activation range. The INT8 kernels multiply weights (int8, [-127, 127]) by activations (unsigned).
 // The relaxed-SIMD build uses i32x4.relaxed_dot_i8x16_i7x16_add_s, which is only deterministic (and on
@@ -12,6 +12,7 @@
 // Both builds quantise identically, so a layer's output is bit-identical between builds.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
+import { roundUp4 } from "./pack.ts";
 
 /** Largest quantised activation value: 127 = 7-bit activations (fast relaxed dot), 255 = full u8. */
 export const ACT_QMAX_DEFAULT = 127;
@@ -152,11 +153,6 @@ export function quantizeActValue(x: number, invScale: number, zeroPoint: number,
 
 // ---------------------------------------------------------------------------------------------
 // Engine ops
-
-/** Rounds x to multiple of 4 (the k-group of the INT8 kernels). */
-export function roundUp4(n: number): number {
-  return (n + 3) & ~3;
-}
 
 /**
  * Quantises f32 x [..., C] into u8 [..., Cp] (Cp = C rounded up to a multiple of 4 unless given; the

@@ -2,7 +2,7 @@
 // compiled once (relaxed SIMD when the startup probe passes, baseline SIMD otherwise), a thread pool
 // that shares both, and the allocator. Everything above (src/nn) calls kernels through run().
 import { Arena } from "./memory.ts";
-import { ThreadPool } from "./pool.ts";
+import { ThreadPool } from "./threads.ts";
 import { Tensor, DTYPE_BYTES, type DType } from "./tensor.ts";
 import { loadKernelBytes } from "./wasm-files.ts";
 import * as osModule from "node:os";

@@ -30,12 +30,14 @@ export class ThreadPool {
     readonly threads: number,
     private fns: KernelFn[],
     private names: string[],
+    /** The calling thread's instance exports (kernels and the abi_* helpers). */
+    readonly exports: WebAssembly.Exports,
   ) {}
 
   static async create(threads: number, module: WebAssembly.Module, memory: WebAssembly.Memory, mainInstance: WebAssembly.Instance): Promise<ThreadPool> {
     const names = Object.keys(mainInstance.exports).filter((n) => typeof mainInstance.exports[n] === "function");
     const fns = names.map((n) => mainInstance.exports[n] as KernelFn);
-    const pool = new ThreadPool(threads, fns, names);
+    const pool = new ThreadPool(threads, fns, names, mainInstance.exports);
     const url = new URL("./worker.js", import.meta.url);
     const starts: Promise<void>[] = [];
     for (let tid = 1; tid < threads; tid++) {
@@ -90,6 +92,8 @@ export class ThreadPool {
     if (this.closed) throw new KernelError("the engine was closed");
     const k = this.kernelIndex(name);
     const fn = this.fns[k];
+    // a call with the wrong number of arguments would run on shifted pointers: wasm pads or drops silently
+    if (fn.length !== args.length + 2) throw new KernelError(`${name} takes ${fn.length - 2} arguments after (tid, nt), got ${args.length}`);
     const nt = this.threads;
     if (nt === 1) {
       fn(0, 1, ...args);

@@ -1,4 +1,4 @@
-// Pooling ops over the kernels in assembly/pool.ts. Every op returns a new tensor (eng.empty, so it
+// Pooling ops over the kernels in assembly/pooling.ts. Every op returns a new tensor (eng.empty, so it
 // belongs to the caller's scope) and leaves its input untouched.
 import type { Tensor } from "../runtime/tensor.ts";
 
