@@ -48,7 +48,7 @@ export {
   PrecisionScheduleError,
 } from "./pipeline/precision.ts";
 export { PRECISIONS, PrecisionError, CALIBRATION_FILE, type Precision } from "./models/precision.ts";
-export { Rng } from "./pipeline/random.ts";
+export { Rng } from "./runtime/random.ts";
 export { encodePng, writePng, readPng, toRgb8, toByte } from "./pipeline/png.ts";
 export { runVerify, formatResult, E2E_DEFAULT_TOLERANCE, type VerifyOptions, type VerifySummary, type CaseResult, type Check } from "./pipeline/verify.ts";
 

@@ -25,7 +25,7 @@ import {
 } from "../src/pipeline/precision.ts";
 import { createScheduler } from "../src/pipeline/schedulers.ts";
 import { quantizeWeightsPerChannel } from "../src/nn/quant.ts";
-import { Rng } from "../src/pipeline/random.ts";
+import { Rng } from "../src/runtime/random.ts";
 import { recommendK } from "../src/cli/sensitivity.ts";
 
 describe("precision schedules", () => {

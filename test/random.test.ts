@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { Rng } from "../src/pipeline/random.ts";
+import { Rng } from "../src/runtime/random.ts";
 
 describe("seeded noise", () => {
   it("is reproducible and seed-dependent", () => {

@@ -30,7 +30,7 @@ import { type ConvShape } from "../nn/pack.ts";
 import { prepareConv2dBf16, prepareLinearBf16 } from "../nn/bf16.ts";
 import { prepareConv2dInt8, prepareLinearInt8 } from "../nn/int8.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
-import { Rng } from "../pipeline/random.ts";
+import { Rng } from "../runtime/random.ts";
 import {
   actParamsFor,
   checkStepqMetadata,

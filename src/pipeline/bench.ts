@@ -31,7 +31,7 @@ import {
 import { resolveDefaultModel, StableDiffusionPipeline } from "./pipeline.ts";
 import { PRECISIONS as ALL_PRECISIONS, PRECISION_BYTES as BYTES, defaultCalibrationPath, readCalibration, type Precision as ModelPrecision } from "../models/precision.ts";
 import { parsePrecisionSpec, precisionsToLoad, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
-import { Rng } from "./random.ts";
+import { Rng } from "../runtime/random.ts";
 
 export class BenchError extends Error {}
 

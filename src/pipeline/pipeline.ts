@@ -44,7 +44,7 @@ import { callSteps, formatSchedule, parsePrecisionSchedule, parsePrecisionSpec, 
 import { Vae } from "../models/vae.ts";
 import { nchwToNhwc, nhwcToNchw } from "../models/layout.ts";
 import { createScheduler, schedulerFromConfig, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
-import { Rng } from "./random.ts";
+import { Rng } from "../runtime/random.ts";
 import { toRgb8 } from "./png.ts";
 
 export class PipelineError extends Error {}

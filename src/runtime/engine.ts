@@ -3,9 +3,8 @@
 // that shares both, and the allocator. Everything above (src/nn) calls kernels through run().
 import { Arena } from "./memory.ts";
 import { ThreadPool } from "./threads.ts";
+import { defaultThreads, loadKernelBytes } from "./env.ts";
 import { Tensor, DTYPE_BYTES, type DType } from "./tensor.ts";
-import { loadKernelBytes } from "./wasm-files.ts";
-import * as osModule from "node:os";
 
 export type SimdVariant = "baseline" | "relaxed";
 
@@ -192,14 +191,6 @@ export class Engine {
   close(): void {
     this.pool.close();
   }
-}
-
-function defaultThreads(): number {
-  const os = (globalThis as any).process?.versions?.node ? osModule : null;
-  if (os?.availableParallelism) return os.availableParallelism();
-  const nav = (globalThis as any).navigator;
-  if (nav?.hardwareConcurrency) return nav.hardwareConcurrency;
-  return 1;
 }
 
 /** Runs the relaxed ops on fixed inputs and checks the lanes against the results the kernels rely on. */

@@ -4,15 +4,13 @@
 // Each kernel partitions its output statically by (tid, nt) and never reduces across threads in a
 // thread-count-dependent order, which is what keeps results bit-identical for any thread count.
 
+import { canBlock, startWorker, type WorkerHandle } from "./env.ts";
+
 const SEQ = 0, KERNEL = 1, NARGS = 2, DONE = 3, ERR = 4, NT = 5, QUIT = 6;
 const MAX_ARGS = 32;
 const SPINS = 20000;
 
 type KernelFn = (...args: number[]) => void;
-
-interface WorkerHandle {
-  terminate(): void;
-}
 
 export class KernelError extends Error {}
 
@@ -39,46 +37,21 @@ export class ThreadPool {
     const fns = names.map((n) => mainInstance.exports[n] as KernelFn);
     const pool = new ThreadPool(threads, fns, names, mainInstance.exports);
     const url = new URL("./worker.js", import.meta.url);
-    const starts: Promise<void>[] = [];
+    const starts: Promise<WorkerHandle>[] = [];
     for (let tid = 1; tid < threads; tid++) {
       const init = { module, memory, ctrlBuf: pool.ctrl.buffer, argsBuf: pool.argsBuf, errBuf: pool.errBuf, tid, names };
-      starts.push(pool.spawn(url, init));
+      starts.push(startWorker(url, init));
     }
-    try {
-      await Promise.all(starts);
-    } catch (e) {
+    // wait for every start, so a failure never leaves a half-started worker running
+    const started = await Promise.allSettled(starts);
+    for (const s of started) if (s.status === "fulfilled") pool.workers.push(s.value);
+    const failed = started.find((s) => s.status === "rejected");
+    if (failed) {
       pool.close();
-      throw e;
+      throw new KernelError(((failed as PromiseRejectedResult).reason as Error).message);
     }
-    try {
-      Atomics.wait(pool.ctrl, QUIT, 1, 0);
-    } catch {
-      pool.canWait = false;
-    }
+    pool.canWait = canBlock();
     return pool;
-  }
-
-  private async spawn(url: URL, init: object): Promise<void> {
-    const isNode = typeof process !== "undefined" && !!process.versions?.node && typeof (globalThis as any).Deno === "undefined";
-    if (isNode) {
-      const { Worker } = await import("node:worker_threads");
-      const w = new Worker(url, { workerData: init });
-      w.unref();
-      this.workers.push(w);
-      await new Promise<void>((resolve, reject) => {
-        w.once("message", () => resolve());
-        w.once("error", (e) => reject(new KernelError(`worker failed to start: ${e.message}`)));
-      });
-    } else {
-      const w = new (globalThis as any).Worker(url, { type: "module" });
-      this.workers.push(w);
-      await new Promise<void>((resolve, reject) => {
-        w.onmessage = () => resolve();
-        w.onerror = (e: any) => reject(new KernelError(`worker failed to start: ${e.message ?? e}`));
-        w.postMessage(init);
-      });
-      (globalThis as any).Deno?.unrefTimer; // Deno keeps workers alive until terminate(): Engine.close() does that
-    }
   }
 
   kernelIndex(name: string): number {

@@ -1,3 +1,4 @@
+// Seeded random numbers (below the models, which draw random weights, and the pipeline, which draws initial latents).
 // Seeded Gaussian noise for initial latents. Documented so a user can reproduce latents elsewhere:
 // xoshiro128** seeded with four outputs of splitmix32(seed); uniforms are
 // (next() >>> 8) / 2^24 in [0,1); normals come from Box-Muller pairs: for uniforms u1, u2,
