@@ -1,4 +1,4 @@
-// INT8 and emulated-BF16 GEMM / conv benchmark (src/nn/lowp.ts), against register-only peak loops measured
+// INT8 and emulated-BF16 GEMM / conv benchmark (src/nn/int8.ts, src/nn/bf16.ts), against register-only peak loops measured
 // in the same run (peak_dot_i8: relaxed dot or the baseline i16-dot sequence; peak_fma_f32), and the FP32
 // kernels on the same shapes. 1 vs 2 threads, baseline vs relaxed build.
 // Run: sh bench/lowp.sh [--quick] [--threads=1,2] [--only=substring] [--prec=int8,bf16,f32] [--simd=relaxed,baseline] [--kc=N --mc=N --pb=N]

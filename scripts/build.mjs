@@ -29,5 +29,19 @@ if (!process.argv.includes("--wasm-only")) {
     logLevel: "warning",
   });
   fs.copyFileSync(path.join(root, "src/runtime/worker.js"), path.join(root, "dist/worker.js"));
-  console.log("build: dist/ bundled");
+  // the library for browsers: no Node shims; node: imports (reached only on Node/Deno code paths, see
+  // src/runtime/env.ts) stay external, and pngjs comes as its own self-contained browser build
+  await esbuild.build({
+    entryPoints: { "stepq.browser": path.join(root, "src/index.ts") },
+    outdir: path.join(root, "dist"),
+    bundle: true,
+    platform: "browser",
+    format: "esm",
+    target: "es2022",
+    external: ["node:*"],
+    alias: { pngjs: "pngjs/browser.js" },
+    sourcemap: true,
+    logLevel: "warning",
+  });
+  console.log("build: dist/ bundled (node: index.js, cli.js; browser: stepq.browser.js)");
 }

@@ -1,24 +1,25 @@
-// stepq library entry point.
+// stepq library entry point (Node, Deno and, bundled as dist/stepq.browser.js, browsers).
 //
-//   import { StableDiffusionPipeline, encodePng } from "stepq";
+//   import { StableDiffusionPipeline, writePng } from "stepq";
 //   const pipe = await StableDiffusionPipeline.load("models/fashion-sd-tiny", { threads: 4 });
 //   const { image, width, height } = await pipe.generate({ prompt: "a photo of a sneaker", steps: 20, guidance: 4, seed: 1 });
-//   fs.writeFileSync("sneaker.png", encodePng(image, width, height));
+//   writePng("sneaker.png", image, width, height);
 //   pipe.close();
+//
+// A model folder may also be an http(s) URL it is served from (src/io/source.ts).
 
 // runtime
 export { Engine, type EngineOptions, type SimdVariant, type ProbeResult } from "./runtime/engine.ts";
 export { Tensor, type DType, DTYPE_BYTES } from "./runtime/tensor.ts";
 export { OutOfMemoryError } from "./runtime/memory.ts";
+export { Rng } from "./runtime/random.ts";
+export { runtime, runtimeName, setKernelLocation, type RuntimeKind } from "./runtime/env.ts";
 
 // pipeline
 export {
   StableDiffusionPipeline,
   PipelineError,
   estimatePipelineMemory,
-  resolveDefaultModel,
-  defaultModelCandidates,
-  DEFAULT_MODEL,
   type PipelineLoadOptions,
   type GenerateOptions,
   type GenerateResult,
@@ -40,41 +41,37 @@ export {
   type SchedulerName,
   type SchedulerConfig,
 } from "./pipeline/schedulers.ts";
-export {
-  parsePrecisionSpec,
-  parsePrecisionSchedule,
-  precisionsForSpec,
-  formatSchedule,
-  PrecisionScheduleError,
-} from "./pipeline/precision.ts";
-export { PRECISIONS, PrecisionError, CALIBRATION_FILE, type Precision } from "./models/precision.ts";
-export { Rng } from "./runtime/random.ts";
-export { encodePng, writePng, readPng, toRgb8, toByte } from "./pipeline/png.ts";
-export { runVerify, formatResult, E2E_DEFAULT_TOLERANCE, type VerifyOptions, type VerifySummary, type CaseResult, type Check } from "./pipeline/verify.ts";
+export { PrecisionSchedule, parsePrecisionSpec, parsePrecisionSchedule, precisionsForSpec, formatSchedule, PrecisionScheduleError } from "./pipeline/schedule.ts";
+export { toRgb8, toByte } from "./pipeline/image.ts";
 
 // models
+export { PRECISIONS, PrecisionError, type Precision } from "./models/precision.ts";
+export { CALIBRATION_FILE } from "./models/calibration.ts";
 export { ClipTokenizer, TokenizerError, type EncodeOptions, type EncodeResult } from "./models/tokenizer.ts";
 export { ClipTextModel, type ClipTextOutput } from "./models/clip.ts";
 export { UNet, type UNetForwardOptions } from "./models/unet.ts";
 export { Vae, type VaeLoadOptions } from "./models/vae.ts";
+export { loadUNet, loadVae, loadClipTextModel, type UNetLoadOptions } from "./models/loader.ts";
 export { WeightStore, WeightError } from "./models/weights.ts";
 export { nchwToNhwc, nhwcToNchw, tensorFromNCHW, tensorToNCHW } from "./models/layout.ts";
-
-// files
-export { SafetensorsFile, SafetensorsError, writeSafetensors, type TensorInfo, type TensorToWrite, type StDtype } from "./io/safetensors.ts";
 export {
-  loadPipelineIndex,
-  loadComponentConfig,
   loadUNetConfig,
   loadVaeConfig,
   loadClipTextConfig,
-  findWeights,
-  DiffusersError,
   SD15_UNET_CONFIG,
   SD21_UNET_CONFIG,
-  type PipelineIndex,
   type UNetConfig,
   type VaeConfig,
   type ClipTextConfig,
-} from "./io/diffusers.ts";
+} from "./models/config.ts";
+
+// files
+export { SafetensorsFile, SafetensorsError, writeSafetensors, type TensorInfo, type TensorToWrite, type StDtype } from "./io/safetensors.ts";
+export { loadPipelineIndex, loadComponentConfig, findWeights, DiffusersError, type PipelineIndex } from "./io/diffusers.ts";
+export { openSource, SourceError, type ByteSource } from "./io/source.ts";
+export { encodePng, decodePng, writePng, readPng } from "./io/png.ts";
 export { openGolden, maxAbsRelToMax, type GoldenSet } from "./io/golden.ts";
+export { resolveDefaultModel, defaultModelCandidates, DEFAULT_MODEL } from "./io/places.ts";
+
+// tools
+export { runVerify, formatResult, E2E_DEFAULT_TOLERANCE, type VerifyOptions, type VerifySummary, type CaseResult, type Check } from "./tools/verify.ts";

@@ -12,7 +12,7 @@ describe("kernel ABI", () => {
   });
   afterAll(() => eng.close());
 
-  it("attention keys per tile and GroupNorm tiles match the kernels' for every size", () => {
+  it("attention keys per tile and GroupNorm tiles match the kernels' for every size", async () => {
     const ex = eng.pool.exports;
     const keys = ex.abi_att_keys_per_tile as (d: number) => number;
     const tiles = ex.abi_gn_tiles as (hw: number) => number;
@@ -20,7 +20,7 @@ describe("kernel ABI", () => {
     for (const hw of [1, 2, 63, 64, 65, 255, 256, 4096, 16383, 16384, 16385, 65536, 1 << 20, 5000000]) expect(gnTiles(hw), `HW=${hw}`).toBe(tiles(hw));
   });
 
-  it("a kernel called with the wrong number of arguments fails instead of running", () => {
+  it("a kernel called with the wrong number of arguments fails instead of running", async () => {
     const x = eng.zeros([8]);
     expect(() => eng.run("unary_f32", x.ptr, x.ptr, 8, 0)).toThrow(/unary_f32 takes 5 arguments after \(tid, nt\), got 4/);
     expect(() => eng.run("no_such_kernel")).toThrow(/no kernel named no_such_kernel/);

@@ -63,7 +63,7 @@ describe("fused attention", () => {
         );
       });
 
-  it("bad shapes throw clear errors", () => {
+  it("bad shapes throw clear errors", async () => {
     const eng = engines.baseline[0];
     eng.scope(() => {
       const q = eng.zeros([1, 4, 16]);
@@ -78,7 +78,7 @@ describe("fused attention", () => {
 
 describe("softmax (last dim)", () => {
   for (const simd of VARIANTS)
-    it(`rows of 77, 1, 1000 and 13, with large values and -inf (${simd})`, () => {
+    it(`rows of 77, 1, 1000 and 13, with large values and -inf (${simd})`, async () => {
       for (const [rows, N] of [[5, 77], [3, 1], [2, 1000], [4, 13]]) {
         const r = ref.rng(rows + N);
         const x = r.normals(rows * N, 20, 50);

@@ -3,18 +3,12 @@
 import { describe, expect, it } from "vitest";
 import { run } from "../src/cli/bench.ts";
 import { UsageError } from "../src/cli/args.ts";
-import {
-  BenchError,
-  kernelOpType,
-  precisionAvailable,
-  resolveUNetSource,
-  unetBenchMemory,
-  unetParamCount,
-} from "../src/pipeline/bench.ts";
+import { BenchError, kernelOpType, precisionAvailable, resolveUNetSource, unetBenchMemory } from "../src/tools/bench.ts";
+import { unetParamCount } from "../src/models/memory.ts";
 import { Engine } from "../src/runtime/engine.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { findWeights } from "../src/io/diffusers.ts";
-import { sharedDir } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import * as path from "node:path";
 
 function capture() {
@@ -23,8 +17,8 @@ function capture() {
   return { c, io };
 }
 
-function checkpointParams(dir: string): number {
-  const st = SafetensorsFile.open(findWeights(dir));
+async function checkpointParams(dir: string): Promise<number> {
+  const st = await SafetensorsFile.open(await findWeights(dir));
   try {
     let n = 0;
     for (const t of st.tensors.values()) n += t.shape.reduce((a: number, b: number) => a * b, 1);
@@ -35,19 +29,19 @@ function checkpointParams(dir: string): number {
 }
 
 describe("bench library", () => {
-  it("counts the parameters a config builds", () => {
-    expect(unetParamCount(resolveUNetSource("sd15").config)).toBe(859_520_964);
-    expect(unetParamCount(resolveUNetSource("sd21").config)).toBe(865_910_724);
-    const fashion = resolveUNetSource("fashion");
-    expect(unetParamCount(fashion.config)).toBe(checkpointParams(fashion.dir!));
+  it("counts the parameters a config builds", async () => {
+    expect(unetParamCount((await resolveUNetSource("sd15")).config)).toBe(859_520_964);
+    expect(unetParamCount((await resolveUNetSource("sd21")).config)).toBe(865_910_724);
+    const fashion = await resolveUNetSource("fashion");
+    expect(unetParamCount(fashion.config)).toBe(await checkpointParams(fashion.dir!));
     for (const tiny of ["unet-sd15-tiny", "unet-sd21-tiny"]) {
-      const s = resolveUNetSource(path.join(sharedDir(), "golden", tiny));
-      expect(unetParamCount(s.config)).toBe(checkpointParams(s.dir!));
+      const s = await resolveUNetSource(path.join(sharedDir(), "golden", tiny));
+      expect(unetParamCount(s.config)).toBe(await checkpointParams(s.dir!));
     }
   });
 
-  it("sizes the engine from the config and precision, at most 4 GiB", () => {
-    const sd15 = resolveUNetSource("sd15").config;
+  it("sizes the engine from the config and precision, at most 4 GiB", async () => {
+    const sd15 = (await resolveUNetSource("sd15")).config;
     const f32 = unetBenchMemory(sd15, "fp32", 2, 64);
     expect(f32).toBeGreaterThan(859_520_964 * 4);
     expect(f32).toBeLessThanOrEqual(4 * 1024 ** 3);

@@ -42,7 +42,7 @@ function expectBits(got: Float32Array, want: Float32Array, what: string) {
 const f32FromBits = (u: number) => new Float32Array(new Uint32Array([u]).buffer)[0];
 
 describe("bf16 rounding", () => {
-  it("known bit patterns", () => {
+  it("known bit patterns", async () => {
     expect(f32ToBf16Bits(1)).toBe(0x3f80);
     expect(f32ToBf16Bits(1 + 2 ** -8)).toBe(0x3f80); // tie -> even (down)
     expect(f32ToBf16Bits(1 + 3 * 2 ** -8)).toBe(0x3f82); // tie -> even (up)
@@ -60,7 +60,7 @@ describe("bf16 rounding", () => {
     expect(f32ToBf16Bits(NaN)).toBe(0x7fc0);
   });
 
-  it("subnormals round like any other value", () => {
+  it("subnormals round like any other value", async () => {
     expect(f32BitsToBf16Bits(0x00000001)).toBe(0x0000); // smallest f32 subnormal -> 0
     expect(f32BitsToBf16Bits(0x00008000)).toBe(0x0000); // tie, even -> down
     expect(f32BitsToBf16Bits(0x00018000)).toBe(0x0002); // tie, odd -> up
@@ -70,7 +70,7 @@ describe("bf16 rounding", () => {
     expect(bf16BitsToF32(0x0001)).toBe(2 ** -133);
   });
 
-  it("NaN stays NaN (quiet), payload-only-in-low-bits NaNs do not become Inf", () => {
+  it("NaN stays NaN (quiet), payload-only-in-low-bits NaNs do not become Inf", async () => {
     for (const u of [0x7fc00000, 0x7f800001, 0x7f80ffff, 0xff800001, 0x7fffffff, 0xffc00000, 0x7fa00000]) {
       const b = f32BitsToBf16Bits(u);
       expect(Number.isNaN(bf16BitsToF32(b)), u.toString(16)).toBe(true);
@@ -80,7 +80,7 @@ describe("bf16 rounding", () => {
     expect(f32BitsToBf16Bits(0x7fa00000)).toBe(0x7fe0);
   });
 
-  it("bf16BitsToF32 and roundBf16", () => {
+  it("bf16BitsToF32 and roundBf16", async () => {
     expect(bf16BitsToF32(0x3f80)).toBe(1);
     expect(bf16BitsToF32(0xc000)).toBe(-2);
     expect(Object.is(bf16BitsToF32(0x8000), -0)).toBe(true);
@@ -143,7 +143,7 @@ const LINEAR_SHAPES: [M: number, K: number, N: number][] = [
 
 describe("BF16 linear", () => {
   for (const [M, K, N] of LINEAR_SHAPES)
-    it(`M=${M} K=${K} N=${N}: exact vs reference, all builds and thread counts`, () => {
+    it(`M=${M} K=${K} N=${N}: exact vs reference, all builds and thread counts`, async () => {
       const x = randArray(M * K, M * 1000 + K, -2, 2);
       const w = randArray(N * K, N * 77 + K, -0.3, 0.3);
       const bias = N % 2 ? randArray(N, N, -1, 1) : null;
@@ -160,7 +160,7 @@ describe("BF16 linear", () => {
       }
     });
 
-  it("outputs are bf16 values and close to f32", () => {
+  it("outputs are bf16 values and close to f32", async () => {
     const eng = engines.get("relaxed/2")!;
     const M = 10, K = 100, N = 12;
     const x = randArray(M * K, 3), w = randArray(N * K, 4, -0.1, 0.1);
@@ -191,7 +191,7 @@ const CONV_CASES: ConvCase[] = [
 
 describe("BF16 conv2d", () => {
   for (const c of CONV_CASES)
-    it(`B=${c.B} ${c.H}x${c.W} cin=${c.cin} cout=${c.cout} k=${c.k} s=${c.stride} pad=[${c.pad}]: exact, all builds and threads`, () => {
+    it(`B=${c.B} ${c.H}x${c.W} cin=${c.cin} cout=${c.cout} k=${c.k} s=${c.stride} pad=[${c.pad}]: exact, all builds and threads`, async () => {
       const { B, H, W, cin, cout, k, stride, pad } = c;
       const x = randArray(B * H * W * cin, H * 31 + cin, -1, 1.5);
       const w = randArray(cout * cin * k * k, cout * 13 + cin, -0.3, 0.3);

@@ -5,25 +5,20 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sharedDir } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
-import {
-  MinMaxObserver,
-  readCalibration,
-  validateCalibration,
-  writeCalibration,
-  type Calibration,
-} from "../src/models/precision.ts";
+import { MinMaxObserver, readCalibration, validateCalibration, writeCalibration, type Calibration } from "../src/models/calibration.ts";
 import { StableDiffusionPipeline, PipelineError } from "../src/pipeline/pipeline.ts";
-import { calibrate, defaultCalibrationPrompts, readPromptsFile } from "../weights-tools/calibrate.ts";
+import { calibrate } from "../weights-tools/calibrate.ts";
+import { defaultCalibrationPrompts, readPromptsFile } from "../src/tools/prompts.ts";
 import { run as calibrateCli } from "../src/cli/calibrate.ts";
 import { UsageError } from "../src/cli/args.ts";
-import { runSensitivity } from "../src/cli/sensitivity.ts";
+import { runSensitivity } from "../src/tools/sensitivity.ts";
 
 const model = path.join(sharedDir(), "models", "fashion-sd-tiny");
 
 describe("MinMaxObserver", () => {
-  it("EMA per UNet call as torch's MovingAverageMinMaxObserver (momentum 0.9); minmax keeps extremes", () => {
+  it("EMA per UNet call as torch's MovingAverageMinMaxObserver (momentum 0.9); minmax keeps extremes", async () => {
     const o = new MinMaxObserver("ema-minmax", 0.9);
     o.record("a", -1, 2);
     o.record("a", -3, 1); // same call: extremes of the call are [-3, 2]
@@ -58,13 +53,13 @@ describe("calibration of fashion-sd-tiny", () => {
   });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it("one range per conv/linear layer, finite and ordered, every UNet call observed", () => {
+  it("one range per conv/linear layer, finite and ordered, every UNet call observed", async () => {
     // PNDM: 3 steps = 4 UNet calls per prompt
     expect(cal.unetCalls).toBe(8);
     expect(cal).toMatchObject({ steps: 3, guidance: 4, prompts: 2, scheduler: "pndm", actQmax: 127 });
     // the default observer: running min/max (onnxruntime's MinMax); min/max are the extremes seen
     expect(cal.observer).toMatchObject({ type: "minmax" });
-    const st = SafetensorsFile.open(path.join(model, "unet", "diffusion_pytorch_model.safetensors"));
+    const st = await SafetensorsFile.open(path.join(model, "unet", "diffusion_pytorch_model.safetensors"));
     const layers = [...st.tensors.values()].filter((t) => t.name.endsWith(".weight") && (t.shape.length === 2 || t.shape.length === 4)).map((t) => t.name.slice(0, -7));
     st.close();
     expect(Object.keys(cal.layers).sort()).toEqual(layers.sort());
@@ -81,11 +76,11 @@ describe("calibration of fashion-sd-tiny", () => {
     expect(cal.layers["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"]).toEqual(cal.layers["up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_v"]);
   });
 
-  it("file round trip and validation", () => {
-    expect(readCalibration(file)).toEqual(cal);
+  it("file round trip and validation", async () => {
+    expect(await readCalibration(file)).toEqual(cal);
     expect(() => validateCalibration({ ...cal, format: "x" }, "f")).toThrow(/not a stepq calibration file/);
     expect(() => validateCalibration({ ...cal, layers: { a: { min: 1, max: 0 } } }, "f")).toThrow(/layer a has a bad range/);
-    expect(() => readCalibration(path.join(tmp, "none.json"))).toThrow(/does not exist; make it with: stepq calibrate/);
+    await expect(readCalibration(path.join(tmp, "none.json"))).rejects.toThrow(/does not exist; make it with: stepq calibrate/);
   });
 
   it("a pipeline runs mixed:K with it: per-call precisions, progress, errors", async () => {
@@ -122,17 +117,17 @@ describe("calibration of fashion-sd-tiny", () => {
   it("stepq calibrate: writes the file, prompts from a file, usage errors", async () => {
     const prompts = path.join(tmp, "prompts.txt");
     fs.writeFileSync(prompts, "# calibration prompts\na photo of a coat\n\na photo of a sandal\n");
-    expect(readPromptsFile(prompts)).toEqual(["a photo of a coat", "a photo of a sandal"]);
+    expect(await readPromptsFile(prompts)).toEqual(["a photo of a coat", "a photo of a sandal"]);
     const out = path.join(tmp, "cli.json");
     expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "minmax", "--out", out, "-q"])).toBe(0);
-    const c = readCalibration(out);
+    const c = await readCalibration(out);
     expect(c).toMatchObject({ prompts: 2, steps: 1, unetCalls: 2, observer: { type: "minmax" } });
     // --observer ema: torch's MovingAverageMinMaxObserver constant (averaging_constant 0.01) unless --momentum
     const ema = path.join(tmp, "ema.json");
     expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "ema", "--out", ema, "-q"])).toBe(0);
-    expect(readCalibration(ema).observer).toMatchObject({ type: "ema-minmax", momentum: 0.99 });
+    expect((await readCalibration(ema)).observer).toMatchObject({ type: "ema-minmax", momentum: 0.99 });
     expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "ema", "--momentum", "0.9", "--out", ema, "-q"])).toBe(0);
-    expect(readCalibration(ema).observer).toMatchObject({ type: "ema-minmax", momentum: 0.9 });
+    expect((await readCalibration(ema)).observer).toMatchObject({ type: "ema-minmax", momentum: 0.9 });
     await expect(calibrateCli(["--model", model, "--momentum", "0.9", "--out", out])).rejects.toThrow(/--observer ema only/);
     await expect(calibrateCli(["--model", model, "--n", "2", "--prompts", prompts])).rejects.toThrow(/not both/);
     await expect(calibrateCli(["--model", model, "--observer", "avg", "--out", out])).rejects.toThrow(UsageError);

@@ -1,10 +1,11 @@
+import { loadClassifier } from "../src/models/loader.ts";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { Engine } from "../src/runtime/engine.ts";
-import { sharedDir } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { readIdx, readIdxImages, parseIdx, IdxError } from "../src/io/idx.ts";
 import { maxPool2d } from "../src/nn/pooling.ts";
 import { relu } from "../src/nn/elementwise.ts";
@@ -49,7 +50,7 @@ describe("maxPool2d and relu (src/nn/elementwise.ts)", () => {
   afterAll(() => engines.forEach((e) => e.close()));
 
   for (const [B, H, W, C] of [[1, 4, 4, 1], [2, 7, 5, 3], [3, 28, 28, 32], [1, 3, 9, 13], [2, 14, 14, 64]]) {
-    it(`maxPool2d [${B},${H},${W},${C}] matches the reference at 1 and 3 threads`, () => {
+    it(`maxPool2d [${B},${H},${W},${C}] matches the reference at 1 and 3 threads`, async () => {
       const r = rng(B * 1000 + H * 100 + W * 10 + C);
       const x = Float32Array.from({ length: B * H * W * C }, () => r() * 4 - 2);
       const ref = maxPoolRef(x, B, H, W, C);
@@ -63,7 +64,7 @@ describe("maxPool2d and relu (src/nn/elementwise.ts)", () => {
     });
   }
 
-  it("maxPool2d propagates NaN and rejects bad shapes", () => {
+  it("maxPool2d propagates NaN and rejects bad shapes", async () => {
     const eng = engines[0];
     eng.scope(() => {
       const y = maxPool2d(eng.fromArray([1, NaN, 2, 3], [1, 2, 2, 1]));
@@ -73,7 +74,7 @@ describe("maxPool2d and relu (src/nn/elementwise.ts)", () => {
     });
   });
 
-  it("relu matches max(x, 0) (tails, NaN, -0) at 1 and 3 threads", () => {
+  it("relu matches max(x, 0) (tails, NaN, -0) at 1 and 3 threads", async () => {
     for (const n of [1, 3, 4, 7, 64, 1001]) {
       const r = rng(n);
       const x = Float32Array.from({ length: n }, () => r() * 2 - 1);
@@ -96,7 +97,7 @@ describe("maxPool2d and relu (src/nn/elementwise.ts)", () => {
 
 describe("IDX reader", () => {
   let tmp: string;
-  beforeAll(() => {
+  beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stepq-idx-"));
   });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -110,14 +111,14 @@ describe("IDX reader", () => {
     return Buffer.concat([head, body]);
   }
 
-  it("reads plain and gzip u8 files and big-endian wider types", () => {
+  it("reads plain and gzip u8 files and big-endian wider types", async () => {
     const body = Uint8Array.from([1, 2, 3, 4, 5, 6]);
     const plain = path.join(tmp, "a.idx");
     fs.writeFileSync(plain, idx(0x08, [2, 3], body));
     const gz = path.join(tmp, "a.idx.gz");
     fs.writeFileSync(gz, zlib.gzipSync(idx(0x08, [2, 3], body)));
     for (const f of [plain, gz]) {
-      const r = readIdx(f);
+      const r = await readIdx(f);
       expect(r.type).toBe("u8");
       expect(r.dims).toEqual([2, 3]);
       expect(Array.from(r.data)).toEqual([1, 2, 3, 4, 5, 6]);
@@ -129,37 +130,37 @@ describe("IDX reader", () => {
     expect(Array.from(parseIdx(idx(0x0d, [1], f32b)).data)).toEqual([1.5]);
   });
 
-  it("rejects truncated, corrupt and malformed files with clear errors", () => {
+  it("rejects truncated, corrupt and malformed files with clear errors", async () => {
     const good = zlib.gzipSync(idx(0x08, [4, 5], new Uint8Array(20).fill(7)));
     const trunc = path.join(tmp, "trunc.gz");
     fs.writeFileSync(trunc, good.subarray(0, good.length - 10));
-    expect(() => readIdx(trunc)).toThrow(IdxError);
-    expect(() => readIdx(trunc)).toThrow(/corrupt or truncated gzip/);
+    await expect(readIdx(trunc)).rejects.toThrow(IdxError);
+    await expect(readIdx(trunc)).rejects.toThrow(/corrupt or truncated gzip/);
     const corrupt = Buffer.from(good);
     for (let i = 12; i < corrupt.length - 8; i++) corrupt[i] ^= 0x5a;
     const cf = path.join(tmp, "corrupt.gz");
     fs.writeFileSync(cf, corrupt);
-    expect(() => readIdx(cf)).toThrow(IdxError);
+    await expect(readIdx(cf)).rejects.toThrow(IdxError);
     // valid gzip, truncated payload
     const short = path.join(tmp, "short.gz");
     fs.writeFileSync(short, zlib.gzipSync(idx(0x08, [4, 5], new Uint8Array(19))));
-    expect(() => readIdx(short)).toThrow(/truncated: dimensions \[4,5\] need 32 bytes, the data has 31/);
+    await expect(readIdx(short)).rejects.toThrow(/truncated: dimensions \[4,5\] need 32 bytes, the data has 31/);
     expect(() => parseIdx(idx(0x08, [2], new Uint8Array(3)))).toThrow(/trailing/);
     expect(() => parseIdx(Uint8Array.from([1, 2, 3, 4, 5]))).toThrow(/not an IDX file/);
     expect(() => parseIdx(Uint8Array.from([0, 0, 0x08]))).toThrow(/too short/);
     expect(() => parseIdx(Uint8Array.from([0, 0, 0x08, 3, 0, 0]))).toThrow(/truncated header/);
-    expect(() => readIdx(path.join(tmp, "missing.gz"))).toThrow(/cannot read/);
+    await expect(readIdx(path.join(tmp, "missing.gz"))).rejects.toThrow(/cannot read/);
     // labels that do not match the images
     const im = path.join(tmp, "im.gz");
     const lb = path.join(tmp, "lb.gz");
     fs.writeFileSync(im, zlib.gzipSync(idx(0x08, [3, 2, 2], new Uint8Array(12))));
     fs.writeFileSync(lb, zlib.gzipSync(idx(0x08, [2], new Uint8Array(2))));
-    expect(() => readIdxImages(im, lb)).toThrow(/2 labels for 3 images/);
+    await expect(readIdxImages(im, lb)).rejects.toThrow(/2 labels for 3 images/);
   });
 });
 
 describe("classifier inputs", () => {
-  it("crops the central 28x28 of channel 0 and maps to [0,1]", () => {
+  it("crops the central 28x28 of channel 0 and maps to [0,1]", async () => {
     const W = 32, H = 32;
     const rgb = new Uint8Array(W * H * 3);
     const dec = new Float32Array(3 * W * H);
@@ -190,19 +191,19 @@ describe.skipIf(!haveData)("fashion classifier on the Fashion-MNIST test set", (
   });
   afterAll(() => eng?.close());
 
-  it("reads the 10k test set", () => {
-    const t = readIdxImages(path.join(DATA, "t10k-images-idx3-ubyte.gz"), path.join(DATA, "t10k-labels-idx1-ubyte.gz"));
+  it("reads the 10k test set", async () => {
+    const t = await readIdxImages(path.join(DATA, "t10k-images-idx3-ubyte.gz"), path.join(DATA, "t10k-labels-idx1-ubyte.gz"));
     expect([t.count, t.rows, t.cols]).toEqual([10000, 28, 28]);
     const hist = new Array(10).fill(0);
     for (const l of t.labels!) hist[l]++;
     expect(hist).toEqual(new Array(10).fill(1000));
   });
 
-  it("loads, and reaches the reference test accuracy 0.9088 on all 10k images", () => {
-    const clf = FashionClassifier.load(eng, CLS_DIR);
+  it("loads, and reaches the reference test accuracy 0.9088 on all 10k images", async () => {
+    const clf = await loadClassifier(eng, CLS_DIR);
     expect(clf.classes.length).toBe(10);
     expect(clf.featureDim).toBe(128);
-    const t = readIdxImages(path.join(DATA, "t10k-images-idx3-ubyte.gz"), path.join(DATA, "t10k-labels-idx1-ubyte.gz"));
+    const t = await readIdxImages(path.join(DATA, "t10k-images-idx3-ubyte.gz"), path.join(DATA, "t10k-labels-idx1-ubyte.gz"));
     const t0 = performance.now();
     const r = clf.classify(u8ImagesToInput(t.images), { batch: 250 });
     const ms = performance.now() - t0;

@@ -5,10 +5,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openGolden, sharedDir } from "../src/io/golden.ts";
+import { openGolden } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
-import { encodePng } from "../src/pipeline/png.ts";
+import { encodePng } from "../src/io/png.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const bin = path.join(root, "bin", "stepq.js");
@@ -20,14 +21,14 @@ function stepq(...args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   if (!fs.existsSync(path.join(root, "dist", "cli.js"))) spawnSync(process.execPath, [path.join(root, "scripts", "build.mjs")], { cwd: root, stdio: "inherit" });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stepq-cli-"));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe("stepq CLI", () => {
-  it("--help lists the commands; no command is a usage error", () => {
+  it("--help lists the commands; no command is a usage error", async () => {
     const r = stepq("--help");
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Usage: stepq <command>/);
@@ -37,7 +38,7 @@ describe("stepq CLI", () => {
     expect(stepq("--version").stdout).toMatch(/^stepq \d+\.\d+\.\d+/);
   });
 
-  it("every command has --help", () => {
+  it("every command has --help", async () => {
     for (const cmd of ["generate", "verify"]) {
       const r = stepq(cmd, "--help");
       expect(r.code).toBe(0);
@@ -46,7 +47,7 @@ describe("stepq CLI", () => {
     expect(stepq("generate", "--help").stdout).toMatch(/--negative-prompt[^]*--scheduler[^]*--latents[^]*--out/);
   });
 
-  it("bad flags and values: one line on stderr, exit 2", () => {
+  it("bad flags and values: one line on stderr, exit 2", async () => {
     const cases: [string[], RegExp][] = [
       [["generate", "--bogus"], /^stepq generate: Unknown option '--bogus' \(see stepq generate --help\)\n$/],
       [["generate", "--prompt", "x", "--steps", "abc"], /--steps must be an integer from 1 to 1000, got "abc"/],
@@ -68,7 +69,7 @@ describe("stepq CLI", () => {
   });
 
   it("generate --latents writes the same PNG as the library and reports progress", async () => {
-    const g = openGolden(path.join(sharedDir(), "golden"), "e2e");
+    const g = await openGolden(path.join(sharedDir(), "golden"), "e2e");
     const init = g.get("e2e2.initial_latents");
     writeSafetensors(path.join(tmp, "init.safetensors"), [{ name: "latents", dtype: "F32", shape: init.shape, data: init.data }]);
     const r = stepq("generate", "--model", modelDir, "--prompt", "a bag", "--steps", "20", "--guidance", "4", "--scheduler", "ddim", "--latents", "init.safetensors", "--threads", "2", "--out", "bag.png");
@@ -93,7 +94,7 @@ describe("stepq CLI", () => {
     expect(bad3.stderr).toMatch(/has 3 channels; this model's latents are \[1,4,H\/4,W\/4\]/);
   });
 
-  it("verify prints one line per case and the summary", () => {
+  it("verify prints one line per case and the summary", async () => {
     const r = stepq("verify", path.join(sharedDir(), "golden"), "--models", path.join(sharedDir(), "models"), "--only", "scheduler", "--threads", "1");
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split("\n");

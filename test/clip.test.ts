@@ -1,12 +1,14 @@
+import { loadClipTextModel } from "../src/models/loader.ts";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as path from "node:path";
 import { Engine } from "../src/runtime/engine.ts";
-import { openGolden, maxAbsRelToMax, sharedDir } from "../src/io/golden.ts";
-import { clipTextConfig } from "../src/io/diffusers.ts";
+import { openGolden, maxAbsRelToMax } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
+import { clipTextConfig } from "../src/models/config.ts";
 import { ClipTextModel } from "../src/models/clip.ts";
 
 const goldenDir = path.join(sharedDir(), "golden");
-const golden = openGolden(goldenDir, "cases");
+const golden = await openGolden(goldenDir, "cases");
 const cases = (golden.json.cases as any[]).filter((c) => c.kind === "text_encoder");
 
 for (const threads of [1, 2]) {
@@ -19,9 +21,9 @@ for (const threads of [1, 2]) {
     afterAll(() => eng?.close());
 
     for (const c of cases) {
-      it(`${c.model} ${c.inputs.input_ids}: last, penultimate, pooled within ${c.tolerance.max_abs_rel_to_max}`, () => {
+      it(`${c.model} ${c.inputs.input_ids}: last, penultimate, pooled within ${c.tolerance.max_abs_rel_to_max}`, async () => {
         let model = models.get(c.model);
-        if (!model) models.set(c.model, (model = ClipTextModel.load(eng, path.join(goldenDir, c.model))));
+        if (!model) models.set(c.model, (model = await loadClipTextModel(eng, path.join(goldenDir, c.model))));
         const ids = golden.get(c.inputs.input_ids);
         const [batch, L] = ids.shape;
         const before = eng.stats().used;
@@ -41,8 +43,8 @@ for (const threads of [1, 2]) {
       });
     }
 
-    it("the fashion-sd-tiny text encoder (fp16 weights) loads and encodes a padded prompt", () => {
-      const model = ClipTextModel.load(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "text_encoder"));
+    it("the fashion-sd-tiny text encoder (fp16 weights) loads and encodes a padded prompt", async () => {
+      const model = await loadClipTextModel(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "text_encoder"));
       eng.scope(() => {
         const ids = new Int32Array(2 * 77).fill(49407);
         ids.set([49406, 320, 1125, 539, 320, 49407], 0);
@@ -57,9 +59,9 @@ for (const threads of [1, 2]) {
       });
     });
 
-    it("fashion-sd-tiny text encoder matches the pipeline's text embeddings (golden/e2e) within 2e-4", () => {
-      const model = ClipTextModel.load(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "text_encoder"));
-      const e2e = openGolden(goldenDir, "e2e");
+    it("fashion-sd-tiny text encoder matches the pipeline's text embeddings (golden/e2e) within 2e-4", async () => {
+      const model = await loadClipTextModel(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "text_encoder"));
+      const e2e = await openGolden(goldenDir, "e2e");
       for (const c of e2e.json.cases as any[]) {
         eng.scope(() => {
           const ids = e2e.get(c.tensors.input_ids);
@@ -71,11 +73,11 @@ for (const threads of [1, 2]) {
       }
     });
 
-    it("bad ids and configs give clear errors", () => {
-      const model = models.get(cases[0].model) ?? ClipTextModel.load(eng, path.join(goldenDir, cases[0].model));
+    it("bad ids and configs give clear errors", async () => {
+      const model = models.get(cases[0].model) ?? await loadClipTextModel(eng, path.join(goldenDir, cases[0].model));
       expect(() => model.encode(new Int32Array(77).fill(49408), 1)).toThrow(/token id 49408 at position 0 is outside the vocabulary/);
       expect(() => model.encode(new Int32Array(78), 1)).toThrow(/sequence length 78/);
-      expect(() => ClipTextModel.fromConfig(eng, clipTextConfig({ hidden_size: 32, num_attention_heads: 4, hidden_act: "relu" }), "random")).toThrow(/hidden_act "relu"/);
+      await expect(ClipTextModel.fromConfig(eng, clipTextConfig({ hidden_size: 32, num_attention_heads: 4, hidden_act: "relu" }), "random")).rejects.toThrow(/hidden_act "relu"/);
     });
   });
 }

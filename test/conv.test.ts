@@ -74,7 +74,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
     afterAll(() => engines.forEach((e) => e.close()));
 
     for (const c of CASES)
-      it(`${c.name}: matches the reference, bit-identical for 1, 2, 4 threads`, () => {
+      it(`${c.name}: matches the reference, bit-identical for 1, 2, 4 threads`, async () => {
         const seed = c.h * 7919 + c.w * 131 + c.cin * 17 + c.cout + c.kh * 3;
         const x = randn(c.b * c.h * c.w * c.cin, seed);
         const wt = randn(c.cout * c.cin * c.kh * c.kw, seed + 1);
@@ -93,7 +93,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
         for (let i = 1; i < outs.length; i++) expect(bitsEqual(outs[0], outs[i]), `${THREADS[i]} threads differ from 1`).toBe(true);
       });
 
-    it("K, M and panel blocking (kc, mcT, pb) do not change a single bit", () => {
+    it("K, M and panel blocking (kc, mcT, pb) do not change a single bit", async () => {
       const c = { b: 2, h: 7, w: 9, cin: 11, cout: 37, kh: 3, kw: 3 };
       const x = randn(c.b * c.h * c.w * c.cin, 99), wt = randn(c.cout * c.cin * 9, 98), bias = randn(c.cout, 97);
       const ref = conv2dRef(x, wt, bias, { batch: c.b, h: c.h, w: c.w, cin: c.cin, cout: c.cout, kh: 3, kw: 3, stride: 1, padding: [1, 1, 1, 1] });
@@ -122,7 +122,7 @@ describe("conv2d input errors", () => {
   });
   afterAll(() => e.close());
 
-  it("shape mismatches name expected and got", () => {
+  it("shape mismatches name expected and got", async () => {
     const cw = prepareConv2d(e, new Float32Array(8 * 4 * 9), null, { cout: 8, cin: 4, kh: 3, kw: 3 }, { padding: 1 });
     expect(() => conv2d(e.zeros([1, 5, 5, 3]), cw)).toThrow(/expected NHWC input \[B, H, W, 4\].*got \[1,5,5,3\]/);
     expect(() => conv2d(e.zeros([5, 5, 4]), cw)).toThrow(/expected NHWC input .*got \[5,5,4\]/);

@@ -4,7 +4,7 @@ import * as path from "node:path";
 
 // The engine must run unchanged under Deno (installed from npm as a dev dependency).
 describe("Deno", () => {
-  it("runs the engine with relaxed SIMD and the baseline build", () => {
+  it("runs the engine with relaxed SIMD and the baseline build", async () => {
     const deno = path.resolve("node_modules/.bin/deno");
     const r = spawnSync(deno, ["run", "--allow-read", "--allow-env", "test/deno/smoke.ts"], { encoding: "utf8", timeout: 120_000 });
     expect(r.stderr).not.toMatch(/error/i);

@@ -2,26 +2,10 @@ import { describe, expect, it } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import {
-  CLIP_TEXT_SUPPORTED,
-  DiffusersError,
-  SD15_UNET_CONFIG,
-  SD21_UNET_CONFIG,
-  UNET_SUPPORTED,
-  VAE_SUPPORTED,
-  checkPipelineComponents,
-  checkSupported,
-  findWeights,
-  loadClipTextConfig,
-  loadComponentConfig,
-  loadPipelineIndex,
-  loadUNetConfig,
-  loadVaeConfig,
-  parsePythonJson,
-  unetAttentionHeads,
-  unetConfig,
-} from "../src/io/diffusers.ts";
-import { sharedDir } from "../src/io/golden.ts";
+import { CLIP_TEXT_SUPPORTED, SD15_UNET_CONFIG, SD21_UNET_CONFIG, UNET_SUPPORTED, VAE_SUPPORTED, checkSupported, loadClipTextConfig, loadUNetConfig, loadVaeConfig, unetAttentionHeads, unetConfig } from "../src/models/config.ts";
+import { DiffusersError, checkPipelineComponents, findWeights, loadComponentConfig, loadPipelineIndex } from "../src/io/diffusers.ts";
+import { parsePythonJson } from "../src/io/json.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 
 const shared = sharedDir();
@@ -45,8 +29,8 @@ function fakePipeline(): string {
 }
 
 describe("fashion-sd-tiny pipeline", () => {
-  it("reads model_index.json", () => {
-    const idx = loadPipelineIndex(fashion);
+  it("reads model_index.json", async () => {
+    const idx = await loadPipelineIndex(fashion);
     expect(idx.className).toBe("StableDiffusionPipeline");
     expect(idx.components.unet).toEqual({ library: "diffusers", className: "UNet2DConditionModel" });
     expect(idx.components.text_encoder).toEqual({ library: "transformers", className: "CLIPTextModel" });
@@ -55,36 +39,36 @@ describe("fashion-sd-tiny pipeline", () => {
     expect(checkPipelineComponents(idx)).toEqual([]);
   });
 
-  it("loads and checks the component configs", () => {
+  it("loads and checks the component configs", async () => {
     const warnings: string[] = [];
-    const unet = loadUNetConfig(path.join(fashion, "unet"), { onWarning: (w) => warnings.push(w) });
+    const unet = await loadUNetConfig(path.join(fashion, "unet"), { onWarning: (w) => warnings.push(w) });
     expect(unet.block_out_channels).toEqual([64, 128, 128]);
     expect(unet.down_block_types).toEqual(["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]);
     expect(unet.cross_attention_dim).toBe(64);
     expect(unetAttentionHeads(unet)).toEqual({ heads: [8, 8, 8], headDim: [8, 16, 16] });
-    const vae = loadVaeConfig(path.join(fashion, "vae"), { onWarning: (w) => warnings.push(w) });
+    const vae = await loadVaeConfig(path.join(fashion, "vae"), { onWarning: (w) => warnings.push(w) });
     expect(vae.latent_channels).toBe(4);
     expect(vae.scaling_factor).toBeCloseTo(0.309004, 5);
-    const te = loadClipTextConfig(path.join(fashion, "text_encoder"), { onWarning: (w) => warnings.push(w) });
+    const te = await loadClipTextConfig(path.join(fashion, "text_encoder"), { onWarning: (w) => warnings.push(w) });
     expect(te.hidden_act).toBe("quick_gelu");
     expect(te.num_hidden_layers).toBe(4);
     expect(te.eos_token_id).toBe(49407);
     expect(warnings).toEqual([]);
-    const sched = loadComponentConfig(fashion, "scheduler");
+    const sched = await loadComponentConfig(fashion, "scheduler");
     expect(sched._class_name).toBe("PNDMScheduler");
     expect(sched.skip_prk_steps).toBe(true);
-    expect(loadComponentConfig(fashion, "unet").sample_size).toBe(8);
+    expect((await loadComponentConfig(fashion, "unet")).sample_size).toBe(8);
   });
 
-  it("finds the safetensors weights of each component", () => {
+  it("finds the safetensors weights of each component", async () => {
     for (const [c, f] of [
       ["unet", "diffusion_pytorch_model.safetensors"],
       ["vae", "diffusion_pytorch_model.safetensors"],
       ["text_encoder", "model.safetensors"],
     ]) {
-      const p = findWeights(path.join(fashion, c));
+      const p = await findWeights(path.join(fashion, c));
       expect(path.basename(p)).toBe(f);
-      const st = SafetensorsFile.open(p);
+      const st = await SafetensorsFile.open(p);
       expect(st.tensors.size).toBeGreaterThan(0);
       st.close();
     }
@@ -92,27 +76,27 @@ describe("fashion-sd-tiny pipeline", () => {
 });
 
 describe("golden model configs", () => {
-  it("SD 1.5-style and SD 2.1-style tiny UNets", () => {
-    const sd15 = loadUNetConfig(path.join(golden, "unet-sd15-tiny"));
+  it("SD 1.5-style and SD 2.1-style tiny UNets", async () => {
+    const sd15 = await loadUNetConfig(path.join(golden, "unet-sd15-tiny"));
     expect(sd15.use_linear_projection).toBe(false);
     expect(sd15.upcast_attention).toBe(false);
     expect(unetAttentionHeads(sd15).heads).toEqual([8, 8, 8]);
-    const sd21 = loadUNetConfig(path.join(golden, "unet-sd21-tiny"));
+    const sd21 = await loadUNetConfig(path.join(golden, "unet-sd21-tiny"));
     expect(sd21.use_linear_projection).toBe(true);
     expect(sd21.upcast_attention).toBe(true);
     expect(unetAttentionHeads(sd21)).toEqual({ heads: [2, 4, 4], headDim: [16, 16, 16] });
-    expect(path.basename(findWeights(path.join(golden, "unet-sd21-tiny")))).toBe("diffusion_pytorch_model.safetensors");
+    expect(path.basename(await findWeights(path.join(golden, "unet-sd21-tiny")))).toBe("diffusion_pytorch_model.safetensors");
   });
 
-  it("VAE and both text encoders", () => {
-    expect(loadVaeConfig(path.join(golden, "vae-tiny")).scaling_factor).toBe(0.18215);
-    expect(loadClipTextConfig(path.join(golden, "text-encoder-clip-l-tiny")).hidden_act).toBe("quick_gelu");
-    const h = loadClipTextConfig(path.join(golden, "text-encoder-openclip-h-tiny"));
+  it("VAE and both text encoders", async () => {
+    expect((await loadVaeConfig(path.join(golden, "vae-tiny"))).scaling_factor).toBe(0.18215);
+    expect((await loadClipTextConfig(path.join(golden, "text-encoder-clip-l-tiny"))).hidden_act).toBe("quick_gelu");
+    const h = await loadClipTextConfig(path.join(golden, "text-encoder-openclip-h-tiny"));
     expect(h.hidden_act).toBe("gelu");
     expect(h.pad_token_id).toBe(0);
   });
 
-  it("public SD 1.5 / SD 2.1 UNet configs are supported", () => {
+  it("public SD 1.5 / SD 2.1 UNet configs are supported", async () => {
     expect(checkSupported(SD15_UNET_CONFIG, UNET_SUPPORTED)).toEqual([]);
     expect(checkSupported(SD21_UNET_CONFIG, UNET_SUPPORTED)).toEqual([]);
     expect(SD15_UNET_CONFIG.cross_attention_dim).toBe(768);
@@ -125,7 +109,7 @@ describe("golden model configs", () => {
     expect(SD15_UNET_CONFIG.use_linear_projection).toBe(false);
   });
 
-  it("defaults fill missing fields", () => {
+  it("defaults fill missing fields", async () => {
     const c = unetConfig({ block_out_channels: [32, 64] });
     expect(c.layers_per_block).toBe(2);
     expect(c.act_fn).toBe("silu");
@@ -134,58 +118,58 @@ describe("golden model configs", () => {
 });
 
 describe("errors", () => {
-  it("missing model folder / model_index.json", () => {
+  it("missing model folder / model_index.json", async () => {
     const d = tmpDir();
-    expect(() => loadPipelineIndex(path.join(d, "nope"))).toThrow(/model folder not found/);
-    expect(() => loadPipelineIndex(d)).toThrow(DiffusersError);
-    expect(() => loadPipelineIndex(d)).toThrow(/model_index\.json: not found/);
+    await expect(loadPipelineIndex(path.join(d, "nope"))).rejects.toThrow(/model folder not found/);
+    await expect(loadPipelineIndex(d)).rejects.toThrow(DiffusersError);
+    await expect(loadPipelineIndex(d)).rejects.toThrow(/model_index\.json: not found/);
   });
 
-  it("bad JSON in model_index.json names the file", () => {
+  it("bad JSON in model_index.json names the file", async () => {
     const d = tmpDir();
     fs.writeFileSync(path.join(d, "model_index.json"), '{"unet": [');
-    expect(() => loadPipelineIndex(d)).toThrow(/model_index\.json: invalid JSON/);
+    await expect(loadPipelineIndex(d)).rejects.toThrow(/model_index\.json: invalid JSON/);
   });
 
-  it("missing component in model_index.json and missing component folder", () => {
+  it("missing component in model_index.json and missing component folder", async () => {
     const d = fakePipeline();
     const idx = JSON.parse(fs.readFileSync(path.join(d, "model_index.json"), "utf8"));
-    expect(loadPipelineIndex(d).components.vae.className).toBe("AutoencoderKL");
+    expect((await loadPipelineIndex(d)).components.vae.className).toBe("AutoencoderKL");
     fs.rmSync(path.join(d, "vae"), { recursive: true });
-    expect(() => loadPipelineIndex(d)).toThrow(/vae: component folder not found \(vae is listed in .*model_index\.json\)/);
+    await expect(loadPipelineIndex(d)).rejects.toThrow(/vae: component folder not found \(vae is listed in .*model_index\.json\)/);
     delete idx.vae;
     fs.writeFileSync(path.join(d, "model_index.json"), JSON.stringify(idx));
-    expect(() => loadPipelineIndex(d)).toThrow(/model_index\.json: missing component "vae"/);
+    await expect(loadPipelineIndex(d)).rejects.toThrow(/model_index\.json: missing component "vae"/);
     idx.vae = [null, null];
     fs.writeFileSync(path.join(d, "model_index.json"), JSON.stringify(idx));
-    expect(() => loadPipelineIndex(d)).toThrow(/missing component "vae"/);
+    await expect(loadPipelineIndex(d)).rejects.toThrow(/missing component "vae"/);
     // not required: fine
-    expect(loadPipelineIndex(d, ["unet"]).components.unet).toBeDefined();
+    expect((await loadPipelineIndex(d, ["unet"])).components.unet).toBeDefined();
   });
 
-  it("missing or broken component config", () => {
+  it("missing or broken component config", async () => {
     const d = fakePipeline();
-    expect(() => loadComponentConfig(d, "nope")).toThrow(/nope: component folder not found/);
+    await expect(loadComponentConfig(d, "nope")).rejects.toThrow(/nope: component folder not found/);
     fs.rmSync(path.join(d, "unet", "config.json"));
-    expect(() => loadComponentConfig(d, "unet")).toThrow(/unet[\\/]config\.json: not found/);
+    await expect(loadComponentConfig(d, "unet")).rejects.toThrow(/unet[\\/]config\.json: not found/);
     fs.writeFileSync(path.join(d, "unet", "config.json"), "[1, 2");
-    expect(() => loadUNetConfig(path.join(d, "unet"))).toThrow(/unet[\\/]config\.json: invalid JSON/);
+    await expect(loadUNetConfig(path.join(d, "unet"))).rejects.toThrow(/unet[\\/]config\.json: invalid JSON/);
     fs.writeFileSync(path.join(d, "unet", "config.json"), "[1, 2]");
-    expect(() => loadUNetConfig(path.join(d, "unet"))).toThrow(/expected a JSON object/);
+    await expect(loadUNetConfig(path.join(d, "unet"))).rejects.toThrow(/expected a JSON object/);
   });
 
-  it("unsupported UNet block type is reported by field and index", () => {
+  it("unsupported UNet block type is reported by field and index", async () => {
     const d = fakePipeline();
     const f = path.join(d, "unet", "config.json");
     const cfg = JSON.parse(fs.readFileSync(f, "utf8"));
     cfg.down_block_types[2] = "SimpleCrossAttnDownBlock2D";
     fs.writeFileSync(f, JSON.stringify(cfg));
-    expect(() => loadUNetConfig(path.join(d, "unet"))).toThrow(
+    await expect(loadUNetConfig(path.join(d, "unet"))).rejects.toThrow(
       'unet/config.json: down_block_types[2] "SimpleCrossAttnDownBlock2D" is not supported',
     );
   });
 
-  it("reports every unsupported value, unknown fields and inconsistent lengths", () => {
+  it("reports every unsupported value, unknown fields and inconsistent lengths", async () => {
     const cfg = unetConfig({
       ...SD15_UNET_CONFIG,
       act_fn: "gelu",
@@ -205,7 +189,7 @@ describe("errors", () => {
     expect(msgs).toContain("error: unet/config.json: up_block_types has 3 entries but block_out_channels has 4");
   });
 
-  it("VAE and text encoder checks", () => {
+  it("VAE and text encoder checks", async () => {
     const vae = { ...loadComponentConfig(fashion, "vae"), up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D", "AttnUpDecoderBlock2D"] };
     expect(checkSupported(vae, VAE_SUPPORTED).map((i) => i.message)).toEqual([
       'vae/config.json: up_block_types[2] "AttnUpDecoderBlock2D" is not supported (supported: "UpDecoderBlock2D")',
@@ -218,27 +202,27 @@ describe("errors", () => {
     expect(issues.filter((i) => i.severity === "warning").map((i) => i.field)).toEqual(["output_hidden_states"]);
   });
 
-  it("findWeights: variants, pickles, nothing", () => {
+  it("findWeights: variants, pickles, nothing", async () => {
     const d = tmpDir();
     const touch = (f: string) => fs.writeFileSync(path.join(d, f), "");
     touch("config.json");
-    expect(() => findWeights(d)).toThrow(/no \.safetensors weights file found/);
+    await expect(findWeights(d)).rejects.toThrow(/no \.safetensors weights file found/);
     touch("diffusion_pytorch_model.bin");
-    expect(() => findWeights(d)).toThrow(/PyTorch pickle weights are not supported; convert to safetensors/);
+    await expect(findWeights(d)).rejects.toThrow(/PyTorch pickle weights are not supported; convert to safetensors/);
     touch("diffusion_pytorch_model.fp16.safetensors");
-    expect(path.basename(findWeights(d))).toBe("diffusion_pytorch_model.fp16.safetensors");
+    expect(path.basename(await findWeights(d))).toBe("diffusion_pytorch_model.fp16.safetensors");
     touch("diffusion_pytorch_model.safetensors");
-    expect(path.basename(findWeights(d))).toBe("diffusion_pytorch_model.safetensors");
-    expect(path.basename(findWeights(d, { variant: "fp16" }))).toBe("diffusion_pytorch_model.fp16.safetensors");
+    expect(path.basename(await findWeights(d))).toBe("diffusion_pytorch_model.safetensors");
+    expect(path.basename(await findWeights(d, { variant: "fp16" }))).toBe("diffusion_pytorch_model.fp16.safetensors");
     const e = tmpDir();
     fs.writeFileSync(path.join(e, "model.ckpt"), "");
-    expect(() => findWeights(e)).toThrow(/PyTorch pickle weights are not supported; convert to safetensors \(found model\.ckpt\)/);
-    expect(() => findWeights(path.join(e, "nope"))).toThrow(/component folder not found/);
+    await expect(findWeights(e)).rejects.toThrow(/PyTorch pickle weights are not supported; convert to safetensors \(found model\.ckpt\)/);
+    await expect(findWeights(path.join(e, "nope"))).rejects.toThrow(/component folder not found/);
   });
 });
 
 describe("parsePythonJson", () => {
-  it("accepts NaN / Infinity / -Infinity outside strings", () => {
+  it("accepts NaN / Infinity / -Infinity outside strings", async () => {
     expect(parsePythonJson('{"a": -Infinity, "b": [NaN, Infinity], "c": "NaN -Infinity \\" Infinity"}')).toEqual({
       a: -Infinity,
       b: [NaN, Infinity],
@@ -246,7 +230,7 @@ describe("parsePythonJson", () => {
     });
   });
 
-  it("parses the golden cases.json", () => {
+  it("parses the golden cases.json", async () => {
     const j = parsePythonJson(fs.readFileSync(path.join(golden, "cases.json"), "utf8"));
     expect(Array.isArray(j.cases)).toBe(true);
   });

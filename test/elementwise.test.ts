@@ -42,7 +42,7 @@ describe("broadcast add / mul / addScaled", () => {
   ];
   for (const simd of VARIANTS)
     for (const [as, bs] of cases)
-      it(`[${as}] op [${bs}] (${simd})`, () => {
+      it(`[${as}] op [${bs}] (${simd})`, async () => {
         const r = ref.rng(as.length * 31 + bs.length);
         const a = r.normals(size(as));
         const b = r.normals(size(bs));
@@ -80,13 +80,13 @@ describe("activations", () => {
     expect(worst).toBeLessThanOrEqual(tol);
   };
   for (const simd of VARIANTS) {
-    it(`silu, quickGelu, gelu, scale (${simd})`, () => {
+    it(`silu, quickGelu, gelu, scale (${simd})`, async () => {
       pointwise(check(simd, (e) => silu(e.fromArray(x, [x.length])), ref.refSilu(x)), ref.refSilu(x), 1e-6);
       pointwise(check(simd, (e) => quickGelu(e.fromArray(x, [x.length])), ref.refQuickGelu(x)), ref.refQuickGelu(x), 1e-6);
       pointwise(check(simd, (e) => gelu(e.fromArray(x, [x.length])), ref.refGelu(x)), ref.refGelu(x), 1e-6);
       check(simd, (e) => scale(e.fromArray(x, [x.length]), -0.3), Float32Array.from(x, (v) => v * Math.fround(-0.3)), 0);
     });
-    it(`geglu (${simd})`, () => {
+    it(`geglu (${simd})`, async () => {
       for (const shape of [[2, 5, 14], [4, 80], [3, 2], [1, 2 * 1280]]) {
         const N = shape[shape.length - 1] / 2;
         const rows = size(shape) / (2 * N);
@@ -102,14 +102,14 @@ describe("activations", () => {
 
 describe("layout ops", () => {
   for (const simd of VARIANTS) {
-    it(`upsample2x (${simd})`, () => {
+    it(`upsample2x (${simd})`, async () => {
       for (const [B, H, W, C] of [[2, 3, 5, 7], [1, 1, 1, 3], [1, 4, 4, 8]]) {
         const xs = ref.rng(C).normals(B * H * W * C);
         const out = check(simd, (e) => upsample2x(e.fromArray(xs, [B, H, W, C])), ref.refUpsample2x(xs, B, H, W, C), 0);
         expect(out.length).toBe(B * 4 * H * W * C);
       }
     });
-    it(`concatChannels (${simd})`, () => {
+    it(`concatChannels (${simd})`, async () => {
       for (const [B, H, W, ca, cb] of [[2, 3, 4, 5, 3], [1, 1, 1, 1, 2], [1, 4, 4, 320, 640]]) {
         const r = ref.rng(ca * cb);
         const a = r.normals(B * H * W * ca);

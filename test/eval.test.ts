@@ -2,24 +2,10 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { sharedDir } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
-import {
-  symmetricEigen,
-  sqrtmPsd,
-  featureStats,
-  frechetDistance,
-  fid,
-  psnr,
-  mse,
-  summarizePsnr,
-  accuracy,
-  evalLabels,
-  promptFor,
-  runEval,
-  readReferenceImages,
-  EvalError,
-} from "../src/pipeline/eval.ts";
+import { symmetricEigen, sqrtmPsd, featureStats, frechetDistance, fid, psnr, mse, summarizePsnr, accuracy } from "../src/tools/metrics.ts";
+import { evalLabels, promptFor, runEval, readReferenceImages, EvalError } from "../src/tools/eval.ts";
 import { evalCommand, EVAL_HELP, resultJson } from "../src/cli/eval.ts";
 import { UsageError } from "../src/cli/args.ts";
 
@@ -73,7 +59,7 @@ function diag(d: number[]): Float64Array {
 }
 
 describe("linear algebra", () => {
-  it("symmetricEigen reconstructs A = V diag(l) V^T with orthonormal V", () => {
+  it("symmetricEigen reconstructs A = V diag(l) V^T with orthonormal V", async () => {
     for (const n of [1, 2, 5, 40]) {
       const r = rng(n);
       const A = new Float64Array(n * n);
@@ -95,7 +81,7 @@ describe("linear algebra", () => {
     }
   });
 
-  it("sqrtmPsd squares back to the matrix and clamps round-off negatives", () => {
+  it("sqrtmPsd squares back to the matrix and clamps round-off negatives", async () => {
     const n = 12;
     const A = rotated(orthogonal(n, 3), Array.from({ length: n }, (_, i) => (i === 0 ? 0 : i * 0.7)));
     const S = sqrtmPsd(A, n);
@@ -109,7 +95,7 @@ describe("linear algebra", () => {
 });
 
 describe("FID", () => {
-  it("matches the closed form for diagonal covariances", () => {
+  it("matches the closed form for diagonal covariances", async () => {
     const a = [1, 4, 0.25, 9, 2];
     const b = [4, 1, 1, 0.5, 2];
     const mu1 = [0, 1, 2, 3, 4];
@@ -119,7 +105,7 @@ describe("FID", () => {
     expect(frechetDistance({ mean: mu1, cov: diag(a) }, { mean: mu2, cov: diag(b) })).toBeCloseTo(want, 10);
   });
 
-  it("matches the closed form for commuting covariances R diag(a) R^T, R diag(b) R^T", () => {
+  it("matches the closed form for commuting covariances R diag(a) R^T, R diag(b) R^T", async () => {
     const n = 20;
     const r = rng(7);
     const a = Array.from({ length: n }, () => r() * 3);
@@ -136,7 +122,7 @@ describe("FID", () => {
     expect(frechetDistance({ mean: mu, cov: diag(ones) }, { mean: mu, cov: rotated(R, b) })).toBeCloseTo(want2, 9);
   });
 
-  it("matches the 2x2 closed form tr sqrt(S1 S2) = sqrt(tr(S1 S2) + 2 sqrt(det S1 det S2)) for non-commuting covariances", () => {
+  it("matches the 2x2 closed form tr sqrt(S1 S2) = sqrt(tr(S1 S2) + 2 sqrt(det S1 det S2)) for non-commuting covariances", async () => {
     const S1 = [2, 0.7, 0.7, 1];
     const S2 = [0.5, -0.3, -0.3, 3];
     const P = [S1[0] * S2[0] + S1[1] * S2[2], 0, 0, S1[2] * S2[1] + S1[3] * S2[3]];
@@ -147,7 +133,7 @@ describe("FID", () => {
     expect(frechetDistance({ mean: [1, 2], cov: S1 }, { mean: [0, 0.5], cov: S2 })).toBeCloseTo(want, 12);
   });
 
-  it("featureStats gives the unbiased mean and covariance; a set against itself has FID ~0", () => {
+  it("featureStats gives the unbiased mean and covariance; a set against itself has FID ~0", async () => {
     const d = 16, n = 600;
     const r = rng(5);
     const mix = Float64Array.from({ length: d * d }, () => gauss(r) * 0.5);
@@ -189,7 +175,7 @@ describe("FID", () => {
 });
 
 describe("PSNR, accuracy, labels", () => {
-  it("PSNR of known differences", () => {
+  it("PSNR of known differences", async () => {
     const a = new Uint8Array(300).fill(100);
     expect(psnr(a, a)).toBe(Infinity);
     expect(psnr(a, a.map((v) => v + 1))).toBeCloseTo(20 * Math.log10(255), 10); // mse 1: 48.1308 dB
@@ -205,7 +191,7 @@ describe("PSNR, accuracy, labels", () => {
     expect(summarizePsnr([Infinity]).mean).toBe(Infinity);
   });
 
-  it("labels, prompts and accuracy", () => {
+  it("labels, prompts and accuracy", async () => {
     expect(Array.from(evalLabels(20, 10))).toEqual([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9]);
     expect(() => evalLabels(15, 10)).toThrow(/multiple of 10/);
     expect(() => evalLabels(0, 10)).toThrow(/multiple of 10/);
@@ -231,7 +217,7 @@ const haveModel = fs.existsSync(path.join(MODEL, "model_index.json")) && fs.exis
 
 describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
   let tmp: string;
-  beforeAll(() => {
+  beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stepq-eval-"));
   });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -253,9 +239,9 @@ describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
     expect(fs.readdirSync(path.join(tmp, "png"))[2]).toBe("0002-pair_of_trousers.png");
     // the saved file is checked against the run's settings
     const want = { n: 20, steps: 10, guidance: 4, scheduler: "pndm", seed0: 0, width: 32, height: 32 };
-    expect(readReferenceImages(saved, want).length).toBe(20 * 32 * 32 * 3);
-    expect(() => readReferenceImages(saved, { ...want, steps: 50 })).toThrow(/steps 10 \(this run: 50\)/);
-    expect(() => readReferenceImages(saved, { ...want, n: 10 })).toThrow(/does not match/);
+    expect((await readReferenceImages(saved, want)).length).toBe(20 * 32 * 32 * 3);
+    await expect(readReferenceImages(saved, { ...want, steps: 50 })).rejects.toThrow(/steps 10 \(this run: 50\)/);
+    await expect(readReferenceImages(saved, { ...want, n: 10 })).rejects.toThrow(/does not match/);
   });
 
   it("an INT8 run records the calibration it used (the shipped model's file, one range per layer)", async () => {
@@ -285,15 +271,15 @@ describe.skipIf(!haveModel)("eval on fashion-sd-tiny", () => {
   it("a low precision (bf16) gives the same images with batch 1 and batch 5, and the same PSNR against its generated FP32 images", async () => {
     const files = [1, 5].map((b) => path.join(tmp, `bf16-b${b}.safetensors`));
     const [a, b] = [await runEval({ ...base, n: 10, steps: 3, precision: "bf16", batch: 1, saveImages: files[0] }), await runEval({ ...base, n: 10, steps: 3, precision: "bf16", batch: 5, saveImages: files[1] })];
-    const read = (f: string) => {
-      const st = SafetensorsFile.open(f);
+    const read = async (f: string) => {
+      const st = await SafetensorsFile.open(f);
       try {
-        return Buffer.from(st.readRaw("images"));
+        return Buffer.from(await st.readRaw("images"));
       } finally {
         st.close();
       }
     };
-    expect(read(files[0]).equals(read(files[1]))).toBe(true);
+    expect((await read(files[0])).equals(await read(files[1]))).toBe(true);
     expect(b.fid).toBe(a.fid);
     expect(b.psnr_vs_fp32).toBe(a.psnr_vs_fp32);
     expect(b.psnr_min).toBe(a.psnr_min);

@@ -47,7 +47,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
     });
     afterAll(() => engines.forEach((e) => e.close()));
 
-    it("linear matches the reference on awkward shapes, bit-identical for 1, 2, 4 threads", () => {
+    it("linear matches the reference on awkward shapes, bit-identical for 1, 2, 4 threads", async () => {
       for (const [M, K, N] of LINEAR_SHAPES) {
         for (const withBias of [true, false]) {
           const seed = M * 1000003 + K * 1009 + N;
@@ -68,7 +68,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
       }
     });
 
-    it("linear keeps leading dims ([B, T, in] -> [B, T, out])", () => {
+    it("linear keeps leading dims ([B, T, in] -> [B, T, out])", async () => {
       const e = engines[1];
       e.scope(() => {
         const x = randn(2 * 77 * 24, 5), w = randn(40 * 24, 6), b = randn(40, 7);
@@ -78,7 +78,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
       });
     });
 
-    it("K/M/panel blocking of the packed kernel does not change a single bit", () => {
+    it("K/M/panel blocking of the packed kernel does not change a single bit", async () => {
       const [M, K, N] = [61, 203, 37];
       const x = randn(M * K, 11), w = randn(N * K, 12), b = randn(N, 13);
       const results: Float32Array[] = [];
@@ -97,7 +97,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
       for (const r of results) expect(bitsEqual(results[0], r)).toBe(true);
     });
 
-    it("packed kernel honours lda/ldc (row strides)", () => {
+    it("packed kernel honours lda/ldc (row strides)", async () => {
       const e = engines[1];
       e.scope(() => {
         const [M, K, N, lda, ldc] = [9, 10, 11, 16, 20];
@@ -119,7 +119,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
       });
     });
 
-    it("matmul (general strided gemm_f32): plain, transposed, bias, accumulate", () => {
+    it("matmul (general strided gemm_f32): plain, transposed, bias, accumulate", async () => {
       for (const [M, K, N] of [[1, 1, 1], [5, 13, 9], [33, 40, 17], [6, 8, 16], [70, 3, 130]] as const) {
         const seed = M * 7 + K * 13 + N;
         const a = randn(M * K, seed), bm = randn(K * N, seed + 1), bias = randn(N, seed + 2), c0 = randn(M * N, seed + 3);
@@ -149,7 +149,7 @@ for (const simd of ["baseline", "relaxed"] as const) {
       }
     });
 
-    it("peak_fma_f32 runs on every thread", () => {
+    it("peak_fma_f32 runs on every thread", async () => {
       const e = engines[2];
       const out = e.zeros([4 * 4]);
       e.run("peak_fma_f32", 1000, out.ptr);
@@ -166,7 +166,7 @@ describe("linear / matmul input errors", () => {
   });
   afterAll(() => e.close());
 
-  it("shape mismatches name expected and got", () => {
+  it("shape mismatches name expected and got", async () => {
     const lw = prepareLinear(e, new Float32Array(6 * 4), null, 6, 4);
     expect(() => linear(e.zeros([3, 5]), lw)).toThrow(/expected input \[\.\.\., 4\].*got \[3,5\]/);
     expect(() => prepareLinear(e, new Float32Array(10), null, 6, 4)).toThrow(/expected weight of 6x4 = 24 values, got 10/);

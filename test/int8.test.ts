@@ -57,18 +57,18 @@ beforeAll(async () => {
 afterAll(() => engines.forEach((e) => e.close()));
 
 describe("INT8 quantisation helpers", () => {
-  it("round half to even", () => {
+  it("round half to even", async () => {
     expect([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999, 2.5001, -3.5, 7].map(roundHalfEven)).toEqual([0, 2, 2, -0, -2, -2, 2, 3, -4, 7]);
   });
 
-  it("per-channel symmetric weights: scale = max|w| / 127, q = round(w / scale)", () => {
+  it("per-channel symmetric weights: scale = max|w| / 127, q = round(w / scale)", async () => {
     const w = Float32Array.from([0.5, -1, 0.25, 0.003, 0, 0, 0, 0, 2, 1, -2, 0.0079]);
     const { q, scales } = quantizeWeightsPerChannel(w, 3, 4);
     expect(Array.from(scales)).toEqual([Math.fround(1 / 127), 1, Math.fround(2 / 127)]);
     expect(Array.from(q)).toEqual([64, -127, 32, 0, 0, 0, 0, 0, 127, 64, -127, 1]);
   });
 
-  it("activation params: 0 is exactly representable, 7-bit by default", () => {
+  it("activation params: 0 is exactly representable, 7-bit by default", async () => {
     expect(ACT_QMAX_DEFAULT).toBe(127);
     for (const [lo, hi] of [[-1, 3], [0.5, 2], [-4, -1], [-0.3, 0.7], [0, 0]]) {
       for (const qmax of [127, 255]) {
@@ -86,7 +86,7 @@ describe("INT8 quantisation helpers", () => {
   });
 
   for (const qmax of [127, 255])
-    it(`quantize_act_u8 kernel = scalar reference (qmax ${qmax}, awkward values and lengths)`, () => {
+    it(`quantize_act_u8 kernel = scalar reference (qmax ${qmax}, awkward values and lengths)`, async () => {
       const special = [NaN, Infinity, -Infinity, 0, -0, 1e30, -1e30, 3.4e38];
       const act = actParamsFromRange(-1.3, 2.1, qmax);
       const n = normalizeActParams(act);
@@ -128,7 +128,7 @@ const LINEAR_SHAPES: [M: number, K: number, N: number][] = [
 describe("INT8 linear", () => {
   for (const [M, K, N] of LINEAR_SHAPES)
     for (const qmax of [127, 255])
-      it(`M=${M} K=${K} N=${N} qmax=${qmax}: exact accumulators and outputs, all builds and thread counts`, () => {
+      it(`M=${M} K=${K} N=${N} qmax=${qmax}: exact accumulators and outputs, all builds and thread counts`, async () => {
         const x = randArray(M * K, M * 1000 + K, -1.5, 2.5);
         const w = randArray(N * K, N * 77 + K, -0.2, 0.2);
         const bias = N % 2 ? randArray(N, N, -1, 1) : null;
@@ -153,7 +153,7 @@ describe("INT8 linear", () => {
         }
       });
 
-  it("leading dims are kept ([2, 3, K] -> [2, 3, N])", () => {
+  it("leading dims are kept ([2, 3, K] -> [2, 3, N])", async () => {
     const eng = engines.get("relaxed/2")!;
     const x = randArray(6 * 10, 5);
     const w = randArray(7 * 10, 6);
@@ -164,7 +164,7 @@ describe("INT8 linear", () => {
     expectBits(y.f32(), linearInt8Ref(x, w, null, 6, 10, 7, act).y, "y");
   });
 
-  it("quantisation error is small (sanity vs f32)", () => {
+  it("quantisation error is small (sanity vs f32)", async () => {
     const eng = engines.get("relaxed/1")!;
     const M = 16, K = 256, N = 32;
     const x = randArray(M * K, 1, -1, 1);
@@ -199,7 +199,7 @@ const CONV_CASES: ConvCase[] = [
 
 describe("INT8 conv2d (implicit GEMM, zero-point padding)", () => {
   for (const c of CONV_CASES)
-    it(`B=${c.B} ${c.H}x${c.W} cin=${c.cin} cout=${c.cout} k=${c.k} s=${c.stride} pad=[${c.pad}]: exact, all builds and threads`, () => {
+    it(`B=${c.B} ${c.H}x${c.W} cin=${c.cin} cout=${c.cout} k=${c.k} s=${c.stride} pad=[${c.pad}]: exact, all builds and threads`, async () => {
       const { B, H, W, cin, cout, k, stride, pad } = c;
       const x = randArray(B * H * W * cin, H * 31 + cin, -0.8, 1.7);
       const w = randArray(cout * cin * k * k, cout * 13 + cin, -0.3, 0.3);
@@ -220,7 +220,7 @@ describe("INT8 conv2d (implicit GEMM, zero-point padding)", () => {
       }
     });
 
-  it("padding given at call time overrides the prepared padding; qmax 255", () => {
+  it("padding given at call time overrides the prepared padding; qmax 255", async () => {
     const B = 1, H = 6, W = 6, cin = 7, cout = 10, k = 3;
     const x = randArray(B * H * W * cin, 9, -1, 1);
     const w = randArray(cout * cin * k * k, 10, -0.3, 0.3);

@@ -41,7 +41,7 @@ describe("groupNorm (NHWC)", () => {
   for (const simd of VARIANTS)
     for (const [B, H, W, C, G] of cases)
       for (const silu of [false, true])
-        it(`[${B},${H},${W},${C}] groups=${G}${silu ? " +silu" : ""} (${simd})`, () => {
+        it(`[${B},${H},${W},${C}] groups=${G}${silu ? " +silu" : ""} (${simd})`, async () => {
           const r = ref.rng(B * 1000 + H * 100 + C + G);
           const x = r.normals(B * H * W * C, 1.5, 0.3);
           const gamma = r.normals(C, 0.5, 1);
@@ -60,7 +60,7 @@ describe("groupNorm (NHWC)", () => {
         });
 
   for (const simd of VARIANTS)
-    it(`large mean with small noise stays accurate (${simd})`, () => {
+    it(`large mean with small noise stays accurate (${simd})`, async () => {
       const [B, H, W, C, G] = [2, 12, 12, 16, 4];
       const r = ref.rng(99);
       // 1000 + noise of std 0.01 (f32 resolution at 1000 is 6e-5); one channel group offset to -5000
@@ -75,7 +75,7 @@ describe("groupNorm (NHWC)", () => {
       check(simd, (eng) => [groupNorm(eng.fromArray(y, [B, H * W, C]), 2, eng.fromArray(gamma, [C]), eng.fromArray(beta, [C]), 1e-5)], [e2.out]);
     });
 
-  it("constant input gives beta (variance 0, never negative)", () => {
+  it("constant input gives beta (variance 0, never negative)", async () => {
     const eng = engines.relaxed[1];
     eng.scope(() => {
       const C = 8;
@@ -85,7 +85,7 @@ describe("groupNorm (NHWC)", () => {
     });
   });
 
-  it("bad arguments throw clear errors", () => {
+  it("bad arguments throw clear errors", async () => {
     const eng = engines.baseline[0];
     eng.scope(() => {
       const g = eng.zeros([12]);
@@ -100,7 +100,7 @@ describe("layerNorm", () => {
   const cases: [number, number][] = [[7, 320], [3, 13], [1, 1], [77, 768], [5, 4], [2, 1280]];
   for (const simd of VARIANTS)
     for (const [rows, C] of cases)
-      it(`[${rows}, ${C}] (${simd})`, () => {
+      it(`[${rows}, ${C}] (${simd})`, async () => {
         const r = ref.rng(rows * 7 + C);
         const x = r.normals(rows * C, 2, -0.5);
         const gamma = r.normals(C, 0.5, 1);
@@ -117,7 +117,7 @@ describe("layerNorm", () => {
         );
       });
   for (const simd of VARIANTS)
-    it(`large mean with small noise (${simd})`, () => {
+    it(`large mean with small noise (${simd})`, async () => {
       const [rows, C] = [9, 320];
       const r = ref.rng(5);
       const x = Float32Array.from({ length: rows * C }, (_, i) => 1000 + 0.01 * r.normal() + (i % C === 0 ? 0.2 : 0));

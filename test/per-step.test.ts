@@ -7,25 +7,16 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
-import { sharedDir } from "../src/io/golden.ts";
-import {
-  calibrationJson,
-  createPrecisionContext,
-  hasPerStepRanges,
-  MinMaxObserver,
-  nearestTimestepIndex,
-  readCalibration,
-  setCallTimestep,
-  validateCalibration,
-  writeCalibration,
-  type Calibration,
-} from "../src/models/precision.ts";
+import { sharedDir } from "../src/io/places.ts";
+import { calibrationJson, hasPerStepRanges, MinMaxObserver, readCalibration, validateCalibration, writeCalibration, type Calibration } from "../src/models/calibration.ts";
+import { createPrecisionContext, nearestTimestepIndex, setCallTimestep } from "../src/models/precision.ts";
 import { actParamsFromRange } from "../src/nn/quant.ts";
 import { conv2dInt8, linearInt8, prepareConv2dInt8, prepareLinearInt8, setInt8ActParams, type ConvWeightInt8 } from "../src/nn/int8.ts";
 import { linear, type LinearWeightSwitch } from "../src/nn/linear.ts";
 import { conv2d, type ConvWeightSwitch } from "../src/nn/conv.ts";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
-import { calibrate, defaultCalibrationPrompts } from "../weights-tools/calibrate.ts";
+import { calibrate } from "../weights-tools/calibrate.ts";
+import { defaultCalibrationPrompts } from "../src/tools/prompts.ts";
 import { run as calibrateCli } from "../src/cli/calibrate.ts";
 import { UsageError } from "../src/cli/args.ts";
 
@@ -51,7 +42,7 @@ function baseCalibration(layers: Calibration["layers"], extra: Partial<Calibrati
 }
 
 describe("per-step observer", () => {
-  it("running min/max per timestep, in the order first seen; the global range as without per-step", () => {
+  it("running min/max per timestep, in the order first seen; the global range as without per-step", async () => {
     const o = new MinMaxObserver("minmax", 0.99, true);
     const plain = new MinMaxObserver("minmax");
     const calls: [number, number, number][] = [[981, -1, 2], [961, -3, 1], [961, -2, 4], [981, -0.5, 3]];
@@ -91,20 +82,20 @@ describe("per-step calibration file", () => {
   beforeAll(() => (tmp = fs.mkdtempSync(path.join(os.tmpdir(), "stepq-perstep-"))));
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it("round trip; each per-step array on one line", () => {
+  it("round trip; each per-step array on one line", async () => {
     const f = path.join(tmp, "c.json");
     writeCalibration(f, perStep);
-    expect(readCalibration(f)).toEqual(perStep);
-    expect(hasPerStepRanges(readCalibration(f))).toBe(true);
+    expect(await readCalibration(f)).toEqual(perStep);
+    expect(hasPerStepRanges(await readCalibration(f))).toBe(true);
     const text = fs.readFileSync(f, "utf8");
     expect(text).toContain('\n "timesteps": [981,961]\n');
     expect(text).toContain('"steps": [{"min":-1,"max":2},{"min":-3,"max":4}]');
     expect(JSON.parse(calibrationJson(perStep))).toEqual(perStep);
   });
 
-  it("version-1 files without per-step fields still load (the shipped calibration)", () => {
+  it("version-1 files without per-step fields still load (the shipped calibration)", async () => {
     const shipped = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "models", "fashion-sd-tiny", "unet", "stepq-calibration.json");
-    const c = readCalibration(shipped);
+    const c = await readCalibration(shipped);
     expect(c.version).toBe(1);
     expect(hasPerStepRanges(c)).toBe(false);
     expect(Object.keys(c.layers).length).toBeGreaterThan(100);
@@ -114,10 +105,10 @@ describe("per-step calibration file", () => {
     void timesteps;
     const plain = { ...rest, layers: { a: { min: -3, max: 4 } } };
     writeCalibration(f, plain);
-    expect(readCalibration(f)).toEqual(plain);
+    expect(await readCalibration(f)).toEqual(plain);
   });
 
-  it("validation names the problem", () => {
+  it("validation names the problem", async () => {
     const v = (c: unknown) => () => validateCalibration(c, "f");
     expect(v({ ...perStep, timesteps: [] })).toThrow(/"timesteps" must be a non-empty array/);
     expect(v({ ...perStep, timesteps: [981, 981] })).toThrow(/lists a timestep twice/);
@@ -126,7 +117,7 @@ describe("per-step calibration file", () => {
     expect(v({ ...perStep, timesteps: undefined })).toThrow(/layer a has per-step "steps" but the file has no "timesteps"/);
   });
 
-  it("selection: the exact timestep, else the nearest (ties: the one listed first)", () => {
+  it("selection: the exact timestep, else the nearest (ties: the one listed first)", async () => {
     const ts = [981, 961, 941, 21, 1];
     expect(nearestTimestepIndex(ts, 961)).toBe(1);
     expect(nearestTimestepIndex(ts, 960)).toBe(1);
@@ -158,7 +149,7 @@ describe("INT8 layers re-prepared for another range", () => {
 
   const ranges: [number, number][] = [[-0.7, 1.5], [-3, 0.4], [0, 2], [-0.2, 0.1]];
 
-  it("linear and conv: bit-identical to a layer prepared with that range, in any order, both builds", () => {
+  it("linear and conv: bit-identical to a layer prepared with that range, in any order, both builds", async () => {
     for (const eng of engines) {
       const M = 13, K = 37, N = 21;
       const w = randArray(N * K, 1, -0.3, 0.3);
@@ -186,7 +177,7 @@ describe("INT8 layers re-prepared for another range", () => {
     }
   });
 
-  it("a switch weight runs the range of ctx.stepIndex (global when -1)", () => {
+  it("a switch weight runs the range of ctx.stepIndex (global when -1)", async () => {
     const eng = engines[0];
     const M = 6, K = 20, N = 9;
     const w = randArray(N * K, 7, -0.3, 0.3);
@@ -230,11 +221,11 @@ describe("per-step calibration of fashion-sd-tiny", () => {
   });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it("one range per layer and timestep; their union is the global range", () => {
+  it("one range per layer and timestep; their union is the global range", async () => {
     // PNDM, 3 steps: 4 UNet calls per prompt at 3 distinct timesteps (the second one runs twice)
     expect(cal.unetCalls).toBe(8);
     expect(cal.timesteps!.length).toBe(3);
-    expect(readCalibration(file)).toEqual(cal);
+    expect(await readCalibration(file)).toEqual(cal);
     for (const [k, r] of Object.entries(cal.layers)) {
       expect(r.steps!.length, k).toBe(3);
       expect(Math.min(...r.steps!.map((s) => s.min)), k).toBe(r.min);
@@ -283,7 +274,7 @@ describe("per-step calibration of fashion-sd-tiny", () => {
   it("stepq calibrate --per-step: the flag, and --observer ema is refused", async () => {
     const out = path.join(tmp, "cli.json");
     expect(await calibrateCli(["--model", model, "--n", "1", "--steps", "1", "--threads", "1", "--per-step", "--out", out, "-q"])).toBe(0);
-    const c = readCalibration(out);
+    const c = await readCalibration(out);
     expect(c.timesteps!.length).toBe(1);
     expect(Object.values(c.layers).every((r) => r.steps!.length === 1)).toBe(true);
     await expect(calibrateCli(["--model", model, "--per-step", "--observer", "ema", "--out", out])).rejects.toThrow(UsageError);

@@ -5,14 +5,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { maxAbsRelToMax, openGolden, sharedDir } from "../src/io/golden.ts";
-import { StableDiffusionPipeline, estimatePipelineMemory, PipelineError, resolveDefaultModel, type GenerateResult } from "../src/pipeline/pipeline.ts";
-import { encodePng, readPng, toByte, toRgb8 } from "../src/pipeline/png.ts";
-import { writeCalibration } from "../src/models/precision.ts";
+import { maxAbsRelToMax, openGolden } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
+import { StableDiffusionPipeline, estimatePipelineMemory, PipelineError, type GenerateResult } from "../src/pipeline/pipeline.ts";
+import { resolveDefaultModel } from "../src/io/places.ts";
+import { encodePng, readPng } from "../src/io/png.ts";
+import { toByte, toRgb8 } from "../src/pipeline/image.ts";
+import { writeCalibration } from "../src/models/calibration.ts";
 import { calibrate } from "../weights-tools/calibrate.ts";
 
 const modelDir = path.join(sharedDir(), "models", "fashion-sd-tiny");
-const golden = openGolden(path.join(sharedDir(), "golden"), "e2e");
+const golden = await openGolden(path.join(sharedDir(), "golden"), "e2e");
 const e2e = (id: string) => golden.json.cases.find((c: any) => c.id === id);
 
 describe("StableDiffusionPipeline (fashion-sd-tiny)", () => {
@@ -26,7 +29,7 @@ describe("StableDiffusionPipeline (fashion-sd-tiny)", () => {
   });
   afterAll(() => pipes.forEach((p) => p.close()));
 
-  it("reads the model's sizes and scheduler", () => {
+  it("reads the model's sizes and scheduler", async () => {
     expect(p1.defaultWidth).toBe(32);
     expect(p1.defaultHeight).toBe(32);
     expect(p1.vaeScale).toBe(4); // 3 VAE levels: 32x32 images, 8x8 latents
@@ -142,7 +145,7 @@ describe("generateBatch (fashion-sd-tiny)", () => {
     writeCalibration(file, cal);
     mixed = await StableDiffusionPipeline.load(modelDir, { threads: 2, batch: 4, precisions: ["fp32", "bf16", "int8"], calibration: file });
   });
-  afterAll(() => {
+  afterAll(async () => {
     pipe?.close();
     mixed?.close();
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -203,26 +206,26 @@ describe("generateBatch (fashion-sd-tiny)", () => {
 });
 
 describe("pipeline helpers", () => {
-  it("finds the default model", () => {
+  it("finds the default model", async () => {
     const d = resolveDefaultModel();
     expect(fs.existsSync(path.join(d, "model_index.json"))).toBe(true);
   });
 
-  it("estimates memory from the weights and the image size", () => {
-    const small = estimatePipelineMemory(modelDir);
-    const big = estimatePipelineMemory(modelDir, { width: 256, height: 256 });
+  it("estimates memory from the weights and the image size", async () => {
+    const small = await estimatePipelineMemory(modelDir);
+    const big = await estimatePipelineMemory(modelDir, { width: 256, height: 256 });
     expect(small).toBeGreaterThanOrEqual(64 << 20);
     expect(big).toBeGreaterThan(small);
     expect(small % (16 << 20)).toBe(0);
     // batches: the estimate covers B images' activations (SD-size latents make the difference visible)
-    const b1 = estimatePipelineMemory(modelDir, { width: 256, height: 256, batch: 1 });
-    const b8 = estimatePipelineMemory(modelDir, { width: 256, height: 256, batch: 8 });
+    const b1 = await estimatePipelineMemory(modelDir, { width: 256, height: 256, batch: 1 });
+    const b8 = await estimatePipelineMemory(modelDir, { width: 256, height: 256, batch: 8 });
     expect(b1).toBe(big);
     expect(b8).toBeGreaterThan(b1);
-    expect(() => estimatePipelineMemory(modelDir, { batch: 0 })).toThrow(/batch must be a positive integer/);
+    await expect(estimatePipelineMemory(modelDir, { batch: 0 })).rejects.toThrow(/batch must be a positive integer/);
   });
 
-  it("postprocesses like diffusers (clamp, x*255, round half to even) and writes RGB PNGs", () => {
+  it("postprocesses like diffusers (clamp, x*255, round half to even) and writes RGB PNGs", async () => {
     expect([-2, -1, 0, 1, 3].map(toByte)).toEqual([0, 0, 128, 255, 255]);
     // (x/2+0.5)*255 = 0.5 → 0 and 1.5 → 2 with numpy's rounding
     expect(toByte(2 * (0.5 / 255 - 0.5))).toBe(0);
@@ -230,7 +233,7 @@ describe("pipeline helpers", () => {
     const rgb = toRgb8(Float32Array.from({ length: 2 * 3 * 3 }, (_, i) => i / 9 - 1), 3, 2);
     const file = path.join(os.tmpdir(), `stepq-png-${process.pid}.png`);
     fs.writeFileSync(file, encodePng(rgb, 3, 2));
-    const back = readPng(file);
+    const back = await readPng(file);
     fs.rmSync(file);
     expect([back.width, back.height]).toEqual([3, 2]);
     expect(Array.from(back.rgb)).toEqual(Array.from(rgb));

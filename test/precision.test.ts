@@ -2,34 +2,24 @@
 // of UNet calls to denoising steps (PNDM runs N + 1 calls), and a UNet holding several precisions at once
 // (unet-sd15-tiny golden): bf16 within ~1e-2 of fp32, calibrated int8 within a looser bound, switching
 // between calls, each precision deterministic, and the errors for precisions not loaded / not calibrated.
+import { loadUNet } from "../src/models/loader.ts";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
 import { UNet } from "../src/models/unet.ts";
-import { openGolden, maxAbsRelToMax, sharedDir } from "../src/io/golden.ts";
+import { openGolden, maxAbsRelToMax } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { tensorFromNCHW, tensorToNCHW } from "../src/models/layout.ts";
-import {
-  CALIBRATION_FORMAT,
-  MinMaxObserver,
-  MissingCalibrationError,
-  weightsForQuantized,
-  type Calibration,
-} from "../src/models/precision.ts";
-import {
-  callSteps,
-  formatSchedule,
-  parsePrecisionSchedule,
-  parsePrecisionSpec,
-  precisionsForSpec,
-  PrecisionScheduleError,
-} from "../src/pipeline/precision.ts";
+import { CALIBRATION_FORMAT, MinMaxObserver, MissingCalibrationError, type Calibration } from "../src/models/calibration.ts";
+import { weightsForQuantized } from "../src/models/converted.ts";
+import { callSteps, formatSchedule, parsePrecisionSchedule, parsePrecisionSpec, precisionsForSpec, PrecisionScheduleError } from "../src/pipeline/schedule.ts";
 import { createScheduler } from "../src/pipeline/schedulers.ts";
 import { quantizeWeightsPerChannel } from "../src/nn/quant.ts";
 import { Rng } from "../src/runtime/random.ts";
-import { recommendK } from "../src/cli/sensitivity.ts";
+import { recommendK } from "../src/tools/sensitivity.ts";
 
 describe("precision schedules", () => {
-  it("fp32 / bf16 / int8 / mixed:K / lists", () => {
+  it("fp32 / bf16 / int8 / mixed:K / lists", async () => {
     expect(parsePrecisionSpec("bf16", 3)).toEqual(["bf16", "bf16", "bf16"]);
     expect(parsePrecisionSpec(" INT8 ", 2)).toEqual(["int8", "int8"]);
     expect(parsePrecisionSpec("mixed:2", 6)).toEqual(["bf16", "bf16", "int8", "int8", "bf16", "bf16"]);
@@ -45,7 +35,7 @@ describe("precision schedules", () => {
     expect(precisionsForSpec("int8*3,fp32*2")).toEqual(["fp32", "int8"]);
   });
 
-  it("clear errors", () => {
+  it("clear errors", async () => {
     const err = (spec: string, steps: number) => {
       try {
         parsePrecisionSpec(spec, steps);
@@ -67,7 +57,7 @@ describe("precision schedules", () => {
     expect(err("", 3)).toMatch(/empty precision/);
   });
 
-  it("PNDM's extra UNet call runs at its denoising step's precision", () => {
+  it("PNDM's extra UNet call runs at its denoising step's precision", async () => {
     const pndm = createScheduler("pndm", { _class_name: "PNDMScheduler", skip_prk_steps: true, steps_offset: 1, beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 });
     pndm.setTimesteps(50);
     expect(pndm.timesteps.length).toBe(51);
@@ -86,7 +76,7 @@ describe("precision schedules", () => {
 });
 
 describe("sensitivity recommendation", () => {
-  it("smallest K whose INT8 steps are all within the target", () => {
+  it("smallest K whose INT8 steps are all within the target", async () => {
     expect(recommendK([0.2, 0.04, 0.03, 0.04, 0.3], 0.05)).toBe(1);
     expect(recommendK([0.2, 0.06, 0.03, 0.04, 0.3], 0.05)).toBe(2);
     expect(recommendK([0.01, 0.01, 0.01], 0.05)).toBe(0);
@@ -95,7 +85,7 @@ describe("sensitivity recommendation", () => {
 });
 
 describe("int8 weights from stored q and scales", () => {
-  it("weightsForQuantized reproduces the per-channel quantisation exactly", () => {
+  it("weightsForQuantized reproduces the per-channel quantisation exactly", async () => {
     const rng = new Rng(3);
     const out = 37, per = 29;
     const w = rng.normal(out * per).map((v, i) => (i % 7 === 0 ? v * 1e-3 : v * (1 + (i % out))));
@@ -108,7 +98,7 @@ describe("int8 weights from stored q and scales", () => {
 });
 
 const goldenDir = path.join(sharedDir(), "golden");
-const golden = openGolden(goldenDir, "cases");
+const golden = await openGolden(goldenDir, "cases");
 const cases = (golden.json.cases as any[]).filter((c) => c.kind === "unet" && c.model === "unet-sd15-tiny");
 const unetDir = path.join(goldenDir, "unet-sd15-tiny");
 
@@ -119,7 +109,7 @@ describe("UNet at a per-step precision (unet-sd15-tiny)", () => {
     eng = await Engine.create({ threads: 2, memoryBytes: 256 << 20 });
     // calibrate on the golden inputs
     const obs = new MinMaxObserver("minmax");
-    const u = UNet.load(eng, unetDir, { precisions: ["fp32"] });
+    const u = await loadUNet(eng, unetDir, { precisions: ["fp32"] });
     u.precisionContext!.observe = (name, x) => obs.observe(name, x);
     for (const c of cases)
       eng.scope(() => {
@@ -137,7 +127,7 @@ describe("UNet at a per-step precision (unet-sd15-tiny)", () => {
       return tensorToNCHW(u.forward(tensorFromNCHW(eng, s.data, s.shape), c.inputs.timestep, eng.fromArray(ctx.data, ctx.shape))).data;
     });
 
-  it("the calibration saw every conv/linear layer once per call", () => {
+  it("the calibration saw every conv/linear layer once per call", async () => {
     const names = Object.keys(calibration.layers);
     expect(names.length).toBeGreaterThan(50);
     expect(names).toContain("conv_in");
@@ -145,12 +135,12 @@ describe("UNet at a per-step precision (unet-sd15-tiny)", () => {
     for (const r of Object.values(calibration.layers)) expect(r.count).toBe(cases.length);
   });
 
-  it("fp32 + bf16 + int8 resident: bf16 ~1e-2 of fp32, int8 looser, switching per call, each deterministic", () => {
+  it("fp32 + bf16 + int8 resident: bf16 ~1e-2 of fp32, int8 looser, switching per call, each deterministic", async () => {
     const u0 = eng.stats().used;
-    const plain = UNet.load(eng, unetDir);
+    const plain = await loadUNet(eng, unetDir);
     const fp32Bytes = eng.stats().used - u0;
     const before = eng.stats().used;
-    const u = UNet.load(eng, unetDir, { precisions: ["int8", "bf16", "fp32"], calibration });
+    const u = await loadUNet(eng, unetDir, { precisions: ["int8", "bf16", "fp32"], calibration });
     const held = eng.stats().used - before;
     expect(u.precisions).toEqual(["fp32", "bf16", "int8"]);
     expect(u.precision).toBe("fp32");
@@ -185,19 +175,19 @@ describe("UNet at a per-step precision (unet-sd15-tiny)", () => {
     expect(held / fp32Bytes).toBeLessThan(2);
   });
 
-  it("only the listed precisions are built; errors name what is missing", () => {
-    const u = UNet.load(eng, unetDir, { precisions: ["bf16"] });
+  it("only the listed precisions are built; errors name what is missing", async () => {
+    const u = await loadUNet(eng, unetDir, { precisions: ["bf16"] });
     expect(u.precision).toBe("bf16");
     expect(() => u.setPrecision("int8")).toThrow(/precision int8 is not loaded \(loaded: bf16\)/);
     expect(() => u.setPrecision("fp32")).toThrow(/not loaded/);
-    const plain = UNet.load(eng, unetDir);
+    const plain = await loadUNet(eng, unetDir);
     expect(plain.precisions).toEqual(["fp32"]);
     expect(() => plain.setPrecision("bf16")).toThrow(/load it with precisions \[bf16\]/);
-    expect(() => UNet.load(eng, unetDir, { precisions: ["int8"] })).toThrow(MissingCalibrationError);
-    expect(() => UNet.load(eng, unetDir, { precisions: ["int8"] })).toThrow(/stepq-calibration\.json does not exist; make it with: stepq calibrate/);
+    await expect(loadUNet(eng, unetDir, { precisions: ["int8"] })).rejects.toThrow(MissingCalibrationError);
+    await expect(loadUNet(eng, unetDir, { precisions: ["int8"] })).rejects.toThrow(/stepq-calibration\.json does not exist; make it with: stepq calibrate/);
     // random weights: int8 only with an explicit synthetic range (benchmarks)
-    expect(() => UNet.fromConfig(eng, plain.config, "random", 0, { precisions: ["int8"] })).toThrow(MissingCalibrationError);
-    const r = UNet.fromConfig(eng, plain.config, "random", 0, { precisions: ["int8"], calibration: "synthetic" });
+    await expect(UNet.fromConfig(eng, plain.config, "random", 0, { precisions: ["int8"] })).rejects.toThrow(MissingCalibrationError);
+    const r = await UNet.fromConfig(eng, plain.config, "random", 0, { precisions: ["int8"], calibration: "synthetic" });
     expect(r.precision).toBe("int8");
   });
 });

@@ -67,7 +67,7 @@ describe("engine runtime", () => {
 });
 
 describe("arena allocator", () => {
-  it("coalesces freed blocks back into one", () => {
+  it("coalesces freed blocks back into one", async () => {
     const a = new Arena(1024, 1 << 20);
     const ptrs = Array.from({ length: 50 }, (_, i) => a.alloc(100 + i * 37));
     for (let i = 0; i < 50; i += 2) a.free(ptrs[i]);
@@ -77,7 +77,7 @@ describe("arena allocator", () => {
     expect(a.alloc(1 << 20)).toBe(1024);
   });
 
-  it("reports how much was asked and what is free when memory is exhausted", () => {
+  it("reports how much was asked and what is free when memory is exhausted", async () => {
     const a = new Arena(0, 1 << 20);
     a.alloc(600 << 10);
     expect(() => a.alloc(600 << 10)).toThrow(OutOfMemoryError);
@@ -85,7 +85,7 @@ describe("arena allocator", () => {
     expect(() => a.alloc(600 << 10)).toThrow(/free of 1\.0 MiB/);
   });
 
-  it("rejects double free", () => {
+  it("rejects double free", async () => {
     const a = new Arena(0, 1 << 20);
     const p = a.alloc(10);
     a.free(p);

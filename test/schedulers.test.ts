@@ -3,7 +3,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { maxAbsRelToMax, openGolden, sharedDir } from "../src/io/golden.ts";
+import { maxAbsRelToMax, openGolden } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import {
   createScheduler,
   parseSchedulerConfigJson,
@@ -13,7 +14,7 @@ import {
   type Scheduler,
 } from "../src/pipeline/schedulers.ts";
 
-const golden = openGolden(path.join(sharedDir(), "golden"), "cases");
+const golden = await openGolden(path.join(sharedDir(), "golden"), "cases");
 const cases: any[] = golden.json.cases.filter((c: any) => c.kind === "scheduler");
 
 /** Golden case names: "dpmsolver++" and "ddim-v" (DDIM with v-prediction) map onto ours. */
@@ -75,7 +76,7 @@ describe("scheduler configs", () => {
   const modelConfigPath = path.join(sharedDir(), "models", "fashion-sd-tiny", "scheduler", "scheduler_config.json");
   const sd15 = parseSchedulerConfigJson(fs.readFileSync(modelConfigPath, "utf8"));
 
-  it("schedulerFromConfig picks the class named in the config", () => {
+  it("schedulerFromConfig picks the class named in the config", async () => {
     const s = schedulerFromConfig(sd15);
     expect(s.className).toBe("PNDMScheduler");
     s.setTimesteps(20);
@@ -86,7 +87,7 @@ describe("scheduler configs", () => {
     }
   });
 
-  it("overriding the model's scheduler keeps its beta schedule and spacing (diffusers from_config)", () => {
+  it("overriding the model's scheduler keeps its beta schedule and spacing (diffusers from_config)", async () => {
     const pndm = createScheduler("pndm", sd15);
     for (const name of ["ddim", "euler", "dpm++", "dpmsolver++"]) {
       const s = createScheduler(name, sd15);
@@ -107,7 +108,7 @@ describe("scheduler configs", () => {
     expect(dpm.timesteps.at(-1)).toBe(48);
   });
 
-  it("parses Python-style JSON (Infinity, NaN) but leaves strings alone", () => {
+  it("parses Python-style JSON (Infinity, NaN) but leaves strings alone", async () => {
     const v = parsePythonJson('{"a": -Infinity, "b": [Infinity, NaN], "c": "NaN -Infinity \\" Infinity"}') as any;
     expect(v.a).toBe(-Infinity);
     expect(v.b[0]).toBe(Infinity);
@@ -115,7 +116,7 @@ describe("scheduler configs", () => {
     expect(v.c).toBe('NaN -Infinity " Infinity');
   });
 
-  it("trailing and linspace spacings match numpy's rounding", () => {
+  it("trailing and linspace spacings match numpy's rounding", async () => {
     const base = { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 };
     const ddim = createScheduler("ddim", { ...base, timestep_spacing: "trailing" });
     ddim.setTimesteps(30); // np.round(np.arange(1000, 0, -33.33)) - 1
@@ -126,7 +127,7 @@ describe("scheduler configs", () => {
     expect(pndm.timesteps).toEqual([999, 666, 666, 333, 0]);
   });
 
-  it("PNDM without skip_prk_steps runs the 12 Runge-Kutta warm-up steps first", () => {
+  it("PNDM without skip_prk_steps runs the 12 Runge-Kutta warm-up steps first", async () => {
     const s = createScheduler("pndm", { skip_prk_steps: false, steps_offset: 1 });
     s.setTimesteps(50);
     expect(s.timesteps.slice(0, 12)).toEqual([981, 971, 971, 961, 961, 951, 951, 941, 941, 931, 931, 921]);
@@ -138,7 +139,7 @@ describe("scheduler configs", () => {
     expect(x.every(Number.isFinite)).toBe(true);
   });
 
-  it("DDIM clips x0 by default (diffusers' clip_sample=True) and not when clip_sample is false", () => {
+  it("DDIM clips x0 by default (diffusers' clip_sample=True) and not when clip_sample is false", async () => {
     const clipped = createScheduler("ddim", {});
     const free = createScheduler("ddim", { clip_sample: false });
     clipped.setTimesteps(10);
@@ -153,7 +154,7 @@ describe("scheduler configs", () => {
     expect(a[2]).toBeCloseTo(b[2], 6);
   });
 
-  it("rescale_betas_zero_snr gives zero terminal SNR (Euler/DPM keep it at 2^-24)", () => {
+  it("rescale_betas_zero_snr gives zero terminal SNR (Euler/DPM keep it at 2^-24)", async () => {
     const cfg = { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, rescale_betas_zero_snr: true };
     const plain = createScheduler("ddim", { ...cfg, rescale_betas_zero_snr: false }).alphasCumprod;
     const ddim = createScheduler("ddim", cfg).alphasCumprod;
@@ -165,7 +166,7 @@ describe("scheduler configs", () => {
     expect(createScheduler("pndm", cfg).alphasCumprod[999]).toBe(plain[999]);
   });
 
-  it("squaredcos_cap_v2, linear and trained_betas build valid schedules", () => {
+  it("squaredcos_cap_v2, linear and trained_betas build valid schedules", async () => {
     for (const cfg of [
       { beta_schedule: "squaredcos_cap_v2" },
       { beta_schedule: "linear" },
@@ -202,7 +203,7 @@ describe("scheduler consistency (paths the golden cases do not cover)", () => {
   // Euler and first-order DPM-Solver++ are DDIM (eta 0) in other coordinates: on the same
   // timesteps, with the model seeing the same scaled input, they must end at the same sample.
   for (const prediction_type of ["epsilon", "v_prediction", "sample"]) {
-    it(`DDIM == Euler == DPM-Solver++ order 1 (${prediction_type}, trailing)`, () => {
+    it(`DDIM == Euler == DPM-Solver++ order 1 (${prediction_type}, trailing)`, async () => {
       const cfg = { ...sd, prediction_type, timestep_spacing: "trailing" };
       const model = (x: Float32Array, i: number) => x.map((v, j) => 0.5 * v + 0.1 * Math.sin(j + i));
       const ddim = createScheduler("ddim", cfg);
@@ -233,7 +234,7 @@ describe("scheduler consistency (paths the golden cases do not cover)", () => {
     ["dpm++", { solver_order: 3, final_sigmas_type: "sigma_min", lower_order_final: false }],
   ];
   for (const [name, extra] of variants) {
-    it(`${name} ${JSON.stringify(extra)} recovers x0 from an exact noise estimate`, () => {
+    it(`${name} ${JSON.stringify(extra)} recovers x0 from an exact noise estimate`, async () => {
       const s = createScheduler(name, { ...sd, ...extra });
       s.setTimesteps(25);
       const eps = z;
@@ -259,17 +260,17 @@ describe("scheduler errors", () => {
   const base = { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 };
   const err = (f: () => unknown, re: RegExp) => expect(f).toThrow(re);
 
-  it("unknown scheduler names list the valid ones", () => {
+  it("unknown scheduler names list the valid ones", async () => {
     err(() => createScheduler("lms", base), /unknown scheduler "lms"; valid names: pndm, ddim, euler, dpm\+\+/);
     expect(() => createScheduler("lms", base)).toThrow(SchedulerConfigError);
   });
 
-  it("unsupported _class_name names the class and the supported ones", () => {
+  it("unsupported _class_name names the class and the supported ones", async () => {
     err(() => schedulerFromConfig({ ...base, _class_name: "LMSDiscreteScheduler" }), /_class_name "LMSDiscreteScheduler" is not supported.*PNDMScheduler/);
     err(() => schedulerFromConfig(base), /_class_name undefined is not supported/);
   });
 
-  it("unsupported config values name the field and value", () => {
+  it("unsupported config values name the field and value", async () => {
     const cases: [string, Record<string, unknown>, RegExp][] = [
       ["pndm", { beta_schedule: "foo" }, /scheduler_config\.json: beta_schedule "foo" is not supported/],
       ["ddim", { ...base, timestep_spacing: "even" }, /timestep_spacing "even" is not supported/],
@@ -292,11 +293,11 @@ describe("scheduler errors", () => {
     for (const [name, cfg, re] of cases) err(() => createScheduler(name, cfg), re);
   });
 
-  it("ignores keys that belong to other schedulers, as diffusers' from_config does", () => {
+  it("ignores keys that belong to other schedulers, as diffusers' from_config does", async () => {
     expect(() => createScheduler("euler", { ...base, skip_prk_steps: true, set_alpha_to_one: false, clip_sample: true })).not.toThrow();
   });
 
-  it("step misuse is reported", () => {
+  it("step misuse is reported", async () => {
     const s = createScheduler("ddim", base);
     err(() => s.step(new Float32Array(4), 1, new Float32Array(4)), /call setTimesteps first/);
     s.setTimesteps(10);

@@ -1,15 +1,17 @@
+import { loadUNet } from "../src/models/loader.ts";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Engine } from "../src/runtime/engine.ts";
 import type { Tensor } from "../src/runtime/tensor.ts";
-import { openGolden, maxAbsRelToMax, sharedDir } from "../src/io/golden.ts";
-import { loadUNetConfig, unetConfig, SD15_UNET_CONFIG } from "../src/io/diffusers.ts";
+import { openGolden, maxAbsRelToMax } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
+import { loadUNetConfig, unetConfig, SD15_UNET_CONFIG } from "../src/models/config.ts";
 import { UNet, timestepEmbedding } from "../src/models/unet.ts";
 import { tensorFromNCHW, tensorToNCHW } from "../src/models/layout.ts";
 
 const goldenDir = path.join(sharedDir(), "golden");
-const golden = openGolden(goldenDir, "cases");
+const golden = await openGolden(goldenDir, "cases");
 const cases = (golden.json.cases as any[]).filter((c) => c.kind === "unet");
 const ORDER = ["time_embedding", "conv_in", "down_blocks.0", "down_blocks.1", "down_blocks.2", "mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2", "conv_out"];
 
@@ -51,7 +53,7 @@ function readNpz(file: string): Record<string, { data: Float32Array; shape: numb
 const outputs = new Map<string, Float32Array>();
 
 describe("timestep embedding", () => {
-  it("matches get_timestep_embedding(flip_sin_to_cos=True, shift 0) at a few points", () => {
+  it("matches get_timestep_embedding(flip_sin_to_cos=True, shift 0) at a few points", async () => {
     const e = timestepEmbedding([0, 981], 8, true, 0);
     // t = 0: cos part 1, sin part 0; flip puts cos first
     expect(Array.from(e.subarray(0, 8))).toEqual([1, 1, 1, 1, 0, 0, 0, 0]);
@@ -76,9 +78,9 @@ for (const threads of [1, 2]) {
     afterAll(() => eng?.close());
 
     for (const [ci, c] of cases.entries()) {
-      it(`${c.model} timestep ${c.inputs.timestep}: output and every block within ${c.tolerance.max_abs_rel_to_max}`, () => {
+      it(`${c.model} timestep ${c.inputs.timestep}: output and every block within ${c.tolerance.max_abs_rel_to_max}`, async () => {
         let unet = models.get(c.model);
-        if (!unet) models.set(c.model, (unet = UNet.load(eng, path.join(goldenDir, c.model))));
+        if (!unet) models.set(c.model, (unet = await loadUNet(eng, path.join(goldenDir, c.model))));
         const tol = c.tolerance.max_abs_rel_to_max;
         const before = eng.stats().used;
         const errors: Record<string, number> = {};
@@ -105,9 +107,9 @@ for (const threads of [1, 2]) {
       });
     }
 
-    it("fashion-sd-tiny UNet (fp16 weights) matches PyTorch on onnx/fashion-unet-io.npz within 2e-4", () => {
+    it("fashion-sd-tiny UNet (fp16 weights) matches PyTorch on onnx/fashion-unet-io.npz within 2e-4", async () => {
       const io = readNpz(path.join(sharedDir(), "onnx", "fashion-unet-io.npz"));
-      const unet = UNet.load(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "unet"));
+      const unet = await loadUNet(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "unet"));
       let err = 0;
       eng.scope(() => {
         const out = unet.forward(
@@ -121,9 +123,9 @@ for (const threads of [1, 2]) {
       expect(err).toBeLessThanOrEqual(2e-4);
     });
 
-    it("random weights (fromConfig) run with the right shapes, finite output, per-item timesteps", () => {
-      const cfg = loadUNetConfig(path.join(goldenDir, "unet-sd21-tiny"));
-      const unet = UNet.fromConfig(eng, cfg, "random", 7);
+    it("random weights (fromConfig) run with the right shapes, finite output, per-item timesteps", async () => {
+      const cfg = await loadUNetConfig(path.join(goldenDir, "unet-sd21-tiny"));
+      const unet = await UNet.fromConfig(eng, cfg, "random", 7);
       eng.scope(() => {
         const sample = eng.fromArray(Float32Array.from({ length: 2 * 8 * 16 * 4 }, (_, i) => Math.sin(i)), [2, 8, 16, 4]);
         const ctx = eng.fromArray(Float32Array.from({ length: 2 * 77 * 64 }, (_, i) => Math.cos(i) * 0.5), [2, 77, 64]);
@@ -137,7 +139,7 @@ for (const threads of [1, 2]) {
 }
 
 describe("UNet outputs and errors", () => {
-  it("1 and 2 threads give bit-identical outputs", () => {
+  it("1 and 2 threads give bit-identical outputs", async () => {
     for (let ci = 0; ci < cases.length; ci++) {
       const a = outputs.get(`1:${ci}`);
       const b = outputs.get(`2:${ci}`);
@@ -149,10 +151,10 @@ describe("UNet outputs and errors", () => {
   it("unsupported config values throw naming the field and value", async () => {
     const eng = await Engine.create({ threads: 1, memoryBytes: 64 << 20 });
     try {
-      const base = loadUNetConfig(path.join(goldenDir, "unet-sd15-tiny"));
-      expect(() => UNet.fromConfig(eng, unetConfig({ ...base, class_embed_type: "timestep" }), "random")).toThrow(/class_embed_type "timestep"/);
-      expect(() => UNet.fromConfig(eng, unetConfig({ ...base, addition_embed_type: "text_time" }), "random")).toThrow(/addition_embed_type "text_time"/);
-      expect(() => UNet.fromConfig(eng, unetConfig({ ...base, down_block_types: ["SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"] }), "random")).toThrow(
+      const base = await loadUNetConfig(path.join(goldenDir, "unet-sd15-tiny"));
+      await expect(UNet.fromConfig(eng, unetConfig({ ...base, class_embed_type: "timestep" }), "random")).rejects.toThrow(/class_embed_type "timestep"/);
+      await expect(UNet.fromConfig(eng, unetConfig({ ...base, addition_embed_type: "text_time" }), "random")).rejects.toThrow(/addition_embed_type "text_time"/);
+      await expect(UNet.fromConfig(eng, unetConfig({ ...base, down_block_types: ["SimpleCrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"] }), "random")).rejects.toThrow(
         /down_block_types\[0\] "SimpleCrossAttnDownBlock2D"/,
       );
       expect(SD15_UNET_CONFIG.block_out_channels).toEqual([320, 640, 1280, 1280]);

@@ -1,13 +1,15 @@
+import { loadVae } from "../src/models/loader.ts";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as path from "node:path";
 import { Engine } from "../src/runtime/engine.ts";
-import { openGolden, maxAbsRelToMax, sharedDir } from "../src/io/golden.ts";
-import { vaeConfig } from "../src/io/diffusers.ts";
+import { openGolden, maxAbsRelToMax } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
+import { vaeConfig } from "../src/models/config.ts";
 import { Vae } from "../src/models/vae.ts";
 import { tensorFromNCHW, tensorToNCHW } from "../src/models/layout.ts";
 
 const goldenDir = path.join(sharedDir(), "golden");
-const golden = openGolden(goldenDir, "cases");
+const golden = await openGolden(goldenDir, "cases");
 const cases = (golden.json.cases as any[]).filter((c) => c.kind === "vae");
 
 for (const threads of [1, 2]) {
@@ -16,12 +18,12 @@ for (const threads of [1, 2]) {
     let vae: Vae;
     beforeAll(async () => {
       eng = await Engine.create({ threads, memoryBytes: 128 << 20 });
-      vae = Vae.load(eng, path.join(goldenDir, "vae-tiny"));
+      vae = await loadVae(eng, path.join(goldenDir, "vae-tiny"));
     });
     afterAll(() => eng?.close());
 
     for (const c of cases) {
-      it(`${c.inputs.latents}: decode and encode within ${c.tolerance.max_abs_rel_to_max}`, () => {
+      it(`${c.inputs.latents}: decode and encode within ${c.tolerance.max_abs_rel_to_max}`, async () => {
         const errors: Record<string, number> = {};
         const before = eng.stats().used;
         eng.scope(() => {
@@ -43,9 +45,9 @@ for (const threads of [1, 2]) {
       });
     }
 
-    it("fashion-sd-tiny VAE decodes the pipeline's final latents to its images (golden/e2e) within 2e-4", () => {
-      const fashion = Vae.load(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "vae"));
-      const e2e = openGolden(goldenDir, "e2e");
+    it("fashion-sd-tiny VAE decodes the pipeline's final latents to its images (golden/e2e) within 2e-4", async () => {
+      const fashion = await loadVae(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "vae"));
+      const e2e = await openGolden(goldenDir, "e2e");
       for (const c of e2e.json.cases as any[]) {
         eng.scope(() => {
           const z = e2e.get(c.tensors.final_latents);
@@ -58,9 +60,9 @@ for (const threads of [1, 2]) {
       }
     });
 
-    it("scaling factor, decoder-only loading, fashion-sd-tiny fp16 weights, errors", () => {
+    it("scaling factor, decoder-only loading, fashion-sd-tiny fp16 weights, errors", async () => {
       expect(vae.scalingFactor).toBe(0.18215);
-      const fashion = Vae.load(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "vae"), { encoder: false });
+      const fashion = await loadVae(eng, path.join(sharedDir(), "models", "fashion-sd-tiny", "vae"), { encoder: false });
       expect(fashion.scalingFactor).toBeCloseTo(0.309004, 6);
       expect(fashion.hasEncoder).toBe(false);
       eng.scope(() => {
@@ -70,7 +72,7 @@ for (const threads of [1, 2]) {
         expect(() => fashion.encode(eng.zeros([1, 32, 32, 3]))).toThrow(/without its encoder/);
         expect(() => vae.decode(eng.zeros([1, 4, 8, 8]))).toThrow(/NHWC/);
       });
-      expect(() => Vae.fromConfig(eng, vaeConfig({ up_block_types: ["UpDecoderBlock2D", "AttnUpDecoderBlock2D"], block_out_channels: [32, 32] }), "random")).toThrow(
+      await expect(Vae.fromConfig(eng, vaeConfig({ up_block_types: ["UpDecoderBlock2D", "AttnUpDecoderBlock2D"], block_out_channels: [32, 32] }), "random")).rejects.toThrow(
         /up_block_types\[1\] "AttnUpDecoderBlock2D"/,
       );
     });

@@ -4,9 +4,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { sharedDir } from "../src/io/golden.ts";
+import { sharedDir } from "../src/io/places.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
-import { formatResult, runVerify, type CaseResult } from "../src/pipeline/verify.ts";
+import { formatResult, runVerify, type CaseResult } from "../src/tools/verify.ts";
 
 const goldenDir = path.join(sharedDir(), "golden");
 const modelsDir = path.join(sharedDir(), "models");

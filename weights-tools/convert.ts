@@ -15,17 +15,8 @@ import * as path from "node:path";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/io/safetensors.ts";
 import { findWeights } from "../src/io/diffusers.ts";
 import { f32ArrayToBf16Bits, quantizeWeightsPerChannel, ACT_QMAX_DEFAULT } from "../src/nn/quant.ts";
-import {
-  actParamsFor,
-  defaultCalibrationPath,
-  hasPerStepRanges,
-  MissingCalibrationError,
-  readCalibration,
-  STEPQ_FORMAT,
-  STEPQ_FORMAT_VERSION,
-  stepqWeightsName,
-  type Calibration,
-} from "../src/models/precision.ts";
+import { actParamsFor, CALIBRATION_FILE, defaultCalibrationPath, hasPerStepRanges, MissingCalibrationError, readCalibration, writeCalibration, type Calibration } from "../src/models/calibration.ts";
+import { STEPQ_FORMAT, STEPQ_FORMAT_VERSION, stepqWeightsName } from "../src/models/converted.ts";
 
 export type ConvertPrecision = "bf16" | "int8";
 
@@ -66,8 +57,8 @@ function f32Bytes(a: Float32Array): Uint8Array {
 }
 
 /** Converts one checkpoint file into the stepq file of one precision; returns the layer count. */
-export function convertFile(src: string, dst: string, precision: ConvertPrecision, cal: Calibration | null, calLabel: string): { layers: number; bytes: number } {
-  const st = SafetensorsFile.open(src);
+export async function convertFile(src: string, dst: string, precision: ConvertPrecision, cal: Calibration | null, calLabel: string): Promise<{ layers: number; bytes: number }> {
+  const st = await SafetensorsFile.open(src);
   try {
     const layerNames = new Set<string>();
     for (const t of st.tensors.values()) if (isLayerWeight(t.name, t.shape)) layerNames.add(t.name.slice(0, -".weight".length));
@@ -80,7 +71,7 @@ export function convertFile(src: string, dst: string, precision: ConvertPrecisio
       const isBias = t.name.endsWith(".bias") && layerNames.has(t.name.slice(0, -".bias".length));
       const layer = isLayerWeight(t.name, t.shape) ? t.name.slice(0, -".weight".length) : null;
       if (layer) {
-        const w = st.readF32(t.name);
+        const w = await st.readF32(t.name);
         if (precision === "bf16") {
           const bits = f32ArrayToBf16Bits(w);
           out.push({ name: t.name, dtype: "BF16", shape: t.shape, data: new Uint8Array(bits.buffer) });
@@ -93,8 +84,8 @@ export function convertFile(src: string, dst: string, precision: ConvertPrecisio
           out.push({ name: `${layer}.input_scale`, dtype: "F32", shape: [1], data: f32Bytes(Float32Array.of(act.scale)) });
           out.push({ name: `${layer}.input_zero_point`, dtype: "I32", shape: [1], data: new Uint8Array(Int32Array.of(act.zeroPoint).buffer) });
         }
-      } else if (isBias) out.push({ name: t.name, dtype: "F32", shape: t.shape, data: f32Bytes(st.readF32(t.name)) });
-      else out.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: st.readRaw(t.name) });
+      } else if (isBias) out.push({ name: t.name, dtype: "F32", shape: t.shape, data: f32Bytes(await st.readF32(t.name)) });
+      else out.push({ name: t.name, dtype: t.dtype, shape: t.shape, data: await st.readRaw(t.name) });
     }
     const meta: Record<string, string> = {
       format: STEPQ_FORMAT,
@@ -133,20 +124,20 @@ function linkOrCopy(src: string, dst: string): void {
 }
 
 /** Converts the UNet of a model (see the file header); returns what was written. */
-export function convert(o: ConvertOptions): ConvertResult {
+export async function convert(o: ConvertOptions): Promise<ConvertResult> {
   const progress = o.onProgress ?? (() => {});
   const precisions = [...new Set(o.precisions)];
   if (!precisions.length) throw new Error("convert: no precisions (bf16, int8)");
   for (const p of precisions) if (p !== "bf16" && p !== "int8") throw new Error(`convert: precision must be bf16 or int8, got "${p}" (fp32 is the original checkpoint)`);
   const srcUnet = unetDirOf(o.model);
-  const src = findWeights(srcUnet);
+  const src = await findWeights(srcUnet);
   if (path.basename(src).startsWith("stepq-")) throw new Error(`${srcUnet}: no original checkpoint to convert (only ${path.basename(src)})`);
   let cal: Calibration | null = null;
   let calLabel = "";
   if (precisions.includes("int8")) {
     calLabel = o.calibration ?? defaultCalibrationPath(srcUnet);
     if (!fs.existsSync(calLabel)) throw new MissingCalibrationError(calLabel, o.model);
-    cal = readCalibration(calLabel);
+    cal = await readCalibration(calLabel);
     // a converted int8 layer stores one input_scale / input_zero_point
     if (hasPerStepRanges(cal))
       throw new Error(`${calLabel} has per-step ranges (stepq calibrate --per-step), which converted int8 files cannot hold (one activation range per layer); convert with a calibration made without --per-step`);
@@ -161,7 +152,7 @@ export function convert(o: ConvertOptions): ConvertResult {
     } else unetDir = o.out;
     fs.mkdirSync(unetDir, { recursive: true });
     linkOrCopy(path.join(srcUnet, "config.json"), path.join(unetDir, "config.json"));
-    if (cal) fs.writeFileSync(path.join(unetDir, "stepq-calibration.json"), JSON.stringify(cal, null, 1) + "\n");
+    if (cal) writeCalibration(path.join(unetDir, CALIBRATION_FILE), cal);
     progress(`writing into ${path.resolve(o.out)} (other components ${isPipeline ? "linked or copied" : "not needed"})`);
   }
   try {
@@ -173,7 +164,7 @@ export function convert(o: ConvertOptions): ConvertResult {
   for (const p of precisions) {
     const dst = path.join(unetDir, stepqWeightsName(p));
     const t0 = performance.now();
-    const r = convertFile(src, dst, p, cal, calLabel);
+    const r = await convertFile(src, dst, p, cal, calLabel);
     progress(`${p}: ${r.layers} layers -> ${dst} (${(r.bytes / 1048576).toFixed(1)} MiB, ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
     files.push({ precision: p, file: dst, ...r });
   }

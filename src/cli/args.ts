@@ -34,3 +34,26 @@ export function sizeOpt(value: string | undefined, def: number): number {
   const mult = unit === "K" ? 1024 : unit === "M" ? 1024 ** 2 : unit === "G" ? 1024 ** 3 : 1;
   return Math.round(Number(m[1]) * mult);
 }
+
+/** The options every engine-running command takes: --threads, --memory, --simd. */
+export const ENGINE_OPTIONS = {
+  threads: { type: "string", short: "t" },
+  memory: { type: "string" },
+  simd: { type: "string" },
+} as const;
+
+export interface EngineFlags {
+  threads?: number;
+  memoryBytes?: number;
+  simd: "auto" | "relaxed" | "baseline";
+}
+
+/** Validated --threads (1..256), --memory (16M..4G) and --simd (auto | relaxed | baseline). */
+export function engineFlags(v: { threads?: unknown; memory?: unknown; simd?: unknown }): EngineFlags {
+  const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
+  const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
+  if (memoryBytes !== undefined && (memoryBytes < 16 * 1024 ** 2 || memoryBytes > 4 * 1024 ** 3)) throw new UsageError(`--memory must be from 16M to 4G, got "${v.memory}"`);
+  const simd = (v.simd as string | undefined) ?? "auto";
+  if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
+  return { threads, memoryBytes, simd: simd as EngineFlags["simd"] };
+}

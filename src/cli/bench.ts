@@ -1,16 +1,9 @@
 // stepq bench: UNet latency (per call, peak memory, optional time by kernel) and whole-image timings.
 // The measuring is in src/pipeline/bench.ts; this file parses options and prints.
 import * as fs from "node:fs";
-import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
-import {
-  benchImage,
-  benchUNet,
-  PRECISIONS,
-  type ImageBenchResult,
-  type Precision,
-  type UNetBenchResult,
-} from "../pipeline/bench.ts";
-import { DEFAULT_MODEL } from "../pipeline/pipeline.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { benchImage, benchUNet, PRECISIONS, type ImageBenchResult, type Precision, type UNetBenchResult } from "../tools/bench.ts";
+import { DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 
 export const summary = "measure UNet calls (time, memory, op profile) or a whole generation";
@@ -83,17 +76,12 @@ function fmtS(s: number): string {
 }
 
 function commonOpts(v: Record<string, unknown>, anySpec = false) {
-  const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
-  const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
-  if (memoryBytes !== undefined && (memoryBytes < 16 * MiB || memoryBytes > 4096 * MiB))
-    throw new UsageError(`--memory must be from 16M to 4G, got "${v.memory}"`);
-  const simd = (v.simd as string | undefined) ?? "auto";
-  if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
+  const { threads, memoryBytes, simd } = engineFlags(v);
   const precision = (v.precision as string | undefined) ?? "fp32";
   if (!anySpec && !(PRECISIONS as readonly string[]).includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
   const calibration = v.calibration as string | undefined;
   if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
-  return { threads, memoryBytes, simd: simd as "auto" | "relaxed" | "baseline", precision: precision as Precision, calibration };
+  return { threads, memoryBytes, simd, precision: precision as Precision, calibration };
 }
 
 function progressPrinter(io: BenchIo, quiet: boolean) {
@@ -121,9 +109,7 @@ export const benchCommand = run;
 export const BENCH_HELP = usage;
 
 const COMMON = {
-  threads: { type: "string", short: "t" },
-  memory: { type: "string" },
-  simd: { type: "string" },
+  ...ENGINE_OPTIONS,
   precision: { type: "string" },
   calibration: { type: "string" },
   json: { type: "boolean" },

@@ -1,11 +1,12 @@
 // stepq calibrate: per-layer input activation ranges of the UNet for INT8 (weights-tools/calibrate.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
-import { resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
-import { writeCalibration } from "../models/precision.ts";
-import { calibrate, defaultCalibrationOut, defaultCalibrationPrompts, readPromptsFile, DEFAULT_EMA_MOMENTUM } from "../../weights-tools/calibrate.ts";
+import { writeCalibration } from "../models/calibration.ts";
+import { calibrate, defaultCalibrationOut, DEFAULT_EMA_MOMENTUM } from "../../weights-tools/calibrate.ts";
+import { defaultCalibrationPrompts, readPromptsFile } from "../tools/prompts.ts";
 
 export const summary = "record per-layer activation ranges for INT8 (writes unet/stepq-calibration.json)";
 
@@ -67,9 +68,7 @@ export async function run(argv: string[]): Promise<number> {
     "act-bits": { type: "string" },
     "per-step": { type: "boolean" },
     out: { type: "string", short: "o" },
-    threads: { type: "string", short: "t" },
-    memory: { type: "string" },
-    simd: { type: "string" },
+    ...ENGINE_OPTIONS,
     quiet: { type: "boolean", short: "q" },
   });
   const v = values as Record<string, string | boolean | undefined>;
@@ -80,7 +79,7 @@ export async function run(argv: string[]): Promise<number> {
   let prompts: string[];
   if (v.prompts !== undefined) {
     if (!fs.existsSync(v.prompts as string)) throw new UsageError(`--prompts ${v.prompts}: no such file`);
-    prompts = readPromptsFile(v.prompts as string);
+    prompts = await readPromptsFile(v.prompts as string);
   } else prompts = defaultCalibrationPrompts(model, intOpt(v.n as string | undefined, "n", 20, 1, 100000));
   const steps = intOpt(v.steps as string | undefined, "steps", 50, 1, 1000);
   const guidance = numOpt(v.guidance as string | undefined, "guidance", 4, 0, 100);
@@ -96,10 +95,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError("--per-step records running min/max per timestep; --observer ema does not apply (a moving average over one timestep's few calls would keep mostly the last prompt)");
   const momentum = numOpt(v.momentum as string | undefined, "momentum", DEFAULT_EMA_MOMENTUM, 0, 0.999999);
   const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", 7, 7, 8);
-  const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
-  const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
-  const simd = (v.simd as string | undefined) ?? "auto";
-  if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
+  const { threads, memoryBytes, simd } = engineFlags(v);
   const out = (v.out as string | undefined) ?? defaultCalibrationOut(model);
   const outDir = path.dirname(path.resolve(out));
   if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
@@ -127,7 +123,7 @@ export async function run(argv: string[]): Promise<number> {
     perStep,
     threads,
     memoryBytes,
-    simd: simd as "auto" | "relaxed" | "baseline",
+    simd,
     onProgress: quiet
       ? undefined
       : (p) => {

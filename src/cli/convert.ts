@@ -1,6 +1,6 @@
 // stepq convert: stepq BF16 / INT8 weights of a model's UNet (weights-tools/convert.ts, format in weights-tools/README.md).
 import { parse, UsageError } from "./args.ts";
-import { resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
+import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
 import { convert, type ConvertPrecision } from "../../weights-tools/convert.ts";
 
 export const summary = "write the UNet's BF16 / INT8 weights as stepq safetensors (load with no calibration)";
@@ -42,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!list.length) throw new UsageError("--precision is empty");
   const model = (v.model as string | undefined) ?? resolveDefaultModel();
   const log = v.quiet ? () => {} : (s: string) => process.stderr.write(`stepq convert: ${s}\n`);
-  const r = convert({ model, precisions: list as ConvertPrecision[], out: v.out as string | undefined, calibration: v.calibration as string | undefined, onProgress: log });
+  const r = await convert({ model, precisions: list as ConvertPrecision[], out: v.out as string | undefined, calibration: v.calibration as string | undefined, onProgress: log });
   log(`done: ${r.files.map((f) => f.file).join(", ")}`);
   return 0;
 }

@@ -1,10 +1,10 @@
 // stepq eval: FID, prompt accuracy and PSNR vs FP32 of a pipeline at a precision (src/pipeline/eval.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
-import { resolveDefaultModel, packageRoot, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { resolveDefaultModel, packageRoot, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
-import { runEval, evalLabels, classifierClasses, EvalError, type EvalResult } from "../pipeline/eval.ts";
+import { runEval, evalLabels, classifierClasses, EvalError, type EvalResult } from "../tools/eval.ts";
 
 export const summary = "measure FID, prompt accuracy and PSNR vs FP32 on fashion-sd-tiny";
 
@@ -101,9 +101,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     calibration: { type: "string" },
     seed0: { type: "string" },
     batch: { type: "string" },
-    threads: { type: "string", short: "t" },
-    memory: { type: "string" },
-    simd: { type: "string" },
+    ...ENGINE_OPTIONS,
     json: { type: "boolean" },
     "out-dir": { type: "string" },
     "save-images": { type: "string" },
@@ -121,11 +119,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const guidance = numOpt(v.guidance as string | undefined, "guidance", 4.0, 0, 100);
   const seed0 = intOpt(v.seed0 as string | undefined, "seed0", 0, 0, 0xffffffff);
   const batch = Math.min(intOpt(v.batch as string | undefined, "batch", 20, 1, 100000), n);
-  const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
-  const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
-  if (memoryBytes !== undefined && (memoryBytes < 16 << 20 || memoryBytes > 4 * 1024 ** 3)) throw new UsageError(`--memory must be from 16M to 4G, got "${v.memory}"`);
-  const simd = (v.simd as string | undefined) ?? "auto";
-  if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
+  const { threads, memoryBytes, simd } = engineFlags(v);
   const scheduler = (v.scheduler as string | undefined) ?? "pndm";
   if (!(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
@@ -140,7 +134,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const dataDir = (v.data as string | undefined) ?? findDir("the Fashion-MNIST test set", ["data", "fashion-mnist"], "t10k-images-idx3-ubyte.gz");
   let classes: string[];
   try {
-    classes = classifierClasses(classifierDir);
+    classes = await classifierClasses(classifierDir);
   } catch (e) {
     throw new UsageError(`--classifier ${classifierDir}: ${(e as Error).message}`);
   }
@@ -178,7 +172,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       batch,
       threads,
       memoryBytes,
-      simd: simd as "auto" | "relaxed" | "baseline",
+      simd,
       outDir: v["out-dir"] as string | undefined,
       saveImages: v["save-images"] as string | undefined,
       referenceImages: ref,

@@ -1,12 +1,13 @@
 // stepq generate: text to PNG with a diffusers Stable Diffusion folder (default: the shipped fashion-sd-tiny).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
-import { StableDiffusionPipeline, resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { StableDiffusionPipeline } from "../pipeline/pipeline.ts";
+import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { parsePrecisionSpec, precisionsToLoad, precisionsUsed, formatSchedule, PrecisionScheduleError } from "../pipeline/precision.ts";
-import { writePng } from "../pipeline/png.ts";
+import { PrecisionSchedule, PrecisionScheduleError } from "../pipeline/schedule.ts";
+import { writePng } from "../io/png.ts";
 
 export const summary = "generate an image from a text prompt (writes a PNG)";
 
@@ -45,8 +46,8 @@ Example:
   stepq generate --prompt "a photo of a sneaker" --steps 20 --guidance 4 --seed 1 --out sneaker.png`;
 
 /** Reads a --latents file: exactly one tensor, shape [1,C,h,w]. */
-export function readLatentsFile(file: string): { data: Float32Array; shape: number[] } {
-  const st = SafetensorsFile.open(file);
+export async function readLatentsFile(file: string): Promise<{ data: Float32Array; shape: number[] }> {
+  const st = await SafetensorsFile.open(file);
   try {
     const names = [...st.tensors.keys()];
     if (names.length !== 1) throw new UsageError(`--latents ${file}: expected one tensor, found ${names.length}${names.length ? ` (${names.slice(0, 5).join(", ")})` : ""}`);
@@ -54,7 +55,7 @@ export function readLatentsFile(file: string): { data: Float32Array; shape: numb
     const s = info.shape;
     if (s.length !== 4 || s[0] !== 1 || s[2] < 1 || s[3] < 1)
       throw new UsageError(`--latents ${file}: tensor ${names[0]} has shape [${s}], expected [1,4,h,w] (NCHW latents)`);
-    return { data: st.readF32(names[0]), shape: s.slice() };
+    return { data: await st.readF32(names[0]), shape: s.slice() };
   } finally {
     st.close();
   }
@@ -82,9 +83,7 @@ export async function run(argv: string[]): Promise<number> {
       precision: { type: "string" },
       schedule: { type: "string" },
       calibration: { type: "string" },
-      threads: { type: "string", short: "t" },
-      memory: { type: "string" },
-      simd: { type: "string" },
+      ...ENGINE_OPTIONS,
       out: { type: "string", short: "o" },
       quiet: { type: "boolean", short: "q" },
     },
@@ -98,12 +97,7 @@ export async function run(argv: string[]): Promise<number> {
   const guidance = numOpt(v.guidance as string | undefined, "guidance", 7.5, 0, 100);
   const seedGiven = v.seed !== undefined;
   const seed = intOpt(v.seed as string | undefined, "seed", Math.floor(Math.random() * 0x100000000), 0, 0xffffffff);
-  const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
-  const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
-  if (memoryBytes !== undefined && (memoryBytes < 16 << 20 || memoryBytes > 4 * 1024 ** 3))
-    throw new UsageError(`--memory must be from 16M to 4G, got "${v.memory}"`);
-  const simd = (v.simd as string | undefined) ?? "auto";
-  if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
+  const { threads, memoryBytes, simd } = engineFlags(v);
   const scheduler = v.scheduler as string | undefined;
   if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
@@ -114,15 +108,14 @@ export async function run(argv: string[]): Promise<number> {
   const out = (v.out as string | undefined) ?? "image.png";
   if (v.precision !== undefined && v.schedule !== undefined) throw new UsageError("give --precision or --schedule, not both");
   const precisionSpec = ((v.precision ?? v.schedule) as string | undefined) ?? "fp32";
-  let perStep;
+  let schedule: PrecisionSchedule;
   try {
-    perStep = parsePrecisionSpec(precisionSpec, steps);
+    schedule = PrecisionSchedule.parse(precisionSpec, steps);
   } catch (e) {
     if (e instanceof PrecisionScheduleError) throw new UsageError(`--${v.schedule !== undefined ? "schedule" : "precision"}: ${e.message}`);
     throw e;
   }
-  const used = precisionsUsed(perStep);
-  const lowp = precisionsToLoad(used) !== undefined;
+  const lowp = schedule.toLoad !== undefined;
   const calibration = v.calibration as string | undefined;
   if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
   const quiet = !!v.quiet;
@@ -131,7 +124,7 @@ export async function run(argv: string[]): Promise<number> {
   let latentShape: number[] | undefined;
   if (v.latents !== undefined) {
     const file = v.latents as string;
-    const l = readLatentsFile(file);
+    const l = await readLatentsFile(file);
     latents = l.data;
     latentShape = l.shape;
   }
@@ -143,13 +136,13 @@ export async function run(argv: string[]): Promise<number> {
   const pipe = await StableDiffusionPipeline.load(model, {
     threads,
     memoryBytes,
-    simd: simd as "auto" | "relaxed" | "baseline",
+    simd,
     // memory estimate: the latents' size at up to 8 pixels per cell
     width: width ?? (latentShape ? latentShape[3] * 8 : undefined),
     height: height ?? (latentShape ? latentShape[2] * 8 : undefined),
     onWarning: (m) => log(`stepq: warning: ${m}`),
     // load only the UNet variants the schedule uses (plain fp32 weights for fp32)
-    precisions: precisionsToLoad(used),
+    precisions: schedule.toLoad,
     calibration,
   });
   try {
@@ -176,7 +169,7 @@ export async function run(argv: string[]): Promise<number> {
     );
     log(
       `stepq: ${w}x${h}, ${sched.name} ${steps} steps, guidance ${guidance}, ${latents ? `latents ${v.latents}` : `seed ${seed}${seedGiven ? "" : " (random)"}`}, ` +
-        `precision ${formatSchedule(perStep)}`,
+        `precision ${schedule}`,
     );
     const tty = process.stderr.isTTY && !quiet;
     const res = await pipe.generate({
@@ -189,7 +182,7 @@ export async function run(argv: string[]): Promise<number> {
       scheduler,
       width: w,
       height: h,
-      precision: precisionSpec,
+      precision: schedule,
       onStep: quiet
         ? undefined
         : (s) => {

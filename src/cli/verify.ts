@@ -1,7 +1,7 @@
 // stepq verify: checks this engine against golden reference vectors (see src/pipeline/verify.ts).
 import * as fs from "node:fs";
 import { parse, intOpt, UsageError } from "./args.ts";
-import { runVerify, formatResult } from "../pipeline/verify.ts";
+import { runVerify, formatResult } from "../tools/verify.ts";
 
 export const summary = "check the engine against golden reference vectors (cases.json, e2e.json)";
 

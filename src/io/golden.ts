@@ -1,9 +1,8 @@
 // Reads ../shared/golden-style case files (cases.json + cases.safetensors, e2e.json + e2e.safetensors)
 // and compares results with the tolerance metric they use. Used by `stepq verify` and by the tests.
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { SafetensorsFile } from "./safetensors.ts";
 import { parsePythonJson } from "./json.ts";
+import { joinLocation, readText, SourceError } from "./source.ts";
 
 export interface GoldenSet {
   dir: string;
@@ -13,19 +12,29 @@ export interface GoldenSet {
   get(name: string): { data: Float32Array; shape: number[] };
 }
 
-export function openGolden(dir: string, base: "cases" | "e2e"): GoldenSet {
-  const jsonPath = path.join(dir, `${base}.json`);
-  if (!fs.existsSync(jsonPath)) throw new Error(`${jsonPath}: not found`);
+export async function openGolden(dir: string, base: "cases" | "e2e"): Promise<GoldenSet> {
+  const jsonPath = joinLocation(dir, `${base}.json`);
+  let text: string;
+  try {
+    text = await readText(jsonPath, { maxBytes: 256 * 1024 * 1024 });
+  } catch (e) {
+    throw e instanceof SourceError ? new Error(e.message) : e;
+  }
   // Python's json writes -Infinity (e.g. lambda_min_clipped) which JSON.parse rejects
-  const json = parsePythonJson(fs.readFileSync(jsonPath, "utf8"));
-  const tensors = SafetensorsFile.open(path.join(dir, `${base}.safetensors`));
+  const json = parsePythonJson(text);
+  const tensors = await SafetensorsFile.open(joinLocation(dir, `${base}.safetensors`));
+  // golden sets are a few MB: read every tensor now, so cases look them up synchronously
+  const data = new Map<string, Float32Array>();
+  for (const name of tensors.tensors.keys()) data.set(name, await tensors.readF32(name));
   return {
     dir,
     json,
     tensors,
     get(name: string) {
       const key = name.split(" ")[0];
-      return { data: tensors.readF32(key), shape: tensors.info(key).shape };
+      const d = data.get(key);
+      if (!d) tensors.info(key); // throws naming the file and tensor
+      return { data: d!.slice(), shape: tensors.info(key).shape };
     },
   };
 }
@@ -42,9 +51,4 @@ export function maxAbsRelToMax(actual: ArrayLike<number>, expected: ArrayLike<nu
     if (r > maxRef) maxRef = r;
   }
   return maxRef === 0 ? maxDiff : maxDiff / maxRef;
-}
-
-/** Where ../shared is: $STEPQ_SHARED, else ../shared beside the checkout. */
-export function sharedDir(): string {
-  return process.env.STEPQ_SHARED ?? path.resolve(process.cwd(), "..", "shared");
 }

@@ -7,8 +7,8 @@
 //
 // Errors (IdxError) name the file and what is wrong: bad gzip data, a bad magic, a size that does not
 // match the dimensions (truncated or trailing bytes).
-import * as fs from "node:fs";
-import * as zlib from "node:zlib";
+import { host } from "../runtime/env.ts";
+import { readBytes, SourceError } from "./source.ts";
 
 export class IdxError extends Error {}
 
@@ -74,17 +74,22 @@ export function parseIdx(buf: Uint8Array, label = "IDX data"): IdxArray {
   return { type, dims, data };
 }
 
-/** Reads an IDX file, gunzipping it first when it starts with the gzip magic (1f 8b). */
-export function readIdx(file: string): IdxArray {
+/** IDX files above this are refused (Fashion-MNIST's largest, train-images, is 47 MB unpacked). */
+const MAX_IDX_BYTES = 1 << 30;
+
+/** Reads an IDX file (a path or URL), gunzipping it first when it starts with the gzip magic (1f 8b). */
+export async function readIdx(file: string): Promise<IdxArray> {
   let raw: Uint8Array;
   try {
-    raw = fs.readFileSync(file);
+    raw = await readBytes(file, { maxBytes: MAX_IDX_BYTES, what: "an IDX file" });
   } catch (e) {
-    throw new IdxError(`${file}: cannot read (${(e as Error).message})`);
+    if (!(e instanceof SourceError)) throw e;
+    const why = e.message.startsWith(`${file}: `) ? e.message.slice(file.length + 2) : e.message;
+    throw new IdxError(`${file}: cannot read (${why})`);
   }
   if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {
     try {
-      raw = zlib.gunzipSync(raw);
+      raw = await gunzip(raw);
     } catch (e) {
       throw new IdxError(`${file}: corrupt or truncated gzip data (${(e as Error).message})`);
     }
@@ -92,14 +97,19 @@ export function readIdx(file: string): IdxArray {
   return parseIdx(raw, file);
 }
 
+async function gunzip(raw: Uint8Array): Promise<Uint8Array> {
+  const { zlib } = host("gunzip");
+  return zlib.gunzipSync(raw);
+}
+
 /** Reads an images file (u8, [N, rows, cols]) and, if given, its labels file (u8, [N]); checks they agree. */
-export function readIdxImages(imagesFile: string, labelsFile?: string): { images: Uint8Array; count: number; rows: number; cols: number; labels?: Uint8Array } {
-  const im = readIdx(imagesFile);
+export async function readIdxImages(imagesFile: string, labelsFile?: string): Promise<{ images: Uint8Array; count: number; rows: number; cols: number; labels?: Uint8Array }> {
+  const im = await readIdx(imagesFile);
   if (im.type !== "u8" || im.dims.length !== 3) throw new IdxError(`${imagesFile}: expected u8 images [N, rows, cols], got ${im.type} [${im.dims}]`);
   const [count, rows, cols] = im.dims;
   let labels: Uint8Array | undefined;
   if (labelsFile !== undefined) {
-    const lb = readIdx(labelsFile);
+    const lb = await readIdx(labelsFile);
     if (lb.type !== "u8" || lb.dims.length !== 1) throw new IdxError(`${labelsFile}: expected u8 labels [N], got ${lb.type} [${lb.dims}]`);
     if (lb.dims[0] !== count) throw new IdxError(`${labelsFile}: ${lb.dims[0]} labels for ${count} images in ${imagesFile}`);
     labels = lb.data as Uint8Array;

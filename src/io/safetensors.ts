@@ -1,6 +1,8 @@
 // safetensors reader/writer. The reader parses and validates the header, then reads each tensor
-// on demand straight into a caller-given buffer (e.g. a view of wasm memory): no whole-file copy.
-import * as fs from "node:fs";
+// on demand straight into a caller-given buffer (e.g. a view of wasm memory): no whole-file copy. It reads
+// through a byte source (source.ts), so a path and a URL load the same way.
+import { openSource, SourceError, type ByteSource } from "./source.ts";
+import { writeFileAtomic } from "./files.ts";
 
 export type StDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -25,41 +27,48 @@ export class SafetensorsError extends Error {}
 export class SafetensorsFile {
   readonly tensors = new Map<string, TensorInfo>();
   readonly metadata: Record<string, string> = {};
-  private fd: number;
 
-  private constructor(readonly path: string) {
-    this.fd = fs.openSync(path, "r");
+  private constructor(
+    /** The path or URL read. */
+    readonly path: string,
+    private src: ByteSource | null,
+  ) {}
+
+  /** Opens a safetensors file (a path or a URL) and validates its header; errors name the file. */
+  static async open(location: string): Promise<SafetensorsFile> {
+    let src: ByteSource;
     try {
-      this.parseHeader();
+      src = await openSource(location);
     } catch (e) {
-      fs.closeSync(this.fd);
+      if (e instanceof SourceError) throw new SafetensorsError(e.message.replace(/: not found$/, ": file not found"));
       throw e;
     }
-  }
-
-  static open(path: string): SafetensorsFile {
-    if (!fs.existsSync(path)) throw new SafetensorsError(`${path}: file not found`);
-    if (!fs.statSync(path).isFile()) throw new SafetensorsError(`${path}: not a regular file`);
-    return new SafetensorsFile(path);
+    const f = new SafetensorsFile(location, src);
+    try {
+      await f.parseHeader();
+    } catch (e) {
+      src.close();
+      throw e instanceof SourceError ? new SafetensorsError(e.message) : e;
+    }
+    return f;
   }
 
   private fail(msg: string): never {
     throw new SafetensorsError(`${this.path}: ${msg}`);
   }
 
-  private parseHeader() {
-    const fileSize = fs.fstatSync(this.fd).size;
+  private async parseHeader() {
+    const src = this.src!;
+    const fileSize = src.size;
     if (fileSize < 8) this.fail(`truncated: ${fileSize} bytes, not a safetensors file`);
-    const lenBuf = Buffer.alloc(8);
-    fs.readSync(this.fd, lenBuf, 0, 8, 0);
-    const headerLen = Number(lenBuf.readBigUInt64LE(0));
+    const lenBuf = await src.read(0, 8);
+    const headerLen = Number(new DataView(lenBuf.buffer, lenBuf.byteOffset, 8).getBigUint64(0, true));
     if (headerLen > MAX_HEADER_BYTES) this.fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt file?)`);
     if (8 + headerLen > fileSize) this.fail(`truncated: header says ${headerLen} bytes but the file has ${fileSize - 8} after the length`);
-    const hbuf = Buffer.alloc(headerLen);
-    fs.readSync(this.fd, hbuf, 0, headerLen, 8);
+    const hbuf = await src.read(8, headerLen);
     let header: Record<string, any>;
     try {
-      header = JSON.parse(hbuf.toString("utf8"));
+      header = JSON.parse(new TextDecoder().decode(hbuf));
     } catch (e) {
       this.fail(`header is not valid JSON (${(e as Error).message})`);
     }
@@ -100,40 +109,37 @@ export class SafetensorsFile {
   }
 
   /** Raw little-endian bytes of a tensor, read into `dest` when given. */
-  readRaw(name: string, dest?: Uint8Array): Uint8Array {
+  async readRaw(name: string, dest?: Uint8Array): Promise<Uint8Array> {
     const t = this.info(name);
     const n = t.end - t.begin;
     const out = dest ?? new Uint8Array(n);
     if (out.byteLength < n) this.fail(`tensor ${name}: destination has ${out.byteLength} bytes, needs ${n}`);
-    let done = 0;
-    // readSync takes at most 2 GiB per call
-    while (done < n) {
-      const chunk = Math.min(n - done, 1 << 30);
-      const got = fs.readSync(this.fd, out, done, chunk, t.begin + done);
-      if (got <= 0) this.fail(`unexpected end of file reading ${name}`);
-      done += got;
+    if (!this.src) this.fail(`read of ${name} after close`);
+    try {
+      return await this.src.read(t.begin, n, out);
+    } catch (e) {
+      throw e instanceof SourceError ? new SafetensorsError(`${e.message} (reading ${name})`) : e;
     }
-    return out.subarray(0, n);
   }
 
   /** A tensor converted to float32 (from F32, F16, BF16, F64 or integer dtypes), into `dest` when given. */
-  readF32(name: string, dest?: Float32Array): Float32Array {
+  async readF32(name: string, dest?: Float32Array): Promise<Float32Array> {
     const t = this.info(name);
     const n = t.shape.reduce((a, d) => a * d, 1);
     const out = dest ?? new Float32Array(n);
     if (out.length < n) this.fail(`tensor ${name}: destination has ${out.length} floats, needs ${n}`);
     if (t.dtype === "F32") {
-      this.readRaw(name, new Uint8Array(out.buffer, out.byteOffset, n * 4));
+      await this.readRaw(name, new Uint8Array(out.buffer, out.byteOffset, n * 4));
       return out.subarray(0, n);
     }
-    const raw = this.readRaw(name);
+    const raw = await this.readRaw(name);
     convertToF32(raw, t.dtype, out);
     return out.subarray(0, n);
   }
 
   close() {
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
+    this.src?.close();
+    this.src = null;
   }
 }
 
@@ -194,7 +200,7 @@ export interface TensorToWrite {
   data: ArrayBufferView;
 }
 
-/** Writes a safetensors file (tensors in the given order, 8-byte aligned header as the format recommends). */
+/** Writes a safetensors file atomically (tensors in the given order, 8-byte aligned header as the format recommends). Node/Deno. */
 export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
@@ -205,17 +211,13 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + n] };
     off += n;
   }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const hb = Buffer.from(json, "utf8");
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(hb.length));
-  const fd = fs.openSync(path, "w");
-  try {
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, hb);
-    for (const t of tensors) fs.writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-  } finally {
-    fs.closeSync(fd);
-  }
+  const json = JSON.stringify(header);
+  const hb = new TextEncoder().encode(json + " ".repeat((8 - ((8 + new TextEncoder().encode(json).length) % 8)) % 8));
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(hb.length), true);
+  writeFileAtomic(path, (function* () {
+    yield len;
+    yield hb;
+    for (const t of tensors) yield new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  })());
 }

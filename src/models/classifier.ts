@@ -13,8 +13,6 @@
 //
 // Inputs: Fashion-MNIST images (28x28 u8) map to [0,1] by /255; generated 32x32 images use the central
 // 28x28 of channel 0, mapped from [-1,1] to [0,1] (for 8-bit RGB output that is the red byte / 255).
-import * as fs from "node:fs";
-import * as path from "node:path";
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { WeightStore, WeightError } from "./weights.ts";
@@ -67,57 +65,46 @@ export class FashionClassifier {
   }
 
   /**
-   * Loads config.json + model.safetensors from `dir` into the engine (outside any scope). Channel counts
-   * come from the checkpoint's shapes; the layer chain is checked against the architecture above.
+   * Builds the classifier of `config` from `store` (loader.ts loadClassifier opens config.json and
+   * model.safetensors) into the engine (outside any scope). Channel counts come from the checkpoint's shapes;
+   * the layer chain is checked against the architecture above. `cfgPath` names the config in messages.
    */
-  static load(eng: Engine, dir: string): FashionClassifier {
-    const cfgPath = path.join(dir, "config.json");
-    let config: ClassifierConfig;
-    try {
-      config = JSON.parse(fs.readFileSync(cfgPath, "utf8"));
-    } catch (e) {
-      throw new WeightError(`${cfgPath}: cannot read the classifier config (${(e as Error).message})`);
-    }
+  static async fromWeights(eng: Engine, config: ClassifierConfig, store: WeightStore, cfgPath: string): Promise<FashionClassifier> {
     if (!Array.isArray(config.classes) || !config.classes.every((c) => typeof c === "string"))
       throw new WeightError(`${cfgPath}: "classes" must be a list of class names`);
-    const store = WeightStore.open(eng, path.join(dir, "model.safetensors"));
-    try {
-      const shape = (name: string, rank: number): number[] => {
-        const s = store.shapeOf(name);
-        if (!s) throw new WeightError(`${store.label}: missing tensor ${name}`);
-        if (s.length !== rank) throw new WeightError(`${store.label}: ${name} has shape [${s}], expected ${rank} dims`);
-        return s;
-      };
-      const convs: ConvWeight[] = [];
-      let cin = 1;
-      let side = CLASSIFIER_SIZE;
-      for (const name of ["conv1", "conv2", "conv3"]) {
-        const [cout, ci, kh, kw] = shape(`${name}.weight`, 4);
-        if (ci !== cin || kh !== 3 || kw !== 3) throw new WeightError(`${store.label}: ${name}.weight is [${cout},${ci},${kh},${kw}], expected [*,${cin},3,3]`);
-        convs.push(store.conv(name, { cout, cin, kh: 3, kw: 3 }, { padding: 1 }));
-        cin = cout;
-        side = Math.floor(side / 2);
-      }
-      const flat = side * side * cin;
-      const [hidden, fin] = shape("fc1.weight", 2);
-      if (fin !== flat) throw new WeightError(`${store.label}: fc1.weight is [${hidden},${fin}], expected [*,${flat}] (${cin}x${side}x${side} after the convs)`);
-      // torch column index c*side*side + p (p = h*side + w)  ->  NHWC column p*cin + c
-      const w = store.array("fc1.weight", [hidden, fin]);
-      const wn = new Float32Array(w.length);
-      const hw = side * side;
-      for (let o = 0; o < hidden; o++)
-        for (let c = 0; c < cin; c++) for (let p = 0; p < hw; p++) wn[o * fin + p * cin + c] = w[o * fin + c * hw + p];
-      const b = store.has("fc1.bias") ? store.array("fc1.bias", [hidden]) : null;
-      const fc1 = prepareLinear(eng, wn, b, hidden, fin);
-      const [ncls, h2] = shape("fc2.weight", 2);
-      if (h2 !== hidden) throw new WeightError(`${store.label}: fc2.weight is [${ncls},${h2}], expected [*,${hidden}]`);
-      if (ncls !== config.classes.length) throw new WeightError(`${store.label}: fc2 has ${ncls} outputs but ${cfgPath} names ${config.classes.length} classes`);
-      const fc2 = store.linear("fc2", ncls, hidden);
-      store.assertAllUsed("fashion classifier");
-      return new FashionClassifier(eng, config, convs, fc1, fc2);
-    } finally {
-      store.close();
+    const shape = (name: string, rank: number): number[] => {
+      const s = store.shapeOf(name);
+      if (!s) throw new WeightError(`${store.label}: missing tensor ${name}`);
+      if (s.length !== rank) throw new WeightError(`${store.label}: ${name} has shape [${s}], expected ${rank} dims`);
+      return s;
+    };
+    const convs: ConvWeight[] = [];
+    let cin = 1;
+    let side = CLASSIFIER_SIZE;
+    for (const name of ["conv1", "conv2", "conv3"]) {
+      const [cout, ci, kh, kw] = shape(`${name}.weight`, 4);
+      if (ci !== cin || kh !== 3 || kw !== 3) throw new WeightError(`${store.label}: ${name}.weight is [${cout},${ci},${kh},${kw}], expected [*,${cin},3,3]`);
+      convs.push(await store.conv(name, { cout, cin, kh: 3, kw: 3 }, { padding: 1 }));
+      cin = cout;
+      side = Math.floor(side / 2);
     }
+    const flat = side * side * cin;
+    const [hidden, fin] = shape("fc1.weight", 2);
+    if (fin !== flat) throw new WeightError(`${store.label}: fc1.weight is [${hidden},${fin}], expected [*,${flat}] (${cin}x${side}x${side} after the convs)`);
+    // torch column index c*side*side + p (p = h*side + w)  ->  NHWC column p*cin + c
+    const w = await store.array("fc1.weight", [hidden, fin]);
+    const wn = new Float32Array(w.length);
+    const hw = side * side;
+    for (let o = 0; o < hidden; o++)
+      for (let c = 0; c < cin; c++) for (let p = 0; p < hw; p++) wn[o * fin + p * cin + c] = w[o * fin + c * hw + p];
+    const b = store.has("fc1.bias") ? await store.array("fc1.bias", [hidden]) : null;
+    const fc1 = prepareLinear(eng, wn, b, hidden, fin);
+    const [ncls, h2] = shape("fc2.weight", 2);
+    if (h2 !== hidden) throw new WeightError(`${store.label}: fc2.weight is [${ncls},${h2}], expected [*,${hidden}]`);
+    if (ncls !== config.classes.length) throw new WeightError(`${store.label}: fc2 has ${ncls} outputs but ${cfgPath} names ${config.classes.length} classes`);
+    const fc2 = await store.linear("fc2", ncls, hidden);
+    store.assertAllUsed("fashion classifier");
+    return new FashionClassifier(eng, config, convs, fc1, fc2);
   }
 
   /** x [B,28,28,1] NHWC in [0,1] -> features [B,128] (after ReLU) and logits [B,10], in the caller's scope. */

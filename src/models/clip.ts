@@ -7,7 +7,7 @@ import { linear, type LinearWeight } from "../nn/linear.ts";
 import { layerNorm } from "../nn/norm.ts";
 import { attention } from "../nn/attention.ts";
 import { add, gelu, quickGelu } from "../nn/elementwise.ts";
-import { assertSupported, CLIP_TEXT_SUPPORTED, findWeights, loadClipTextConfig, type ClipTextConfig } from "../io/diffusers.ts";
+import { assertSupported, CLIP_TEXT_SUPPORTED, type ClipTextConfig } from "./config.ts";
 import { WeightStore, type NormParams } from "./weights.ts";
 
 export interface ClipTextOutput {
@@ -34,18 +34,18 @@ class ClipLayer {
     private act: (x: Tensor) => Tensor,
   ) {}
 
-  static load(ws: WeightStore, p: string, cfg: ClipTextConfig, act: (x: Tensor) => Tensor): ClipLayer {
+  static async load(ws: WeightStore, p: string, cfg: ClipTextConfig, act: (x: Tensor) => Tensor): Promise<ClipLayer> {
     const c = cfg.hidden_size;
     const f = cfg.intermediate_size;
     return new ClipLayer(
-      ws.norm(`${p}.layer_norm1`, c),
-      ws.linear(`${p}.self_attn.q_proj`, c, c),
-      ws.linear(`${p}.self_attn.k_proj`, c, c),
-      ws.linear(`${p}.self_attn.v_proj`, c, c),
-      ws.linear(`${p}.self_attn.out_proj`, c, c),
-      ws.norm(`${p}.layer_norm2`, c),
-      ws.linear(`${p}.mlp.fc1`, f, c),
-      ws.linear(`${p}.mlp.fc2`, c, f),
+      await ws.norm(`${p}.layer_norm1`, c),
+      await ws.linear(`${p}.self_attn.q_proj`, c, c),
+      await ws.linear(`${p}.self_attn.k_proj`, c, c),
+      await ws.linear(`${p}.self_attn.v_proj`, c, c),
+      await ws.linear(`${p}.self_attn.out_proj`, c, c),
+      await ws.norm(`${p}.layer_norm2`, c),
+      await ws.linear(`${p}.mlp.fc1`, f, c),
+      await ws.linear(`${p}.mlp.fc2`, c, f),
       cfg.num_attention_heads,
       cfg.layer_norm_eps,
       act,
@@ -89,33 +89,18 @@ export class ClipTextModel {
     return this.config.max_position_embeddings;
   }
 
-  /** Loads `<dir>/config.json` and the safetensors weights of a transformers CLIPTextModel folder. */
-  static load(eng: Engine, dir: string): ClipTextModel {
-    const config = loadClipTextConfig(dir);
-    const ws = WeightStore.open(eng, findWeights(dir));
-    try {
-      // transformers 4.x saves CLIPTextModel weights under "text_model.", 5.x without
-      const prefix = ws.has("text_model.embeddings.token_embedding.weight") ? "text_model." : "";
-      const model = ClipTextModel.fromConfig(eng, config, ws.at(prefix));
-      ws.assertAllUsed("CLIPTextModel", (n) => n.endsWith("embeddings.position_ids"));
-      return model;
-    } finally {
-      ws.close();
-    }
-  }
-
   /** Builds the model of `config` from `weights` (names without the "text_model." prefix), or random weights. */
-  static fromConfig(eng: Engine, config: ClipTextConfig, weights: WeightStore | "random", seed = 0): ClipTextModel {
+  static async fromConfig(eng: Engine, config: ClipTextConfig, weights: WeightStore | "random", seed = 0): Promise<ClipTextModel> {
     assertSupported(config as Record<string, any>, CLIP_TEXT_SUPPORTED);
     const ws = weights === "random" ? WeightStore.random(eng, seed) : weights;
     const c = config.hidden_size;
     const act = config.hidden_act === "quick_gelu" ? quickGelu : config.hidden_act === "gelu" ? gelu : null;
     if (!act) throw new Error(`text_encoder config: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (quick_gelu, gelu)`);
-    const tok = ws.param("embeddings.token_embedding.weight", [config.vocab_size, c]);
-    const pos = ws.param("embeddings.position_embedding.weight", [config.max_position_embeddings, c]);
+    const tok = await ws.param("embeddings.token_embedding.weight", [config.vocab_size, c]);
+    const pos = await ws.param("embeddings.position_embedding.weight", [config.max_position_embeddings, c]);
     const layers: ClipLayer[] = [];
-    for (let i = 0; i < config.num_hidden_layers; i++) layers.push(ClipLayer.load(ws, `encoder.layers.${i}`, config, act));
-    return new ClipTextModel(eng, config, tok, pos, layers, ws.norm("final_layer_norm", c));
+    for (let i = 0; i < config.num_hidden_layers; i++) layers.push(await ClipLayer.load(ws, `encoder.layers.${i}`, config, act));
+    return new ClipTextModel(eng, config, tok, pos, layers, await ws.norm("final_layer_norm", c));
   }
 
   /**

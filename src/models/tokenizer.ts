@@ -11,8 +11,7 @@
 // (transformers' legacy python path differs only for exotic input: it drops control characters and
 // splits CJK ideographs into single characters; we follow the tokenizers backend, which the
 // golden ids in ../shared/golden were computed with.)
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { folderExists, joinLocation, readText, SourceError, statLocation } from "../io/source.ts";
 
 export const CLIP_BOS = "<|startoftext|>";
 export const CLIP_EOS = "<|endoftext|>";
@@ -92,13 +91,19 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-function readJson(file: string): any {
-  let text: string;
+/** Tokenizer files are a few MB (CLIP's tokenizer.json: 3.6 MB); larger ones are refused. */
+const MAX_TOKENIZER_FILE_BYTES = 64 * 1024 * 1024;
+
+async function readTokenizerText(file: string): Promise<string> {
   try {
-    text = fs.readFileSync(file, "utf8");
+    return await readText(file, { maxBytes: MAX_TOKENIZER_FILE_BYTES, what: "a tokenizer file" });
   } catch (e) {
-    throw new TokenizerError(`${file}: cannot read (${(e as Error).message})`);
+    throw e instanceof SourceError ? new TokenizerError(e.message) : e;
   }
+}
+
+async function readJson(file: string): Promise<any> {
+  const text = await readTokenizerText(file);
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -177,15 +182,15 @@ export class ClipTokenizer {
    * pad token and model_max_length come from tokenizer_config.json / special_tokens_map.json when present;
    * `options` override them.
    */
-  static fromDir(dir: string, options: ClipTokenizerOptions = {}): ClipTokenizer {
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new TokenizerError(`${dir}: tokenizer folder not found`);
+  static async fromDir(dir: string, options: ClipTokenizerOptions = {}): Promise<ClipTokenizer> {
+    if (!(await folderExists(dir))) throw new TokenizerError(`${dir}: tokenizer folder not found`);
     const cfg: ClipTokenizerOptions = {};
-    const mapFile = path.join(dir, "special_tokens_map.json");
-    const cfgFile = path.join(dir, "tokenizer_config.json");
+    const mapFile = joinLocation(dir, "special_tokens_map.json");
+    const cfgFile = joinLocation(dir, "tokenizer_config.json");
     for (const file of [mapFile, cfgFile]) {
       // tokenizer_config.json wins over special_tokens_map.json (read second)
-      if (!fs.existsSync(file)) continue;
-      const j = readJson(file);
+      if ((await statLocation(file)).kind === "missing") continue;
+      const j = await readJson(file);
       const pick = (k: string) => tokenString(j[k]);
       cfg.bosToken = pick("bos_token") ?? cfg.bosToken;
       cfg.eosToken = pick("eos_token") ?? cfg.eosToken;
@@ -197,17 +202,17 @@ export class ClipTokenizer {
     const merged: ClipTokenizerOptions = { ...cfg };
     for (const [k, v] of Object.entries(options)) if (v !== undefined) (merged as any)[k] = v;
 
-    const vocabFile = path.join(dir, "vocab.json");
-    const mergesFile = path.join(dir, "merges.txt");
-    const tokJsonFile = path.join(dir, "tokenizer.json");
-    if (fs.existsSync(vocabFile) && fs.existsSync(mergesFile)) {
-      const vocab = readJson(vocabFile);
+    const vocabFile = joinLocation(dir, "vocab.json");
+    const mergesFile = joinLocation(dir, "merges.txt");
+    const tokJsonFile = joinLocation(dir, "tokenizer.json");
+    if ((await statLocation(vocabFile)).kind !== "missing" && (await statLocation(mergesFile)).kind !== "missing") {
+      const vocab = await readJson(vocabFile);
       if (!vocab || typeof vocab !== "object" || Array.isArray(vocab)) throw new TokenizerError(`${vocabFile}: not a token -> id object`);
-      const merges = parseMergesTxt(fs.readFileSync(mergesFile, "utf8"));
+      const merges = parseMergesTxt(await readTokenizerText(mergesFile));
       return new ClipTokenizer(vocab, merges, merged);
     }
-    if (fs.existsSync(tokJsonFile)) {
-      const j = readJson(tokJsonFile);
+    if ((await statLocation(tokJsonFile)).kind !== "missing") {
+      const j = await readJson(tokJsonFile);
       const model = j.model;
       if (!model || model.type !== "BPE" || typeof model.vocab !== "object" || !Array.isArray(model.merges))
         throw new TokenizerError(`${tokJsonFile}: expected a BPE model with vocab and merges`);

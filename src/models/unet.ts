@@ -1,8 +1,9 @@
 // UNet2DConditionModel (diffusers), SD 1.x / 2.x: plain forward code over the nn ops, NHWC activations.
 // Module and weight names follow diffusers, so each class here reads like its diffusers counterpart:
-// ResnetBlock2D, Downsample2D, Upsample2D (shared with the VAE), Transformer2DModel with
-// BasicTransformerBlock (self-attention, cross-attention, GEGLU feed-forward), CrossAttnDownBlock2D /
-// DownBlock2D, UNetMidBlock2DCrossAttn, CrossAttnUpBlock2D / UpBlock2D.
+// Transformer2DModel with BasicTransformerBlock (self-attention, cross-attention, GEGLU feed-forward),
+// CrossAttnDownBlock2D / DownBlock2D, UNetMidBlock2DCrossAttn, CrossAttnUpBlock2D / UpBlock2D, over the
+// ResnetBlock2D / Downsample2D / Upsample2D of blocks.ts (shared with the VAE). Loading from a model folder
+// is loader.ts's job; UNet.fromConfig builds from a WeightStore (or random weights).
 // Every block runs inside eng.scope() so its temporaries go back to the allocator when it returns.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
@@ -11,31 +12,12 @@ import { conv2d, type ConvWeight } from "../nn/conv.ts";
 import { groupNorm, layerNorm } from "../nn/norm.ts";
 import { attention } from "../nn/attention.ts";
 import { add, silu, geglu, upsample2x, concatChannels, scale } from "../nn/elementwise.ts";
-import {
-  assertSupported,
-  findWeights,
-  loadUNetConfig,
-  unetAttentionHeads,
-  UNET_SUPPORTED,
-  type UNetConfig,
-} from "../io/diffusers.ts";
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { assertSupported, unetAttentionHeads, UNET_SUPPORTED, type UNetConfig } from "./config.ts";
 import { WeightStore, type NormParams } from "./weights.ts";
 import { cloneTensor } from "./layout.ts";
-import {
-  createPrecisionContext,
-  defaultCalibrationPath,
-  setCallTimestep,
-  MissingCalibrationError,
-  PrecisionError,
-  readCalibration,
-  selectPrecision,
-  stepqWeightsName,
-  type Calibration,
-  type Precision,
-  type PrecisionContext,
-} from "./precision.ts";
+import { replace, ResnetBlock2D, Downsample2D, Upsample2D } from "./blocks.ts";
+import { createPrecisionContext, setCallTimestep, PrecisionError, selectPrecision, type Precision, type PrecisionContext } from "./precision.ts";
+import type { Calibration } from "./calibration.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // Timestep embedding
@@ -73,106 +55,6 @@ export function timestepEmbedding(
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Building blocks shared with the VAE
-
-/** Frees `old` unless it is `keep` (the caller's input): for loops that replace a running tensor. */
-function replace(old: Tensor, next: Tensor, keep: Tensor): Tensor {
-  if (old !== keep) old.free();
-  return next;
-}
-
-/**
- * ResnetBlock2D (time_embedding_norm "default"): norm1→SiLU→conv1 (+ time_emb_proj(SiLU(temb))
- * broadcast over H,W), norm2→SiLU→(dropout)→conv2, plus the input (through conv_shortcut 1x1 when
- * channels change), divided by output_scale_factor.
- */
-export class ResnetBlock2D {
-  private constructor(
-    readonly inChannels: number,
-    readonly outChannels: number,
-    private norm1: NormParams,
-    private conv1: ConvWeight,
-    private timeEmbProj: LinearWeight | null,
-    private norm2: NormParams,
-    private conv2: ConvWeight,
-    private convShortcut: ConvWeight | null,
-    private groups: number,
-    private eps: number,
-    private outputScaleFactor: number,
-  ) {}
-
-  static load(
-    ws: WeightStore,
-    prefix: string,
-    o: { inChannels: number; outChannels: number; tembChannels: number | null; groups: number; eps: number; outputScaleFactor?: number },
-  ): ResnetBlock2D {
-    const { inChannels: cin, outChannels: cout } = o;
-    return new ResnetBlock2D(
-      cin,
-      cout,
-      ws.norm(`${prefix}.norm1`, cin),
-      ws.conv(`${prefix}.conv1`, { cout, cin, kh: 3, kw: 3 }, { padding: 1 }),
-      o.tembChannels ? ws.linear(`${prefix}.time_emb_proj`, cout, o.tembChannels) : null,
-      ws.norm(`${prefix}.norm2`, cout),
-      ws.conv(`${prefix}.conv2`, { cout, cin: cout, kh: 3, kw: 3 }, { padding: 1 }),
-      cin !== cout ? ws.conv(`${prefix}.conv_shortcut`, { cout, cin, kh: 1, kw: 1 }) : null,
-      o.groups,
-      o.eps,
-      o.outputScaleFactor ?? 1,
-    );
-  }
-
-  /** x NHWC [B,H,W,Cin]; tembAct = SiLU(temb) [B,T] (computed once per UNet call) or null. */
-  forward(x: Tensor, tembAct: Tensor | null): Tensor {
-    const eng = x.engine;
-    return eng.scope(() => {
-      const [b] = x.shape;
-      let h = conv2d(groupNorm(x, this.groups, this.norm1.gamma, this.norm1.beta, this.eps, { silu: true }), this.conv1);
-      if (this.timeEmbProj) {
-        if (!tembAct) throw new Error("ResnetBlock2D: this block has time_emb_proj but no time embedding was given");
-        h = add(h, linear(tembAct, this.timeEmbProj).reshape([b, 1, 1, this.outChannels]));
-      }
-      h = conv2d(groupNorm(h, this.groups, this.norm2.gamma, this.norm2.beta, this.eps, { silu: true }), this.conv2);
-      const shortcut = this.convShortcut ? conv2d(x, this.convShortcut) : x;
-      const out = add(shortcut, h);
-      return this.outputScaleFactor === 1 ? out : scale(out, 1 / this.outputScaleFactor);
-    });
-  }
-}
-
-/**
- * Downsample2D with use_conv: a 3x3 stride-2 conv. padding 0 means diffusers' asymmetric
- * F.pad(x, (0, 1, 0, 1)) (bottom and right only) before an unpadded conv, as in the VAE encoder.
- */
-export class Downsample2D {
-  private constructor(
-    private conv: ConvWeight,
-    private padding: number,
-  ) {}
-
-  static load(ws: WeightStore, prefix: string, channels: number, outChannels: number, padding: number): Downsample2D {
-    return new Downsample2D(ws.conv(`${prefix}.conv`, { cout: outChannels, cin: channels, kh: 3, kw: 3 }, { stride: 2, padding }), padding);
-  }
-
-  forward(x: Tensor): Tensor {
-    return this.padding === 0 ? conv2d(x, this.conv, { padding: [0, 0, 1, 1] }) : conv2d(x, this.conv);
-  }
-}
-
-/** Upsample2D with use_conv: nearest 2x, then a 3x3 conv with padding 1. */
-export class Upsample2D {
-  private constructor(private conv: ConvWeight) {}
-
-  static load(ws: WeightStore, prefix: string, channels: number, outChannels: number): Upsample2D {
-    return new Upsample2D(ws.conv(`${prefix}.conv`, { cout: outChannels, cin: channels, kh: 3, kw: 3 }, { padding: 1 }));
-  }
-
-  forward(x: Tensor): Tensor {
-    return x.engine.scope(() => conv2d(upsample2x(x), this.conv));
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
 // Transformer2DModel
 
 /** diffusers Attention as used by BasicTransformerBlock: to_q/to_k/to_v without bias, to_out.0 with bias. */
@@ -185,12 +67,12 @@ class CrossAttention {
     private heads: number,
   ) {}
 
-  static load(ws: WeightStore, prefix: string, dim: number, contextDim: number, heads: number): CrossAttention {
+  static async load(ws: WeightStore, prefix: string, dim: number, contextDim: number, heads: number): Promise<CrossAttention> {
     return new CrossAttention(
-      ws.linear(`${prefix}.to_q`, dim, dim, { bias: false }),
-      ws.linear(`${prefix}.to_k`, dim, contextDim, { bias: false }),
-      ws.linear(`${prefix}.to_v`, dim, contextDim, { bias: false }),
-      ws.linear(`${prefix}.to_out.0`, dim, dim),
+      await ws.linear(`${prefix}.to_q`, dim, dim, { bias: false }),
+      await ws.linear(`${prefix}.to_k`, dim, contextDim, { bias: false }),
+      await ws.linear(`${prefix}.to_v`, dim, contextDim, { bias: false }),
+      await ws.linear(`${prefix}.to_out.0`, dim, dim),
       heads,
     );
   }
@@ -219,16 +101,16 @@ class BasicTransformerBlock {
     private ffOut: LinearWeight,
   ) {}
 
-  static load(ws: WeightStore, prefix: string, dim: number, contextDim: number, heads: number): BasicTransformerBlock {
+  static async load(ws: WeightStore, prefix: string, dim: number, contextDim: number, heads: number): Promise<BasicTransformerBlock> {
     const inner = 4 * dim;
     return new BasicTransformerBlock(
-      ws.norm(`${prefix}.norm1`, dim),
-      CrossAttention.load(ws, `${prefix}.attn1`, dim, dim, heads),
-      ws.norm(`${prefix}.norm2`, dim),
-      CrossAttention.load(ws, `${prefix}.attn2`, dim, contextDim, heads),
-      ws.norm(`${prefix}.norm3`, dim),
-      ws.linear(`${prefix}.ff.net.0.proj`, 2 * inner, dim),
-      ws.linear(`${prefix}.ff.net.2`, dim, inner),
+      await ws.norm(`${prefix}.norm1`, dim),
+      await CrossAttention.load(ws, `${prefix}.attn1`, dim, dim, heads),
+      await ws.norm(`${prefix}.norm2`, dim),
+      await CrossAttention.load(ws, `${prefix}.attn2`, dim, contextDim, heads),
+      await ws.norm(`${prefix}.norm3`, dim),
+      await ws.linear(`${prefix}.ff.net.0.proj`, 2 * inner, dim),
+      await ws.linear(`${prefix}.ff.net.2`, dim, inner),
     );
   }
 
@@ -261,15 +143,15 @@ export class Transformer2DModel {
     private groups: number,
   ) {}
 
-  static load(
+  static async load(
     ws: WeightStore,
     prefix: string,
     o: { channels: number; heads: number; contextDim: number; layers: number; groups: number },
-  ): Transformer2DModel {
+  ): Promise<Transformer2DModel> {
     const c = o.channels;
     const blocks: BasicTransformerBlock[] = [];
-    for (let i = 0; i < o.layers; i++) blocks.push(BasicTransformerBlock.load(ws, `${prefix}.transformer_blocks.${i}`, c, o.contextDim, o.heads));
-    return new Transformer2DModel(ws.norm(`${prefix}.norm`, c), ws.linear(`${prefix}.proj_in`, c, c), blocks, ws.linear(`${prefix}.proj_out`, c, c), o.groups);
+    for (let i = 0; i < o.layers; i++) blocks.push(await BasicTransformerBlock.load(ws, `${prefix}.transformer_blocks.${i}`, c, o.contextDim, o.heads));
+    return new Transformer2DModel(await ws.norm(`${prefix}.norm`, c), await ws.linear(`${prefix}.proj_in`, c, c), blocks, await ws.linear(`${prefix}.proj_out`, c, c), o.groups);
   }
 
   /** x NHWC [B,H,W,C]; context [B,L,Cc]. */
@@ -307,16 +189,16 @@ class DownBlock {
     private downsampler: Downsample2D | null,
   ) {}
 
-  static load(
+  static async load(
     ws: WeightStore,
     prefix: string,
     o: LevelParams & { inChannels: number; outChannels: number; layers: number; cross: boolean; downsample: boolean; downsamplePadding: number },
-  ): DownBlock {
+  ): Promise<DownBlock> {
     const resnets: ResnetBlock2D[] = [];
     const attns: Transformer2DModel[] = [];
     for (let i = 0; i < o.layers; i++) {
       resnets.push(
-        ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, {
+        await ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, {
           inChannels: i === 0 ? o.inChannels : o.outChannels,
           outChannels: o.outChannels,
           tembChannels: o.tembChannels,
@@ -327,7 +209,7 @@ class DownBlock {
       );
       if (o.cross)
         attns.push(
-          Transformer2DModel.load(ws, `${prefix}.attentions.${i}`, {
+          await Transformer2DModel.load(ws, `${prefix}.attentions.${i}`, {
             channels: o.outChannels,
             heads: o.heads,
             contextDim: o.contextDim,
@@ -336,7 +218,7 @@ class DownBlock {
           }),
         );
     }
-    const down = o.downsample ? Downsample2D.load(ws, `${prefix}.downsamplers.0`, o.outChannels, o.outChannels, o.downsamplePadding) : null;
+    const down = o.downsample ? await Downsample2D.load(ws, `${prefix}.downsamplers.0`, o.outChannels, o.outChannels, o.downsamplePadding) : null;
     return new DownBlock(resnets, o.cross ? attns : null, down);
   }
 
@@ -369,7 +251,7 @@ class MidBlockCrossAttn {
     private attentions: Transformer2DModel[],
   ) {}
 
-  static load(ws: WeightStore, prefix: string, o: LevelParams & { channels: number; outputScaleFactor: number; layers?: number }): MidBlockCrossAttn {
+  static async load(ws: WeightStore, prefix: string, o: LevelParams & { channels: number; outputScaleFactor: number; layers?: number }): Promise<MidBlockCrossAttn> {
     const res = (i: number) =>
       ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, {
         inChannels: o.channels,
@@ -379,11 +261,11 @@ class MidBlockCrossAttn {
         eps: o.eps,
         outputScaleFactor: o.outputScaleFactor,
       });
-    const resnets = [res(0)];
+    const resnets = [await res(0)];
     const attns: Transformer2DModel[] = [];
     for (let i = 0; i < (o.layers ?? 1); i++) {
       attns.push(
-        Transformer2DModel.load(ws, `${prefix}.attentions.${i}`, {
+        await Transformer2DModel.load(ws, `${prefix}.attentions.${i}`, {
           channels: o.channels,
           heads: o.heads,
           contextDim: o.contextDim,
@@ -391,7 +273,7 @@ class MidBlockCrossAttn {
           groups: o.groups,
         }),
       );
-      resnets.push(res(i + 1));
+      resnets.push(await res(i + 1));
     }
     return new MidBlockCrossAttn(resnets, attns);
   }
@@ -416,7 +298,7 @@ class UpBlock {
     private upsampler: Upsample2D | null,
   ) {}
 
-  static load(
+  static async load(
     ws: WeightStore,
     prefix: string,
     o: LevelParams & {
@@ -427,14 +309,14 @@ class UpBlock {
       cross: boolean;
       upsample: boolean;
     },
-  ): UpBlock {
+  ): Promise<UpBlock> {
     const resnets: ResnetBlock2D[] = [];
     const attns: Transformer2DModel[] = [];
     for (let i = 0; i < o.layers; i++) {
       const resSkip = i === o.layers - 1 ? o.inChannels : o.outChannels;
       const resIn = i === 0 ? o.prevOutputChannels : o.outChannels;
       resnets.push(
-        ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, {
+        await ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, {
           inChannels: resIn + resSkip,
           outChannels: o.outChannels,
           tembChannels: o.tembChannels,
@@ -445,7 +327,7 @@ class UpBlock {
       );
       if (o.cross)
         attns.push(
-          Transformer2DModel.load(ws, `${prefix}.attentions.${i}`, {
+          await Transformer2DModel.load(ws, `${prefix}.attentions.${i}`, {
             channels: o.outChannels,
             heads: o.heads,
             contextDim: o.contextDim,
@@ -454,7 +336,7 @@ class UpBlock {
           }),
         );
     }
-    const up = o.upsample ? Upsample2D.load(ws, `${prefix}.upsamplers.0`, o.outChannels, o.outChannels) : null;
+    const up = o.upsample ? await Upsample2D.load(ws, `${prefix}.upsamplers.0`, o.outChannels, o.outChannels) : null;
     return new UpBlock(resnets, o.cross ? attns : null, up);
   }
 
@@ -493,7 +375,7 @@ export interface UNetForwardOptions {
   intermediates?: Record<string, Tensor>;
 }
 
-/** Per-step precision when loading (see src/models/precision.ts). */
+/** Per-step precision of a UNet built by fromConfig (see src/models/precision.ts; loader.ts loadUNet reads files). */
 export interface UNetPrecisionOptions {
   /**
    * Keep these variants of every conv/linear layer resident (e.g. ["bf16", "int8"] for the paper's schedule)
@@ -501,30 +383,10 @@ export interface UNetPrecisionOptions {
    */
   precisions?: readonly Precision[];
   /**
-   * INT8 activation ranges for layers quantised at load: a calibration file path, its contents, or
-   * "synthetic" (a fixed range: random-weight latency benchmarks only). Default for load(): the unet
-   * folder's stepq-calibration.json. Not needed when the folder has stepq-int8.safetensors (stepq convert).
+   * INT8 activation ranges for layers quantised from f32 weights: a calibration, or "synthetic" (a fixed range:
+   * random-weight latency benchmarks only). None: INT8 layers fail with MissingCalibrationError.
    */
-  calibration?: string | Calibration | "synthetic" | null;
-}
-
-/** The unet folder's original checkpoint (not a stepq converted file), or an error. */
-function findOriginalWeights(dir: string, why: string): string {
-  const st = fs.readdirSync(dir).filter((f) => f.endsWith(".safetensors"));
-  const stepq = st.filter((f) => f.startsWith("stepq-"));
-  if (stepq.length && st.length === stepq.length)
-    throw new PrecisionError(`${dir} has only stepq converted weights (${stepq.join(", ")}); ${why} the original checkpoint`);
-  const f = findWeights(dir);
-  if (path.basename(f).startsWith("stepq-")) throw new PrecisionError(`${dir}: no original checkpoint found beside ${path.basename(f)}; ${why} it`);
-  return f;
-}
-
-function resolveCalibration(c: UNetPrecisionOptions["calibration"], fallbackFile: string | null): { calibration: Calibration | "synthetic" | null; file?: string } {
-  if (c === "synthetic") return { calibration: "synthetic" };
-  if (c && typeof c === "object") return { calibration: c, file: "the calibration given" };
-  const file = typeof c === "string" ? c : fallbackFile;
-  if (!file) return { calibration: null };
-  return fs.existsSync(file) ? { calibration: readCalibration(file), file } : { calibration: null, file };
+  calibration?: Calibration | "synthetic" | null;
 }
 
 function perLevel<T>(v: T | T[], n: number, field: string): T[] {
@@ -547,53 +409,6 @@ export class UNet {
     private convOut: ConvWeight,
     private ctx: PrecisionContext | null,
   ) {}
-
-  /**
-   * Loads `<dir>/config.json` and the safetensors weights of a diffusers unet folder. With opts.precisions,
-   * every listed variant of each conv/linear layer is kept (see UNetPrecisionOptions); variants with a
-   * stepq converted file in the folder (stepq-bf16.safetensors, stepq-int8.safetensors) are read from it.
-   */
-  static load(eng: Engine, dir: string, opts: UNetPrecisionOptions = {}): UNet {
-    const config = loadUNetConfig(dir);
-    if (!opts.precisions) {
-      const ws = WeightStore.open(eng, findOriginalWeights(dir, "fp32 needs"));
-      try {
-        const unet = UNet.fromConfig(eng, config, ws);
-        ws.assertAllUsed("UNet2DConditionModel");
-        return unet;
-      } finally {
-        ws.close();
-      }
-    }
-    const ctx = createPrecisionContext(opts.precisions);
-    const files: { bf16?: string; int8?: string } = {};
-    for (const p of ["bf16", "int8"] as const) {
-      const f = path.join(dir, stepqWeightsName(p));
-      if (ctx.loaded.includes(p) && fs.existsSync(f)) files[p] = f;
-    }
-    const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !files[p]);
-    const parent = path.dirname(path.resolve(dir));
-    const modelHint = fs.existsSync(path.join(parent, "model_index.json")) ? parent : dir;
-    const primary = fromCkpt.length ? findOriginalWeights(dir, `precisions ${fromCkpt.join(", ")} need`) : (files.bf16 ?? files.int8)!;
-    let cal: ReturnType<typeof resolveCalibration> = { calibration: null };
-    if (fromCkpt.includes("int8")) {
-      cal = resolveCalibration(opts.calibration, defaultCalibrationPath(dir));
-      // fail before building anything
-      if (!cal.calibration) throw new MissingCalibrationError(cal.file ?? defaultCalibrationPath(dir), modelHint);
-    } else if (files.int8 && opts.calibration != null) {
-      // not used by the converted layers, but a per-step calibration given explicitly must not be ignored silently
-      cal = resolveCalibration(opts.calibration, null);
-    }
-    const ws = WeightStore.open(eng, primary);
-    try {
-      ws.usePrecisions({ ctx, calibration: cal.calibration, calibrationFile: cal.file, modelHint, files });
-      const unet = UNet.fromConfig(eng, config, ws);
-      ws.assertAllUsed("UNet2DConditionModel");
-      return unet;
-    } finally {
-      ws.close();
-    }
-  }
 
   /** The variants every conv/linear layer holds (["fp32"] for a plain model). */
   get precisions(): readonly Precision[] {
@@ -621,17 +436,17 @@ export class UNet {
 
   /**
    * Builds the UNet of `config` with weights from `weights`, or random weights of the right shapes
-   * ("random", seeded) — e.g. `UNet.fromConfig(eng, SD15_UNET_CONFIG, "random")` for benchmarks.
+   * ("random", seeded) — e.g. `await UNet.fromConfig(eng, SD15_UNET_CONFIG, "random")` for benchmarks.
    * Unsupported config values throw, naming the field and value.
    */
-  static fromConfig(eng: Engine, config: UNetConfig, weights: WeightStore | "random", seed = 0, opts: UNetPrecisionOptions = {}): UNet {
+  static async fromConfig(eng: Engine, config: UNetConfig, weights: WeightStore | "random", seed = 0, opts: UNetPrecisionOptions = {}): Promise<UNet> {
     assertSupported(config as Record<string, any>, UNET_SUPPORTED);
     const ws = weights === "random" ? WeightStore.random(eng, seed) : weights;
     if (opts.precisions) {
       if (ws.precisionSetup) throw new PrecisionError("UNet.fromConfig: the weight store already has precisions set up; pass them one way");
       const ctx = createPrecisionContext(opts.precisions);
-      const cal = ctx.loaded.includes("int8") ? resolveCalibration(opts.calibration, null) : { calibration: null };
-      ws.usePrecisions({ ctx, calibration: cal.calibration, calibrationFile: (cal as { file?: string }).file });
+      const calibration = ctx.loaded.includes("int8") ? (opts.calibration ?? null) : null;
+      await ws.usePrecisions({ ctx, calibration, calibrationFile: calibration && calibration !== "synthetic" ? "the calibration given" : undefined });
     }
     const ctx = ws.precisionSetup?.ctx ?? null;
     const cfg = config;
@@ -648,10 +463,10 @@ export class UNet {
     const tIn = ch[0];
     const tembCh = cfg.time_embedding_dim ?? ch[0] * 4;
 
-    const timeLinear1 = ws.linear("time_embedding.linear_1", tembCh, tIn);
-    const timeLinear2 = ws.linear("time_embedding.linear_2", tembCh, tembCh);
+    const timeLinear1 = await ws.linear("time_embedding.linear_1", tembCh, tIn);
+    const timeLinear2 = await ws.linear("time_embedding.linear_2", tembCh, tembCh);
     const kIn = cfg.conv_in_kernel;
-    const convIn = ws.conv("conv_in", { cout: ch[0], cin: cfg.in_channels, kh: kIn, kw: kIn }, { padding: (kIn - 1) >> 1 });
+    const convIn = await ws.conv("conv_in", { cout: ch[0], cin: cfg.in_channels, kh: kIn, kw: kIn }, { padding: (kIn - 1) >> 1 });
 
     const common = (i: number): LevelParams => ({
       tembChannels: tembCh,
@@ -665,11 +480,11 @@ export class UNet {
 
     const downBlocks: DownBlock[] = [];
     let outCh = ch[0];
-    cfg.down_block_types.forEach((type, i) => {
+    for (const [i, type] of cfg.down_block_types.entries()) {
       const inCh = outCh;
       outCh = ch[i];
       downBlocks.push(
-        DownBlock.load(ws, `down_blocks.${i}`, {
+        await DownBlock.load(ws, `down_blocks.${i}`, {
           ...common(i),
           inChannels: inCh,
           outChannels: outCh,
@@ -679,9 +494,9 @@ export class UNet {
           downsamplePadding: cfg.downsample_padding,
         }),
       );
-    });
+    }
 
-    const midBlock = MidBlockCrossAttn.load(ws, "mid_block", {
+    const midBlock = await MidBlockCrossAttn.load(ws, "mid_block", {
       ...common(levels - 1),
       channels: ch[levels - 1],
       outputScaleFactor: cfg.mid_block_scale_factor,
@@ -692,13 +507,13 @@ export class UNet {
     const rLayers = rev(layersPerBlock);
     const upBlocks: UpBlock[] = [];
     outCh = rCh[0];
-    cfg.up_block_types.forEach((type, i) => {
+    for (const [i, type] of cfg.up_block_types.entries()) {
       const prevOut = outCh;
       outCh = rCh[i];
       const inCh = rCh[Math.min(i + 1, levels - 1)];
       const level = levels - 1 - i;
       upBlocks.push(
-        UpBlock.load(ws, `up_blocks.${i}`, {
+        await UpBlock.load(ws, `up_blocks.${i}`, {
           ...common(level),
           inChannels: inCh,
           outChannels: outCh,
@@ -708,11 +523,11 @@ export class UNet {
           upsample: i !== levels - 1,
         }),
       );
-    });
+    }
 
-    const convNormOut = ws.norm("conv_norm_out", ch[0]);
+    const convNormOut = await ws.norm("conv_norm_out", ch[0]);
     const kOut = cfg.conv_out_kernel;
-    const convOut = ws.conv("conv_out", { cout: cfg.out_channels, cin: ch[0], kh: kOut, kw: kOut }, { padding: (kOut - 1) >> 1 });
+    const convOut = await ws.conv("conv_out", { cout: cfg.out_channels, cin: ch[0], kh: kOut, kw: kOut }, { padding: (kOut - 1) >> 1 });
     return new UNet(eng, config, timeLinear1, timeLinear2, convIn, downBlocks, midBlock, upBlocks, convNormOut, convOut, ctx);
   }
 

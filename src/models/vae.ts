@@ -12,9 +12,9 @@ import { conv2d, type ConvWeight } from "../nn/conv.ts";
 import { groupNorm } from "../nn/norm.ts";
 import { attention } from "../nn/attention.ts";
 import { add } from "../nn/elementwise.ts";
-import { assertSupported, findWeights, loadVaeConfig, VAE_SUPPORTED, type VaeConfig } from "../io/diffusers.ts";
+import { assertSupported, VAE_SUPPORTED, type VaeConfig } from "./config.ts";
 import { WeightStore, type NormParams } from "./weights.ts";
-import { ResnetBlock2D, Downsample2D, Upsample2D } from "./unet.ts";
+import { ResnetBlock2D, Downsample2D, Upsample2D } from "./blocks.ts";
 
 /** The VAE's resnets, attention and output norms all use eps 1e-6. */
 const EPS = 1e-6;
@@ -34,16 +34,16 @@ class VaeAttention {
     private groups: number,
   ) {}
 
-  static load(ws: WeightStore, prefix: string, channels: number, groups: number): VaeAttention {
+  static async load(ws: WeightStore, prefix: string, channels: number, groups: number): Promise<VaeAttention> {
     const legacy = !ws.has(`${prefix}.to_q.weight`) && ws.has(`${prefix}.query.weight`);
     const name = (modern: string, old: string) => `${prefix}.${legacy ? old : modern}`;
     const c = channels;
     return new VaeAttention(
-      ws.norm(`${prefix}.group_norm`, c),
-      ws.linear(name("to_q", "query"), c, c),
-      ws.linear(name("to_k", "key"), c, c),
-      ws.linear(name("to_v", "value"), c, c),
-      ws.linear(name("to_out.0", "proj_attn"), c, c),
+      await ws.norm(`${prefix}.group_norm`, c),
+      await ws.linear(name("to_q", "query"), c, c),
+      await ws.linear(name("to_k", "key"), c, c),
+      await ws.linear(name("to_v", "value"), c, c),
+      await ws.linear(name("to_out.0", "proj_attn"), c, c),
       groups,
     );
   }
@@ -67,10 +67,10 @@ class VaeMidBlock {
     private attentions: (VaeAttention | null)[],
   ) {}
 
-  static load(ws: WeightStore, prefix: string, channels: number, groups: number, addAttention: boolean): VaeMidBlock {
+  static async load(ws: WeightStore, prefix: string, channels: number, groups: number, addAttention: boolean): Promise<VaeMidBlock> {
     const res = (i: number) =>
       ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, { inChannels: channels, outChannels: channels, tembChannels: null, groups, eps: EPS });
-    return new VaeMidBlock([res(0), res(1)], [addAttention ? VaeAttention.load(ws, `${prefix}.attentions.0`, channels, groups) : null]);
+    return new VaeMidBlock([await res(0), await res(1)], [addAttention ? await VaeAttention.load(ws, `${prefix}.attentions.0`, channels, groups) : null]);
   }
 
   forward(x: Tensor): Tensor {
@@ -117,10 +117,10 @@ class VaeBlock {
   }
 }
 
-function resnets(ws: WeightStore, prefix: string, n: number, cin: number, cout: number, groups: number): ResnetBlock2D[] {
+async function resnets(ws: WeightStore, prefix: string, n: number, cin: number, cout: number, groups: number): Promise<ResnetBlock2D[]> {
   const out: ResnetBlock2D[] = [];
   for (let i = 0; i < n; i++)
-    out.push(ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, { inChannels: i === 0 ? cin : cout, outChannels: cout, tembChannels: null, groups, eps: EPS }));
+    out.push(await ResnetBlock2D.load(ws, `${prefix}.resnets.${i}`, { inChannels: i === 0 ? cin : cout, outChannels: cout, tembChannels: null, groups, eps: EPS }));
   return out;
 }
 
@@ -134,10 +134,10 @@ class Encoder {
     private groups: number,
   ) {}
 
-  static load(ws: WeightStore, cfg: VaeConfig): Encoder {
+  static async load(ws: WeightStore, cfg: VaeConfig): Promise<Encoder> {
     const ch = cfg.block_out_channels;
     const g = cfg.norm_num_groups;
-    const convIn = ws.conv("conv_in", { cout: ch[0], cin: cfg.in_channels, kh: 3, kw: 3 }, { padding: 1 });
+    const convIn = await ws.conv("conv_in", { cout: ch[0], cin: cfg.in_channels, kh: 3, kw: 3 }, { padding: 1 });
     const blocks: VaeBlock[] = [];
     let out = ch[0];
     for (let i = 0; i < ch.length; i++) {
@@ -146,15 +146,15 @@ class Encoder {
       const last = i === ch.length - 1;
       blocks.push(
         new VaeBlock(
-          resnets(ws, `down_blocks.${i}`, cfg.layers_per_block, inCh, out, g),
-          last ? null : Downsample2D.load(ws, `down_blocks.${i}.downsamplers.0`, out, out, 0),
+          await resnets(ws, `down_blocks.${i}`, cfg.layers_per_block, inCh, out, g),
+          last ? null : await Downsample2D.load(ws, `down_blocks.${i}.downsamplers.0`, out, out, 0),
         ),
       );
     }
     const top = ch[ch.length - 1];
-    const mid = VaeMidBlock.load(ws, "mid_block", top, g, cfg.mid_block_add_attention);
-    const normOut = ws.norm("conv_norm_out", top);
-    const convOut = ws.conv("conv_out", { cout: 2 * cfg.latent_channels, cin: top, kh: 3, kw: 3 }, { padding: 1 });
+    const mid = await VaeMidBlock.load(ws, "mid_block", top, g, cfg.mid_block_add_attention);
+    const normOut = await ws.norm("conv_norm_out", top);
+    const convOut = await ws.conv("conv_out", { cout: 2 * cfg.latent_channels, cin: top, kh: 3, kw: 3 }, { padding: 1 });
     return new Encoder(convIn, blocks, mid, normOut, convOut, g);
   }
 
@@ -184,11 +184,11 @@ class Decoder {
     private groups: number,
   ) {}
 
-  static load(ws: WeightStore, cfg: VaeConfig): Decoder {
+  static async load(ws: WeightStore, cfg: VaeConfig): Promise<Decoder> {
     const rch = cfg.block_out_channels.slice().reverse();
     const g = cfg.norm_num_groups;
-    const convIn = ws.conv("conv_in", { cout: rch[0], cin: cfg.latent_channels, kh: 3, kw: 3 }, { padding: 1 });
-    const mid = VaeMidBlock.load(ws, "mid_block", rch[0], g, cfg.mid_block_add_attention);
+    const convIn = await ws.conv("conv_in", { cout: rch[0], cin: cfg.latent_channels, kh: 3, kw: 3 }, { padding: 1 });
+    const mid = await VaeMidBlock.load(ws, "mid_block", rch[0], g, cfg.mid_block_add_attention);
     const blocks: VaeBlock[] = [];
     let out = rch[0];
     for (let i = 0; i < rch.length; i++) {
@@ -197,14 +197,14 @@ class Decoder {
       const last = i === rch.length - 1;
       blocks.push(
         new VaeBlock(
-          resnets(ws, `up_blocks.${i}`, cfg.layers_per_block + 1, prev, out, g),
-          last ? null : Upsample2D.load(ws, `up_blocks.${i}.upsamplers.0`, out, out),
+          await resnets(ws, `up_blocks.${i}`, cfg.layers_per_block + 1, prev, out, g),
+          last ? null : await Upsample2D.load(ws, `up_blocks.${i}.upsamplers.0`, out, out),
         ),
       );
     }
     const c0 = cfg.block_out_channels[0];
-    const normOut = ws.norm("conv_norm_out", c0);
-    const convOut = ws.conv("conv_out", { cout: cfg.out_channels, cin: c0, kh: 3, kw: 3 }, { padding: 1 });
+    const normOut = await ws.norm("conv_norm_out", c0);
+    const convOut = await ws.conv("conv_out", { cout: cfg.out_channels, cin: c0, kh: 3, kw: 3 }, { padding: 1 });
     return new Decoder(convIn, mid, blocks, normOut, convOut, g);
   }
 
@@ -259,36 +259,22 @@ export class Vae {
     return this.encoder !== null;
   }
 
-  /** Loads `<dir>/config.json` and the safetensors weights of a diffusers vae folder. */
-  static load(eng: Engine, dir: string, opts: VaeLoadOptions = {}): Vae {
-    const config = loadVaeConfig(dir);
-    const ws = WeightStore.open(eng, findWeights(dir));
-    try {
-      const vae = Vae.fromConfig(eng, config, ws, opts);
-      if (opts.encoder !== false) ws.assertAllUsed("AutoencoderKL");
-      else ws.assertAllUsed("AutoencoderKL decoder", (n) => n.startsWith("encoder.") || n.startsWith("quant_conv."));
-      return vae;
-    } finally {
-      ws.close();
-    }
-  }
-
   /** Builds the VAE of `config` from `weights` (or random weights of the right shapes). */
-  static fromConfig(eng: Engine, config: VaeConfig, weights: WeightStore | "random", opts: VaeLoadOptions & { seed?: number } = {}): Vae {
+  static async fromConfig(eng: Engine, config: VaeConfig, weights: WeightStore | "random", opts: VaeLoadOptions & { seed?: number } = {}): Promise<Vae> {
     assertSupported(config as Record<string, any>, VAE_SUPPORTED);
     const ws = weights === "random" ? WeightStore.random(eng, opts.seed ?? 0) : weights;
     const lat = config.latent_channels;
-    const decoder = Decoder.load(ws.at("decoder."), config);
-    const postQuantConv = config.use_post_quant_conv ? ws.conv("post_quant_conv", { cout: lat, cin: lat, kh: 1, kw: 1 }) : null;
+    const decoder = await Decoder.load(ws.at("decoder."), config);
+    const postQuantConv = config.use_post_quant_conv ? await ws.conv("post_quant_conv", { cout: lat, cin: lat, kh: 1, kw: 1 }) : null;
     let encoder: Encoder | null = null;
     let quantMean: ConvWeight | null = null;
     let quantLogvar: ConvWeight | null = null;
     if (opts.encoder !== false) {
-      encoder = Encoder.load(ws.at("encoder."), config);
+      encoder = await Encoder.load(ws.at("encoder."), config);
       if (config.use_quant_conv) {
         const shape = { cout: 2 * lat, cin: 2 * lat, kh: 1, kw: 1 };
-        quantMean = ws.conv("quant_conv", shape, { outputRange: [0, lat] });
-        quantLogvar = ws.conv("quant_conv", shape, { outputRange: [lat, 2 * lat] });
+        quantMean = await ws.conv("quant_conv", shape, { outputRange: [0, lat] });
+        quantLogvar = await ws.conv("quant_conv", shape, { outputRange: [lat, 2 * lat] });
       } else throw new Error("vae config: use_quant_conv false is not supported");
     }
     return new Vae(eng, config, decoder, postQuantConv, encoder, quantMean, quantLogvar);

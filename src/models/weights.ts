@@ -13,7 +13,7 @@
 // the layers come out bit-identical to the ones made from the checkpoint). With a per-step calibration
 // (timesteps + per-layer steps ranges), INT8 layers from the checkpoint are prepared with the global range
 // and carry every step's activation params (int8Steps); ctx.stepTimesteps is set to the calibration's
-// timesteps, and selectVariant re-prepares the layer for the current call's step (src/nn/lowp.ts
+// timesteps, and selectVariant re-prepares the layer for the current call's step (src/nn/int8.ts
 // setInt8ActParams). Converted int8 files hold one range per layer and cannot take per-step ranges.
 //
 // Everything a store creates lives in engine memory owned by no scope (Engine.persistent), so a model
@@ -31,19 +31,9 @@ import { prepareConv2dBf16, prepareLinearBf16 } from "../nn/bf16.ts";
 import { prepareConv2dInt8, prepareLinearInt8 } from "../nn/int8.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { Rng } from "../runtime/random.ts";
-import {
-  actParamsFor,
-  checkStepqMetadata,
-  hasPerStepRanges,
-  PrecisionError,
-  stepActParamsFor,
-  isStepqFile,
-  weightsForQuantized,
-  MissingCalibrationError,
-  SYNTHETIC_ACT_RANGE,
-  type Calibration,
-  type PrecisionContext,
-} from "./precision.ts";
+import { actParamsFor, hasPerStepRanges, stepActParamsFor, MissingCalibrationError, SYNTHETIC_ACT_RANGE, type Calibration } from "./calibration.ts";
+import { checkStepqMetadata, isStepqFile, weightsForQuantized } from "./converted.ts";
+import { PrecisionError, type PrecisionContext } from "./precision.ts";
 
 export class WeightError extends Error {}
 
@@ -109,8 +99,8 @@ export class WeightStore {
   ) {}
 
   /** A store reading the safetensors file at `path`. */
-  static open(engine: Engine, path: string): WeightStore {
-    const file = SafetensorsFile.open(path);
+  static async open(engine: Engine, path: string): Promise<WeightStore> {
+    const file = await SafetensorsFile.open(path);
     return new WeightStore(engine, { file, rng: null, label: path, used: new Set(), stepqPrimary: isStepqFile(file.metadata), prec: null }, "");
   }
 
@@ -126,14 +116,14 @@ export class WeightStore {
    * From now on linear()/conv() build switch weights with every precision setup.ctx.loaded lists (this store
    * and all its views: the setting is shared). Opens the stepq files given (checked by their metadata).
    */
-  usePrecisions(setup: PrecisionSetup): void {
+  async usePrecisions(setup: PrecisionSetup): Promise<void> {
     if (this.src.prec) throw new WeightError(`${this.src.label}: precisions are already set up for this store`);
     const files: PrecisionState["files"] = {};
     for (const p of ["bf16", "int8"] as const) {
       const f = setup.files?.[p];
       if (!f || !setup.ctx.loaded.includes(p)) continue;
       const same = this.src.file && this.src.file.path === f;
-      const file = same ? this.src.file! : SafetensorsFile.open(f);
+      const file = same ? this.src.file! : await SafetensorsFile.open(f);
       checkStepqMetadata(file.metadata, p, f);
       files[p] = { file, used: same ? this.src.used : new Set(), own: !same };
     }
@@ -195,13 +185,13 @@ export class WeightStore {
    * on NHWC activations a 1x1 conv is the same op) and `${prefix}.bias` [out] when the checkpoint has it
    * (random stores: when opts.bias is not false).
    */
-  linear(prefix: string, out: number, inF: number, opts: { bias?: boolean } = {}): LinearWeight {
+  async linear(prefix: string, out: number, inF: number, opts: { bias?: boolean } = {}): Promise<LinearWeight> {
     if (this.src.prec) return this.switchLinear(prefix, out, inF, opts);
-    const { w, b } = this.linearF32(prefix, out, inF, opts);
+    const { w, b } = await this.linearF32(prefix, out, inF, opts);
     return this.engine.persistent(() => prepareLinear(this.engine, w, b, out, inF));
   }
 
-  private linearF32(prefix: string, out: number, inF: number, opts: { bias?: boolean }): { w: Float32Array; b: Float32Array | null } {
+  private async linearF32(prefix: string, out: number, inF: number, opts: { bias?: boolean }): Promise<{ w: Float32Array; b: Float32Array | null }> {
     this.checkNotStepq(prefix);
     const wName = `${prefix}.weight`;
     const bName = `${prefix}.bias`;
@@ -212,13 +202,13 @@ export class WeightStore {
       w = this.uniform(out * inF, bound);
       b = opts.bias === false ? null : this.uniform(out, bound);
     } else {
-      w = this.read(wName, [[out, inF], [out, inF, 1, 1]]);
-      b = this.has(bName) ? this.read(bName, [[out]]) : null;
+      w = await this.read(wName, [[out, inF], [out, inF, 1, 1]]);
+      b = this.has(bName) ? await this.read(bName, [[out]]) : null;
     }
     return { w, b };
   }
 
-  private switchLinear(prefix: string, out: number, inF: number, opts: { bias?: boolean }): LinearWeightSwitch {
+  private async switchLinear(prefix: string, out: number, inF: number, opts: { bias?: boolean }): Promise<LinearWeightSwitch> {
     const st = this.src.prec!;
     const { ctx } = st.setup;
     const name = this.prefix + prefix;
@@ -226,21 +216,20 @@ export class WeightStore {
     const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
     const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
     const int8Steps = act ? this.stepActParams(name, act) : undefined;
-    const f32 = fromCkpt.length ? this.linearF32(prefix, out, inF, opts) : null;
+    const f32 = fromCkpt.length ? await this.linearF32(prefix, out, inF, opts) : null;
     if (!f32) this.markUsedInPrimary(prefix);
     const variants: LinearWeightSwitch["variants"] = {};
-    eng.persistent(() => {
-      for (const p of ctx.loaded) {
-        if (p === "fp32") variants.fp32 = prepareLinear(eng, f32!.w, f32!.b, out, inF);
-        else if (p === "bf16") {
-          const r = st.files.bf16 ? this.stepqLayer("bf16", prefix, [[out, inF], [out, inF, 1, 1]], out) : f32!;
-          variants.bf16 = prepareLinearBf16(eng, r.w, r.b, out, inF);
-        } else if (st.files.int8) {
-          const r = this.stepqInt8(prefix, [[out, inF], [out, inF, 1, 1]], out);
-          variants.int8 = prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF), r.b, out, inF, r.act);
-        } else variants.int8 = prepareLinearInt8(eng, f32!.w, f32!.b, out, inF, act!);
-      }
-    });
+    const shapes = [[out, inF], [out, inF, 1, 1]];
+    for (const p of ctx.loaded) {
+      if (p === "fp32") variants.fp32 = eng.persistent(() => prepareLinear(eng, f32!.w, f32!.b, out, inF));
+      else if (p === "bf16") {
+        const r = st.files.bf16 ? await this.stepqLayer("bf16", prefix, shapes, out) : f32!;
+        variants.bf16 = eng.persistent(() => prepareLinearBf16(eng, r.w, r.b, out, inF));
+      } else if (st.files.int8) {
+        const r = await this.stepqInt8(prefix, shapes, out);
+        variants.int8 = eng.persistent(() => prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF), r.b, out, inF, r.act));
+      } else variants.int8 = eng.persistent(() => prepareLinearInt8(eng, f32!.w, f32!.b, out, inF, act!));
+    }
     st.layers.push(name);
     return int8Steps ? { kind: "switch", name, out, inF, ctx, variants, int8Steps } : { kind: "switch", name, out, inF, ctx, variants };
   }
@@ -268,7 +257,7 @@ export class WeightStore {
     for (const k of [`${prefix}.weight`, `${prefix}.bias`]) if (f.has(this.prefix + k)) this.src.used.add(this.prefix + k);
   }
 
-  private stepqTensor(p: "bf16" | "int8", name: string, shapes: number[][], dtype: string): { data: Uint8Array; shape: number[] } {
+  private async stepqTensor(p: "bf16" | "int8", name: string, shapes: number[][], dtype: string): Promise<{ data: Uint8Array; shape: number[] }> {
     const s = this.src.prec!.files[p]!;
     const full = this.prefix + name;
     if (!s.file.has(full)) throw new WeightError(`${s.file.path}: missing tensor ${full}`);
@@ -277,46 +266,46 @@ export class WeightStore {
       throw new WeightError(`${s.file.path}: tensor ${full} has shape [${info.shape}], expected ${shapes.map((x) => `[${x}]`).join(" or ")}`);
     if (info.dtype !== dtype) throw new WeightError(`${s.file.path}: tensor ${full} is ${info.dtype}, expected ${dtype}`);
     s.used.add(full);
-    return { data: s.file.readRaw(full), shape: info.shape };
+    return { data: await s.file.readRaw(full), shape: info.shape };
   }
 
-  private stepqBias(p: "bf16" | "int8", prefix: string, n: number): Float32Array | null {
+  private async stepqBias(p: "bf16" | "int8", prefix: string, n: number): Promise<Float32Array | null> {
     const s = this.src.prec!.files[p]!;
     const full = `${this.prefix}${prefix}.bias`;
     if (!s.file.has(full)) return null;
-    const t = this.stepqTensor(p, `${prefix}.bias`, [[n]], "F32");
+    const t = await this.stepqTensor(p, `${prefix}.bias`, [[n]], "F32");
     return new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
   }
 
   /** A bf16 layer of a stepq file: the BF16 weights as f32 values (exact) and the F32 bias. */
-  private stepqLayer(p: "bf16", prefix: string, shapes: number[][], n: number): { w: Float32Array; b: Float32Array | null } {
-    const t = this.stepqTensor(p, `${prefix}.weight`, shapes, "BF16");
+  private async stepqLayer(p: "bf16", prefix: string, shapes: number[][], n: number): Promise<{ w: Float32Array; b: Float32Array | null }> {
+    const t = await this.stepqTensor(p, `${prefix}.weight`, shapes, "BF16");
     const w = new Float32Array(t.data.length / 2);
     const u = new Uint32Array(w.buffer);
     for (let i = 0; i < w.length; i++) u[i] = (t.data[2 * i] | (t.data[2 * i + 1] << 8)) << 16;
-    return { w, b: this.stepqBias(p, prefix, n) };
+    return { w, b: await this.stepqBias(p, prefix, n) };
   }
 
   /** An int8 layer of a stepq file: I8 weights, F32 per-channel scales, activation params, F32 bias. */
-  private stepqInt8(prefix: string, shapes: number[][], n: number): { q: Int8Array; scales: Float32Array; b: Float32Array | null; act: ActQuantParams } {
-    const t = this.stepqTensor("int8", `${prefix}.weight`, shapes, "I8");
+  private async stepqInt8(prefix: string, shapes: number[][], n: number): Promise<{ q: Int8Array; scales: Float32Array; b: Float32Array | null; act: ActQuantParams }> {
+    const t = await this.stepqTensor("int8", `${prefix}.weight`, shapes, "I8");
     const q = new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    const f32 = (name: string, len: number) => {
-      const r = this.stepqTensor("int8", `${prefix}.${name}`, [[len]], "F32").data;
+    const f32 = async (name: string, len: number) => {
+      const r = (await this.stepqTensor("int8", `${prefix}.${name}`, [[len]], "F32")).data;
       return new Float32Array(r.buffer.slice(r.byteOffset, r.byteOffset + r.byteLength));
     };
-    const scales = f32("weight_scale", n);
-    const scale = f32("input_scale", 1)[0];
-    const zp = this.stepqTensor("int8", `${prefix}.input_zero_point`, [[1]], "I32").data;
+    const scales = await f32("weight_scale", n);
+    const scale = (await f32("input_scale", 1))[0];
+    const zp = (await this.stepqTensor("int8", `${prefix}.input_zero_point`, [[1]], "I32")).data;
     const zeroPoint = new DataView(zp.buffer, zp.byteOffset, 4).getInt32(0, true);
     const qmax = Number(this.src.prec!.files.int8!.file.metadata.act_qmax ?? 127);
-    return { q, scales, b: this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax } };
+    return { q, scales, b: await this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax } };
   }
 
   /** A conv layer: `${prefix}.weight` [cout, cin, kh, kw] and `${prefix}.bias` [cout] if present. */
-  conv(prefix: string, shape: ConvShape, opts: ConvOptions = {}): ConvWeight {
+  async conv(prefix: string, shape: ConvShape, opts: ConvOptions = {}): Promise<ConvWeight> {
     if (this.src.prec) return this.switchConv(prefix, shape, opts);
-    const { w, b, n } = this.convF32(prefix, shape, opts);
+    const { w, b, n } = await this.convF32(prefix, shape, opts);
     const { cin, kh, kw } = shape;
     return this.engine.persistent(() => prepareConv2d(this.engine, w, b, { cout: n, cin, kh, kw }, { stride: opts.stride ?? 1, padding: opts.padding ?? 0 }));
   }
@@ -326,7 +315,7 @@ export class WeightStore {
       throw new WeightError(`${this.src.label}: ${this.prefix}${prefix} is stored converted (stepq ${this.src.file!.metadata.precision}); load it with precisions [${this.src.file!.metadata.precision}]`);
   }
 
-  private convF32(prefix: string, shape: ConvShape, opts: ConvOptions): { w: Float32Array; b: Float32Array | null; n: number } {
+  private async convF32(prefix: string, shape: ConvShape, opts: ConvOptions): Promise<{ w: Float32Array; b: Float32Array | null; n: number }> {
     this.checkNotStepq(prefix);
     const { cout, cin, kh, kw } = shape;
     const [o0, o1] = opts.outputRange ?? [0, cout];
@@ -340,8 +329,8 @@ export class WeightStore {
       w = this.uniform(n * per, bound);
       b = this.uniform(n, bound);
     } else {
-      w = this.read(`${prefix}.weight`, [[cout, cin, kh, kw]]);
-      b = this.has(`${prefix}.bias`) ? this.read(`${prefix}.bias`, [[cout]]) : null;
+      w = await this.read(`${prefix}.weight`, [[cout, cin, kh, kw]]);
+      b = this.has(`${prefix}.bias`) ? await this.read(`${prefix}.bias`, [[cout]]) : null;
       if (n !== cout) {
         w = w.slice(o0 * per, o1 * per);
         b = b ? b.slice(o0, o1) : null;
@@ -350,7 +339,7 @@ export class WeightStore {
     return { w, b, n };
   }
 
-  private switchConv(prefix: string, shape: ConvShape, opts: ConvOptions): ConvWeightSwitch {
+  private async switchConv(prefix: string, shape: ConvShape, opts: ConvOptions): Promise<ConvWeightSwitch> {
     const st = this.src.prec!;
     const { ctx } = st.setup;
     const name = this.prefix + prefix;
@@ -361,28 +350,27 @@ export class WeightStore {
     const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
     const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
     const int8Steps = act ? this.stepActParams(name, act) : undefined;
-    const f32 = fromCkpt.length ? this.convF32(prefix, shape, opts) : null;
+    const f32 = fromCkpt.length ? await this.convF32(prefix, shape, opts) : null;
     if (!f32) this.markUsedInPrimary(prefix);
     const n = o1 - o0;
     if (!(o0 >= 0 && o1 <= cout && n > 0)) throw new WeightError(`${name}: invalid output range [${o0}, ${o1}) of ${cout} channels`);
     const sh = { cout: n, cin, kh, kw };
     const co = { stride: opts.stride ?? 1, padding: opts.padding ?? 0 };
     const variants: ConvWeightSwitch["variants"] = {};
-    eng.persistent(() => {
-      for (const p of ctx.loaded) {
-        if (p === "fp32") variants.fp32 = prepareConv2d(eng, f32!.w, f32!.b, sh, co);
-        else if (p === "bf16") {
-          let r = st.files.bf16 ? this.stepqLayer("bf16", prefix, [[cout, cin, kh, kw]], cout) : f32!;
-          if (st.files.bf16 && n !== cout) r = { w: r.w.slice(o0 * per, o1 * per), b: r.b ? r.b.slice(o0, o1) : null };
-          variants.bf16 = prepareConv2dBf16(eng, r.w, r.b, sh, co);
-        } else if (st.files.int8) {
-          const r = this.stepqInt8(prefix, [[cout, cin, kh, kw]], cout);
-          const q = n !== cout ? r.q.slice(o0 * per, o1 * per) : r.q;
-          const sc = n !== cout ? r.scales.slice(o0, o1) : r.scales;
-          variants.int8 = prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per), r.b && n !== cout ? r.b.slice(o0, o1) : r.b, sh, co, r.act);
-        } else variants.int8 = prepareConv2dInt8(eng, f32!.w, f32!.b, sh, co, act!);
-      }
-    });
+    for (const p of ctx.loaded) {
+      if (p === "fp32") variants.fp32 = eng.persistent(() => prepareConv2d(eng, f32!.w, f32!.b, sh, co));
+      else if (p === "bf16") {
+        let r = st.files.bf16 ? await this.stepqLayer("bf16", prefix, [[cout, cin, kh, kw]], cout) : f32!;
+        if (st.files.bf16 && n !== cout) r = { w: r.w.slice(o0 * per, o1 * per), b: r.b ? r.b.slice(o0, o1) : null };
+        variants.bf16 = eng.persistent(() => prepareConv2dBf16(eng, r.w, r.b, sh, co));
+      } else if (st.files.int8) {
+        const r = await this.stepqInt8(prefix, [[cout, cin, kh, kw]], cout);
+        const q = n !== cout ? r.q.slice(o0 * per, o1 * per) : r.q;
+        const sc = n !== cout ? r.scales.slice(o0, o1) : r.scales;
+        const b = r.b && n !== cout ? r.b.slice(o0, o1) : r.b;
+        variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per), b, sh, co, r.act));
+      } else variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, f32!.w, f32!.b, sh, co, act!));
+    }
     st.layers.push(name);
     const p = co.padding;
     const sw: ConvWeightSwitch = { kind: "switch", name, cout: n, cin, kh, kw, stride: co.stride, padding: [p, p, p, p], ctx, variants };
@@ -390,28 +378,28 @@ export class WeightStore {
   }
 
   /** GroupNorm / LayerNorm affine parameters: `${prefix}.weight` → gamma, `${prefix}.bias` → beta, each [C]. */
-  norm(prefix: string, channels: number): NormParams {
+  async norm(prefix: string, channels: number): Promise<NormParams> {
     if (this.isRandom) {
       const eng = this.engine;
       return eng.persistent(() => ({ gamma: eng.fromArray(new Float32Array(channels).fill(1), [channels]), beta: eng.zeros([channels]) }));
     }
-    return { gamma: this.param(`${prefix}.weight`, [channels]), beta: this.param(`${prefix}.bias`, [channels]) };
+    return { gamma: await this.param(`${prefix}.weight`, [channels]), beta: await this.param(`${prefix}.bias`, [channels]) };
   }
 
   /** A tensor as an f32 engine tensor of the given shape (random stores: uniform ±0.05). */
-  param(name: string, shape: number[]): Tensor {
+  async param(name: string, shape: number[]): Promise<Tensor> {
     const t = this.engine.persistent(() => this.engine.empty(shape));
     if (this.isRandom) t.f32().set(this.uniform(t.size, 0.05));
     else {
       this.check(name, [shape]);
-      this.src.file!.readF32(this.prefix + name, t.f32());
+      await this.src.file!.readF32(this.prefix + name, t.f32());
       this.src.used.add(this.prefix + name);
     }
     return t;
   }
 
   /** A tensor as a host Float32Array (small tensors only). */
-  array(name: string, shape?: number[]): Float32Array {
+  async array(name: string, shape?: number[]): Promise<Float32Array> {
     if (this.isRandom) {
       if (!shape) throw new WeightError(`${this.prefix}${name}: a random store needs the shape`);
       return this.uniform(shape.reduce((a, b) => a * b, 1), 0.05);
@@ -454,7 +442,7 @@ export class WeightStore {
     return got;
   }
 
-  private read(name: string, shapes: number[][] | null): Float32Array {
+  private async read(name: string, shapes: number[][] | null): Promise<Float32Array> {
     this.check(name, shapes);
     const full = this.prefix + name;
     this.src.used.add(full);

@@ -17,35 +17,33 @@
 // generating it alone (generate() is the batch-of-1 case of the same code).
 //
 // Per-step precision: a pipeline loaded with `precisions` keeps those UNet variants resident; generate()
-// takes `precision` / `schedule` (src/pipeline/precision.ts: fp32, bf16, int8, mixed:K, bf16*5,int8*40,...)
-// and sets the UNet's precision before each call. The text encoder and VAE always run in fp32.
+// takes `precision` / `schedule` (src/pipeline/schedule.ts: fp32, bf16, int8, mixed:K, bf16*5,int8*40,..., or
+// an already parsed PrecisionSchedule) and sets the UNet's precision before each call. The text encoder and
+// VAE always run in fp32.
+//
+// A model folder is a location (src/io/source.ts): a path, or a URL it is served from.
 //
 // Latents cross the model boundary as NCHW Float32Arrays (what schedulers and golden files use); the
 // UNet and VAE take NHWC tensors (see src/models/layout.ts).
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { Engine, type SimdVariant } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { OutOfMemoryError } from "../runtime/memory.ts";
+import { Rng } from "../runtime/random.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import {
-  checkPipelineComponents,
-  DiffusersError,
-  findWeights,
-  loadComponentConfig,
-  loadPipelineIndex,
-  type PipelineIndex,
-} from "../io/diffusers.ts";
+import { checkPipelineComponents, DiffusersError, findWeights, loadComponentConfig, loadPipelineIndex, type PipelineIndex } from "../io/diffusers.ts";
+import { fileExists, joinLocation } from "../io/source.ts";
 import { ClipTokenizer } from "../models/tokenizer.ts";
 import { ClipTextModel } from "../models/clip.ts";
 import { UNet } from "../models/unet.ts";
-import { PRECISION_BYTES, stepqWeightsName, type Precision } from "../models/precision.ts";
-import { callSteps, formatSchedule, parsePrecisionSchedule, parsePrecisionSpec, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
 import { Vae } from "../models/vae.ts";
+import { loadClipTextModel, loadUNet, loadVae } from "../models/loader.ts";
+import { PRECISION_BYTES, type Precision } from "../models/precision.ts";
+import { stepqWeightsName } from "../models/converted.ts";
+import { unetActivationBytes } from "../models/memory.ts";
 import { nchwToNhwc, nhwcToNchw } from "../models/layout.ts";
+import { callSteps, PrecisionSchedule, PrecisionScheduleError, precisionsUsed } from "./schedule.ts";
 import { createScheduler, schedulerFromConfig, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
-import { Rng } from "../runtime/random.ts";
-import { toRgb8 } from "./png.ts";
+import { toRgb8 } from "./image.ts";
 
 export class PipelineError extends Error {}
 
@@ -110,9 +108,10 @@ export interface GenerateOptions {
   latents?: Float32Array;
   /**
    * Precision of the UNet: fp32 | bf16 | int8 | mixed:K | a schedule "bf16*5,int8*40,bf16*5" (counts in
-   * denoising steps; see src/pipeline/precision.ts). Default: fp32 when loaded, else the one precision loaded.
+   * denoising steps; see src/pipeline/schedule.ts), or a PrecisionSchedule parsed for `steps` steps. Default:
+   * fp32 when loaded, else the one precision loaded.
    */
-  precision?: string;
+  precision?: string | PrecisionSchedule;
   /** Same as precision (an explicit schedule); give one or the other. */
   schedule?: string;
   /** Called after every denoising step. */
@@ -260,21 +259,20 @@ export class StableDiffusionPipeline {
    */
   static async load(dir: string, opts: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
     const t0 = performance.now();
-    const index = loadPipelineIndex(dir);
+    const index = await loadPipelineIndex(dir);
     const issues = checkPipelineComponents(index);
     if (issues.length) throw new DiffusersError(`${dir}: ${issues.join("; ")}`);
-    const schedulerConfig = loadComponentConfig(dir, "scheduler");
+    const schedulerConfig = await loadComponentConfig(dir, "scheduler");
     schedulerFromConfig(schedulerConfig); // validate now rather than at the first generate()
-    const tokenizer = ClipTokenizer.fromDir(path.join(dir, "tokenizer"));
+    const tokenizer = await ClipTokenizer.fromDir(joinLocation(dir, "tokenizer"));
 
-    const memoryBytes = opts.memoryBytes ?? estimatePipelineMemory(dir, { width: opts.width, height: opts.height, precisions: opts.precisions, batch: opts.batch });
+    const memoryBytes =
+      opts.memoryBytes ?? (await estimatePipelineMemory(dir, { width: opts.width, height: opts.height, precisions: opts.precisions, batch: opts.batch }));
     const engine = await Engine.create({ threads: opts.threads, memoryBytes, simd: opts.simd });
     try {
-      const textEncoder = await ClipTextModel.load(engine, path.join(dir, "text_encoder"));
-      const unet = opts.precisions
-        ? UNet.load(engine, path.join(dir, "unet"), { precisions: opts.precisions, calibration: opts.calibration })
-        : UNet.load(engine, path.join(dir, "unet"));
-      const vae = await Vae.load(engine, path.join(dir, "vae"), { encoder: false });
+      const textEncoder = await loadClipTextModel(engine, joinLocation(dir, "text_encoder"));
+      const unet = await loadUNet(engine, joinLocation(dir, "unet"), opts.precisions ? { precisions: opts.precisions, calibration: opts.calibration } : {});
+      const vae = await loadVae(engine, joinLocation(dir, "vae"), { encoder: false });
       const pipe = new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
       const batch = opts.batch ?? 1;
       pipe.sizedFor =
@@ -310,14 +308,14 @@ export class StableDiffusionPipeline {
   /** Whether generate() can run this precision spec (valid, and every precision it uses loaded). */
   supportsPrecision(spec: string, steps = 50): boolean {
     try {
-      return precisionsUsed(parsePrecisionSpec(spec, steps)).every((p) => this.unet.precisions.includes(p));
+      return PrecisionSchedule.parse(spec, steps).used.every((p) => this.unet.precisions.includes(p));
     } catch {
       return false;
     }
   }
 
-  /** The per-step precisions of a generate() call's options (see GenerateOptions.precision). */
-  stepPrecisions(opts: { precision?: string; schedule?: string }, steps: number): Precision[] {
+  /** The precision schedule of a generate() call's options (see GenerateOptions.precision). */
+  stepPrecisions(opts: { precision?: string | PrecisionSchedule; schedule?: string }, steps: number): PrecisionSchedule {
     if (opts.precision !== undefined && opts.schedule !== undefined) throw new PipelineError("give precision or schedule, not both");
     let spec = opts.precision ?? opts.schedule;
     if (spec === undefined) {
@@ -326,19 +324,23 @@ export class StableDiffusionPipeline {
       else if (loaded.length === 1) spec = loaded[0];
       else throw new PipelineError(`this pipeline holds ${loaded.join(" and ")} weights: say which to run (precision: ${loaded.join(", ")}, mixed:K or a schedule)`);
     }
-    let list: Precision[];
-    try {
-      list = parsePrecisionSpec(spec, steps);
-    } catch (e) {
-      if (e instanceof PrecisionScheduleError) throw new PipelineError(e.message);
-      throw e;
-    }
-    const missing = precisionsUsed(list).filter((p) => !this.unet.precisions.includes(p));
+    let schedule: PrecisionSchedule;
+    if (spec instanceof PrecisionSchedule) {
+      if (spec.steps !== steps) throw new PipelineError(`the precision schedule ${spec} covers ${spec.steps} steps but the run has ${steps}`);
+      schedule = spec;
+    } else
+      try {
+        schedule = PrecisionSchedule.parse(spec, steps);
+      } catch (e) {
+        if (e instanceof PrecisionScheduleError) throw new PipelineError(e.message);
+        throw e;
+      }
+    const missing = schedule.used.filter((p) => !this.unet.precisions.includes(p));
     if (missing.length)
       throw new PipelineError(
-        `precision "${spec}" uses ${missing.join(", ")} but this pipeline loaded ${this.unet.precisions.join(", ")} weights; load it with precisions [${precisionsUsed([...this.unet.precisions, ...missing] as Precision[]).join(", ")}]`,
+        `precision "${spec}" uses ${missing.join(", ")} but this pipeline loaded ${this.unet.precisions.join(", ")} weights; load it with precisions [${precisionsUsed([...this.unet.precisions, ...missing]).join(", ")}]`,
       );
-    return list;
+    return schedule;
   }
 
   /** A scheduler over the model's config: `name` (pndm, ddim, euler, dpm++) or the model's own class. */
@@ -473,7 +475,7 @@ export class StableDiffusionPipeline {
     const latentShape = [1, lc, h, w];
     const nLat = lc * h * w;
 
-    const perStep = this.stepPrecisions(opts, steps);
+    const schedule = this.stepPrecisions(opts, steps);
     // one scheduler per image (schedulers keep per-run state: PNDM's history, Euler's step index)
     const schedulers = prompts.map(() => {
       const s = this.createScheduler(opts.scheduler);
@@ -481,7 +483,7 @@ export class StableDiffusionPipeline {
       return s;
     });
     const scheduler = schedulers[0];
-    const callPrecisions = parsePrecisionSchedule(formatSchedule(perStep), steps, scheduler.timesteps);
+    const callPrecisions = schedule.forCalls(scheduler.timesteps);
     const callStep = scheduler.timesteps.length === steps ? null : callSteps(scheduler.timesteps, steps);
 
     const seeds: (number | undefined)[] = [];
@@ -584,7 +586,7 @@ export class StableDiffusionPipeline {
       const nPix = height * width * decodedHwc.channels;
       const decodeMs = performance.now() - tDec;
       const timings: GenerateTimings = { textMs, denoiseMs, stepMs, decodeMs, totalMs: performance.now() - tStart };
-      const schedule = formatSchedule(perStep);
+      const scheduleText = schedule.toString();
       const images: GenerateResult[] = latents.map((l, b) => {
         const data = decodedHwc.data.subarray(b * nPix, (b + 1) * nPix);
         return {
@@ -601,10 +603,10 @@ export class StableDiffusionPipeline {
           truncated: enc.truncated[b],
           timings,
           precisions: callPrecisions,
-          schedule,
+          schedule: scheduleText,
         };
       });
-      return { images, batch: B, timings, precisions: callPrecisions, schedule };
+      return { images, batch: B, timings, precisions: callPrecisions, schedule: scheduleText };
     } catch (e) {
       throw withMemoryHint(
         e,
@@ -637,8 +639,8 @@ function withMemoryHint(e: unknown, hint: string | null): unknown {
 // memory estimate
 
 /** Bytes the weights of a safetensors file take as float32. */
-export function weightBytesF32(file: string): number {
-  const st = SafetensorsFile.open(file);
+export async function weightBytesF32(file: string): Promise<number> {
+  const st = await SafetensorsFile.open(file);
   try {
     let n = 0;
     for (const t of st.tensors.values()) n += t.shape.reduce((a, d) => a * d, 1) * 4;
@@ -649,32 +651,31 @@ export function weightBytesF32(file: string): number {
 }
 
 /** Values (elements) in the unet folder's weights: the original checkpoint, else a stepq converted file. */
-function unetWeightValues(unetDir: string): number {
-  let file: string;
+async function unetWeightValues(unetDir: string): Promise<number> {
+  let file: string | undefined;
   try {
-    file = findWeights(unetDir);
+    file = await findWeights(unetDir);
   } catch (e) {
-    const alt = (["bf16", "int8"] as const).map((p) => path.join(unetDir, stepqWeightsName(p))).find((f) => fs.existsSync(f));
-    if (!alt) throw e;
-    file = alt;
+    for (const p of ["bf16", "int8"] as const) if (!file && (await fileExists(joinLocation(unetDir, stepqWeightsName(p))))) file = joinLocation(unetDir, stepqWeightsName(p));
+    if (!file) throw e;
   }
-  return weightBytesF32(file) / 4;
+  return (await weightBytesF32(file)) / 4;
 }
 
 /**
  * Engine memory for a pipeline folder: the weights as f32 (+25% for packing; the UNet at the bytes of each
  * precision loaded, when precisions are given), the UNet activations of a CFG batch of 2 x `batch` images
- * (default 1) at `width`x`height` (feature maps and skips), the VAE decoder's full-resolution maps of `batch`
+ * (default 1) at `width`x`height` (models/memory.ts), the VAE decoder's full-resolution maps of `batch`
  * images, the text encoder's states of 2 x `batch` prompts, plus slack; rounded up to 16 MiB and capped at 4 GiB.
  */
-export function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number; precisions?: readonly Precision[]; batch?: number } = {}): number {
-  const unetCfg = loadComponentConfig(dir, "unet");
-  const vaeCfg = loadComponentConfig(dir, "vae");
-  const textCfg = loadComponentConfig(dir, "text_encoder");
+export async function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number; precisions?: readonly Precision[]; batch?: number } = {}): Promise<number> {
+  const unetCfg = await loadComponentConfig(dir, "unet");
+  const vaeCfg = await loadComponentConfig(dir, "vae");
+  const textCfg = await loadComponentConfig(dir, "text_encoder");
   let weights = 0;
-  for (const c of ["text_encoder", "vae"]) weights += weightBytesF32(findWeights(path.join(dir, c)));
+  for (const c of ["text_encoder", "vae"]) weights += await weightBytesF32(await findWeights(joinLocation(dir, c)));
   const unetBytesPerValue = opts.precisions ? opts.precisions.reduce((a, p) => a + PRECISION_BYTES[p], 0) : 4;
-  weights += unetWeightValues(path.join(dir, "unet")) * unetBytesPerValue;
+  weights += (await unetWeightValues(joinLocation(dir, "unet"))) * unetBytesPerValue;
   const vaeLevels: number[] = vaeCfg.block_out_channels ?? [64];
   const scale = 2 ** (vaeLevels.length - 1);
   const native = (unetCfg.sample_size ?? 64) * scale;
@@ -684,53 +685,10 @@ export function estimatePipelineMemory(dir: string, opts: { width?: number; heig
   const images = opts.batch ?? 1;
   if (!(Number.isInteger(images) && images >= 1)) throw new PipelineError(`batch must be a positive integer, got ${images}`);
   const B = 2 * images; // the CFG batch: uncond and cond rows of every image
-  const ch: number[] = unetCfg.block_out_channels ?? [320];
-  // feature maps: skips and working tensors at each level (each level has 1/4 the cells of the one above)
-  let maps = 0;
-  ch.forEach((c: number, i: number) => (maps += (c * 12 * hw) / 4 ** i));
-  const ff = 8 * ch[0] * hw; // GEGLU projection at the top level
-  // attention is flash-style (src/nn/attention.ts): no [L, L] score matrices to budget for
-  const unetAct = 2 * 4 * B * (maps + ff);
+  const unetAct = unetActivationBytes({ block_out_channels: unetCfg.block_out_channels ?? [320] }, B, hw);
   const vaeAct = 4 * W * H * vaeLevels[0] * 10 * images; // ~8 full-resolution maps live at the decoder top (measured)
   const textAct = 4 * B * 77 * (textCfg.hidden_size ?? 768) * 16;
   const total = weights * 1.25 + Math.max(unetAct, vaeAct) + textAct + 48 * MiB;
   const rounded = Math.ceil(total / (16 * MiB)) * 16 * MiB;
   return Math.min(Math.max(rounded, 64 * MiB), 4096 * MiB);
-}
-
-// ---------------------------------------------------------------------------------------------------
-// default model
-
-/** The package root (the folder with stepq's package.json), from this module's location in src/ or dist/. */
-export function packageRoot(): string {
-  let d = path.dirname(new URL(import.meta.url).pathname);
-  for (let i = 0; i < 5; i++) {
-    const pj = path.join(d, "package.json");
-    if (fs.existsSync(pj)) {
-      try {
-        if (JSON.parse(fs.readFileSync(pj, "utf8")).name === "stepq") return d;
-      } catch {
-        /* keep looking */
-      }
-    }
-    d = path.dirname(d);
-  }
-  return path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
-}
-
-export const DEFAULT_MODEL = "fashion-sd-tiny";
-
-/** Where the default model is looked for: <package>/models/fashion-sd-tiny, then ../shared/models/fashion-sd-tiny. */
-export function defaultModelCandidates(): string[] {
-  const root = packageRoot();
-  const c = [path.join(root, "models", DEFAULT_MODEL), path.join(root, "..", "shared", "models", DEFAULT_MODEL)];
-  if (process.env.STEPQ_SHARED) c.push(path.join(process.env.STEPQ_SHARED, "models", DEFAULT_MODEL));
-  return [...new Set(c)];
-}
-
-/** The default model folder; throws naming every place looked in when none exists. */
-export function resolveDefaultModel(): string {
-  const c = defaultModelCandidates();
-  for (const d of c) if (fs.existsSync(path.join(d, "model_index.json"))) return d;
-  throw new PipelineError(`no --model given and the default model ${DEFAULT_MODEL} was not found (looked in ${c.join(", ")})`);
 }

@@ -20,12 +20,15 @@ export interface HostModules {
   os: typeof import("node:os");
   zlib: typeof import("node:zlib");
   url: typeof import("node:url");
+  process: typeof import("node:process");
 }
 
 async function loadHost(): Promise<HostModules | null> {
   if (runtime === "browser") return null;
-  const [fs, path, os, zlib, url] = await Promise.all([import("node:fs"), import("node:path"), import("node:os"), import("node:zlib"), import("node:url")]);
-  return { fs, path, os, zlib, url };
+  const [fs, path, os, zlib, url, proc] = await Promise.all([
+    import("node:fs"), import("node:path"), import("node:os"), import("node:zlib"), import("node:url"), import("node:process"),
+  ]);
+  return { fs, path, os, zlib, url, process: proc.default };
 }
 
 const hostModules: HostModules | null = await loadHost();

@@ -1,4 +1,4 @@
-// Plain TypeScript references for the INT8 and emulated-BF16 linear / conv ops (src/nn/lowp.ts).
+// Plain TypeScript references for the INT8 and emulated-BF16 linear / conv ops (src/nn/int8.ts, src/nn/bf16.ts).
 // They implement the documented numerics directly (no packing, no SIMD) so the kernels can be checked
 // for EXACT equality:
 //   INT8: acc = sum over real taps of (q_x - zp) * q_w (padding taps contribute 0), an exact integer;

@@ -4,18 +4,18 @@
 // model_output_rule), unet (output and every intermediate), text_encoder (last, penultimate, pooled),
 // vae (decoded, posterior mean/logvar). e2e cases run the whole pipeline from the stored initial latents
 // and check token ids, text embeddings, the latents after every step, the final latents and the image.
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { Engine, type SimdVariant } from "../runtime/engine.ts";
 import { maxAbsRelToMax, openGolden, type GoldenSet } from "../io/golden.ts";
 import { findWeights } from "../io/diffusers.ts";
+import { fileExists, joinLocation, statLocation } from "../io/source.ts";
+import { loadClipTextModel, loadUNet, loadVae } from "../models/loader.ts";
 import { ClipTokenizer } from "../models/tokenizer.ts";
 import { ClipTextModel } from "../models/clip.ts";
 import { UNet } from "../models/unet.ts";
 import { Vae } from "../models/vae.ts";
 import { tensorFromNCHW, tensorToNCHW } from "../models/layout.ts";
-import { createScheduler } from "./schedulers.ts";
-import { StableDiffusionPipeline, weightBytesF32 } from "./pipeline.ts";
+import { createScheduler } from "../pipeline/schedulers.ts";
+import { StableDiffusionPipeline, weightBytesF32 } from "../pipeline/pipeline.ts";
 
 export interface VerifyOptions {
   /** Folder with cases.json/cases.safetensors and/or e2e.json/e2e.safetensors. */
@@ -125,8 +125,8 @@ const toleranceOf = (c: any, fallback: number): number => {
 /** Runs every case of `dir`'s cases.json and e2e.json (either may be absent; not both). */
 export async function runVerify(opts: VerifyOptions): Promise<VerifySummary> {
   const dir = opts.dir;
-  const hasCases = fs.existsSync(path.join(dir, "cases.json"));
-  const hasE2e = fs.existsSync(path.join(dir, "e2e.json"));
+  const hasCases = await fileExists(joinLocation(dir, "cases.json"));
+  const hasE2e = await fileExists(joinLocation(dir, "e2e.json"));
   if (!hasCases && !hasE2e) throw new Error(`${dir}: neither cases.json nor e2e.json found`);
   const searchDirs = [dir, ...(opts.modelDirs ?? [])];
   const progress = opts.onProgress ?? (() => {});
@@ -153,16 +153,16 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifySummary> {
     }
   };
 
-  const findModel = (name: string): string => {
+  const findModel = async (name: string): Promise<string> => {
     for (const d of searchDirs) {
-      const p = path.join(d, name);
-      if (fs.existsSync(p) && fs.statSync(p).isDirectory()) return p;
+      const p = joinLocation(d, name);
+      if ((await statLocation(p)).kind === "folder") return p;
     }
     throw new Error(`model folder "${name}" not found (looked in ${searchDirs.join(", ")})`);
   };
 
   if (hasCases) {
-    const golden = openGolden(dir, "cases");
+    const golden = await openGolden(dir, "cases");
     try {
       await verifyCases(golden, { ...opts, findModel, runCase, wanted, progress });
     } finally {
@@ -170,7 +170,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifySummary> {
     }
   }
   if (hasE2e) {
-    const golden = openGolden(dir, "e2e");
+    const golden = await openGolden(dir, "e2e");
     try {
       await verifyE2e(golden, { ...opts, findModel, runCase, wanted, progress, notes });
     } finally {
@@ -182,7 +182,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifySummary> {
 }
 
 interface Ctx extends VerifyOptions {
-  findModel: (name: string) => string;
+  findModel: (name: string) => Promise<string>;
   runCase: (kind: string, name: string, fn: () => Promise<Check[]> | Check[]) => Promise<void>;
   wanted: (kind: string, name: string) => boolean;
   progress: (message: string) => void;
@@ -190,8 +190,8 @@ interface Ctx extends VerifyOptions {
 }
 
 /** Engine memory for a component model folder: its weights as f32 (+50%) and room for the case tensors. */
-function componentMemory(modelDir: string): number {
-  const w = weightBytesF32(findWeights(modelDir));
+async function componentMemory(modelDir: string): Promise<number> {
+  const w = await weightBytesF32(await findWeights(modelDir));
   const bytes = w * 1.5 + 192 * 1024 * 1024;
   return Math.min(Math.ceil(bytes / (16 << 20)) * (16 << 20), 4096 * 1024 * 1024);
 }
@@ -213,7 +213,7 @@ async function verifyCases(golden: GoldenSet, ctx: Ctx): Promise<void> {
     let tok: ClipTokenizer | null = null;
     let tokErr: string | null = null;
     try {
-      tok = ClipTokenizer.fromDir(ctx.findModel("tokenizer"));
+      tok = await ClipTokenizer.fromDir(await ctx.findModel("tokenizer"));
     } catch (e) {
       tokErr = (e as Error).message;
     }
@@ -246,10 +246,10 @@ async function verifyCases(golden: GoldenSet, ctx: Ctx): Promise<void> {
     let eng: Engine | null = null;
     let loaded: UNet | ClipTextModel | Vae;
     try {
-      modelDir = ctx.findModel(model);
+      modelDir = await ctx.findModel(model);
       ctx.progress(`loading ${kind} ${model}`);
-      eng = await Engine.create({ threads: ctx.threads, simd: ctx.simd, memoryBytes: componentMemory(modelDir) });
-      loaded = kind === "unet" ? await UNet.load(eng, modelDir) : kind === "vae" ? await Vae.load(eng, modelDir) : await ClipTextModel.load(eng, modelDir);
+      eng = await Engine.create({ threads: ctx.threads, simd: ctx.simd, memoryBytes: await componentMemory(modelDir) });
+      loaded = kind === "unet" ? await loadUNet(eng, modelDir) : kind === "vae" ? await loadVae(eng, modelDir) : await loadClipTextModel(eng, modelDir);
     } catch (e) {
       eng?.close();
       const msg = (e as Error).message;
@@ -386,7 +386,7 @@ async function verifyE2e(golden: GoldenSet, ctx: Ctx): Promise<void> {
         if (typeof model !== "string") throw new Error("e2e.json names no pipeline folder (\"pipeline\")");
         if (!pipes.has(model)) {
           try {
-            const dir = ctx.findModel(model);
+            const dir = await ctx.findModel(model);
             ctx.progress(`loading pipeline ${model}`);
             pipes.set(model, await StableDiffusionPipeline.load(dir, { threads: ctx.threads, simd: ctx.simd, onWarning: () => {} }));
           } catch (e) {

@@ -15,22 +15,19 @@
 //
 // Nothing here checks results against a reference (the tests and `stepq verify` do); it only checks that
 // the output is finite, so a benchmark of a broken build does not pass as a fast one.
-import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import { Engine, type SimdVariant } from "../runtime/engine.ts";
+import { loadAverage, rssBytes, maxRssBytes, cpuSeconds, runtimeName, v8Version } from "../runtime/env.ts";
+import { absoluteLocation, fileExists, joinLocation, statLocation } from "../io/source.ts";
+import { unetActivationBytes, unetParamCount } from "../models/memory.ts";
 import { UNet } from "../models/unet.ts";
 import { WeightStore } from "../models/weights.ts";
-import {
-  findWeights,
-  loadUNetConfig,
-  SD15_UNET_CONFIG,
-  SD21_UNET_CONFIG,
-  type UNetConfig,
-} from "../io/diffusers.ts";
-import { resolveDefaultModel, StableDiffusionPipeline } from "./pipeline.ts";
-import { PRECISIONS as ALL_PRECISIONS, PRECISION_BYTES as BYTES, defaultCalibrationPath, readCalibration, type Precision as ModelPrecision } from "../models/precision.ts";
-import { parsePrecisionSpec, precisionsToLoad, precisionsUsed, PrecisionScheduleError } from "./precision.ts";
+import { findWeights } from "../io/diffusers.ts";
+import { loadUNetConfig, SD15_UNET_CONFIG, SD21_UNET_CONFIG, type UNetConfig } from "../models/config.ts";
+import { resolveDefaultModel } from "../io/places.ts";
+import { StableDiffusionPipeline } from "../pipeline/pipeline.ts";
+import { PRECISIONS as ALL_PRECISIONS, PRECISION_BYTES as BYTES, type Precision as ModelPrecision } from "../models/precision.ts";
+import { defaultCalibrationPath, readCalibration, type Calibration } from "../models/calibration.ts";
+import { PrecisionSchedule, PrecisionScheduleError } from "../pipeline/schedule.ts";
 import { Rng } from "../runtime/random.ts";
 
 export class BenchError extends Error {}
@@ -46,60 +43,7 @@ const MAX_MEMORY = 4096 * MiB;
 /** CLIP's sequence length: the UNet's context is [batch, 77, cross_attention_dim] in Stable Diffusion. */
 export const CONTEXT_LENGTH = 77;
 
-// ---------------------------------------------------------------------------------------------------
-// environment
-
-/** "node 20.19.0" or "deno 2.x.y". */
-export function runtimeName(): string {
-  const deno = (globalThis as any).Deno;
-  if (deno?.version?.deno) return `deno ${deno.version.deno}`;
-  return `node ${process.versions.node}`;
-}
-
-/** The V8 version of the running runtime. */
-export function v8Version(): string {
-  const deno = (globalThis as any).Deno;
-  return deno?.version?.v8 ?? process.versions?.v8 ?? "unknown";
-}
-
-/** The 1-minute load average (other processes competing for the cores make timings noisy); null where unavailable. */
-export function loadAverage(): number | null {
-  try {
-    const l = os.loadavg()[0];
-    return Number.isFinite(l) ? Math.round(l * 100) / 100 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** CPU time (user + system) of the whole process so far, in seconds; null where unavailable. */
-export function cpuSeconds(): number | null {
-  try {
-    const u = process.cpuUsage();
-    return (u.user + u.system) / 1e6;
-  } catch {
-    return null;
-  }
-}
-
-/** Resident set size of the process now, in bytes. */
-export function rssBytes(): number {
-  try {
-    return process.memoryUsage().rss;
-  } catch {
-    return (globalThis as any).Deno?.memoryUsage?.().rss ?? 0;
-  }
-}
-
-/** Peak resident set size of the process so far (getrusage maxrss), in bytes; null where unavailable. */
-export function maxRssBytes(): number | null {
-  try {
-    const kb = process.resourceUsage?.().maxRSS;
-    return typeof kb === "number" && kb > 0 ? kb * 1024 : null;
-  } catch {
-    return null;
-  }
-}
+export { runtimeName, v8Version, loadAverage, cpuSeconds, rssBytes, maxRssBytes };
 
 /** Whether `precision` can be built by this version of the engine, and if not, why. */
 export function precisionAvailable(precision: Precision): { ok: boolean; reason: string } {
@@ -127,92 +71,22 @@ export const BUILTIN_CONFIGS = ["sd15", "sd21", "fashion"] as const;
  * unet; anything else: a path to a diffusers unet folder (config.json + weights) or a pipeline folder
  * (model_index.json + unet/).
  */
-export function resolveUNetSource(spec: string): UNetSource {
+export async function resolveUNetSource(spec: string): Promise<UNetSource> {
   if (spec === "sd15") return { name: "sd15", label: "SD 1.5 UNet (runwayml/stable-diffusion-v1-5 config)", config: structuredClone(SD15_UNET_CONFIG) as UNetConfig, dir: null };
   if (spec === "sd21") return { name: "sd21", label: "SD 2.1 UNet (stabilityai/stable-diffusion-2-1 config)", config: structuredClone(SD21_UNET_CONFIG) as UNetConfig, dir: null };
   let dir: string;
   let label: string;
   if (spec === "fashion") {
-    dir = path.join(resolveDefaultModel(), "unet");
+    dir = joinLocation(resolveDefaultModel(), "unet");
     label = "fashion-sd-tiny UNet";
   } else {
-    if (!fs.existsSync(spec)) throw new BenchError(`--config ${spec}: not sd15, sd21, fashion, or an existing folder`);
-    if (fs.existsSync(path.join(spec, "model_index.json"))) dir = path.join(spec, "unet");
-    else if (fs.existsSync(path.join(spec, "config.json"))) dir = spec;
+    if ((await statLocation(spec)).kind === "missing") throw new BenchError(`--config ${spec}: not sd15, sd21, fashion, or an existing folder`);
+    if (await fileExists(joinLocation(spec, "model_index.json"))) dir = joinLocation(spec, "unet");
+    else if (await fileExists(joinLocation(spec, "config.json"))) dir = spec;
     else throw new BenchError(`--config ${spec}: neither a diffusers pipeline folder (model_index.json) nor a unet folder (config.json)`);
-    label = `UNet of ${path.resolve(spec)}`;
+    label = `UNet of ${spec}`;
   }
-  return { name: spec, label, config: loadUNetConfig(dir), dir };
-}
-
-/**
- * Parameters of the UNet a config builds (counted like UNet.fromConfig builds it; random stores add a bias
- * wherever a checkpoint may have one, as diffusers does). SD 1.5: 859,520,964; SD 2.1: 865,910,724.
- */
-export function unetParamCount(cfg: UNetConfig): number {
-  const levels = cfg.block_out_channels.length;
-  const ch = cfg.block_out_channels;
-  const per = <T>(v: T | T[]): T[] => (Array.isArray(v) ? v : new Array(levels).fill(v));
-  const layers = per(cfg.layers_per_block as number | number[]);
-  const ctx = per(cfg.cross_attention_dim as number | number[]);
-  const tl = per(cfg.transformer_layers_per_block as number | number[]);
-  const tIn = ch[0];
-  const temb = cfg.time_embedding_dim ?? ch[0] * 4;
-  const lin = (o: number, i: number, bias = true) => o * i + (bias ? o : 0);
-  const conv = (o: number, i: number, k: number) => o * i * k * k + o;
-  const resnet = (cin: number, cout: number) =>
-    2 * cin + conv(cout, cin, 3) + lin(cout, temb) + 2 * cout + conv(cout, cout, 3) + (cin !== cout ? conv(cout, cin, 1) : 0);
-  const block = (c: number, cd: number) =>
-    6 * c +
-    (3 * lin(c, c, false) + lin(c, c)) + // attn1
-    (lin(c, c, false) + 2 * lin(c, cd, false) + lin(c, c)) + // attn2
-    lin(8 * c, c) + lin(c, 4 * c); // GEGLU feed-forward
-  const transformer = (c: number, cd: number, n: number) => 2 * c + 2 * lin(c, c) + n * block(c, cd);
-
-  let n = lin(temb, tIn) + lin(temb, temb) + conv(ch[0], cfg.in_channels, cfg.conv_in_kernel);
-  let outCh = ch[0];
-  cfg.down_block_types.forEach((type, i) => {
-    const inCh = outCh;
-    outCh = ch[i];
-    for (let j = 0; j < layers[i]; j++) {
-      n += resnet(j === 0 ? inCh : outCh, outCh);
-      if (type === "CrossAttnDownBlock2D") n += transformer(outCh, ctx[i], tl[i]);
-    }
-    if (i !== levels - 1) n += conv(outCh, outCh, 3);
-  });
-  const top = ch[levels - 1];
-  n += 2 * resnet(top, top) + transformer(top, ctx[levels - 1], tl[levels - 1]);
-  const rCh = ch.slice().reverse();
-  const rLayers = layers.slice().reverse();
-  outCh = rCh[0];
-  cfg.up_block_types.forEach((type, i) => {
-    const prevOut = outCh;
-    outCh = rCh[i];
-    const inCh = rCh[Math.min(i + 1, levels - 1)];
-    const level = levels - 1 - i;
-    const nl = rLayers[i] + 1;
-    for (let j = 0; j < nl; j++) {
-      n += resnet((j === 0 ? prevOut : outCh) + (j === nl - 1 ? inCh : outCh), outCh);
-      if (type === "CrossAttnUpBlock2D") n += transformer(outCh, ctx[level], tl[level]);
-    }
-    if (i !== levels - 1) n += conv(outCh, outCh, 3);
-  });
-  n += 2 * ch[0] + conv(cfg.out_channels, ch[0], cfg.conv_out_kernel);
-  return n;
-}
-
-/**
- * Peak activation bytes of one UNet call on [batch, size, size] latents, with the estimate the pipeline uses
- * (src/pipeline/pipeline.ts): feature maps and skips at each level plus the GEGLU projection at the top;
- * attention is flash-style, so no score matrices.
- */
-export function unetActivationBytes(cfg: UNetConfig, batch: number, size: number): number {
-  const hw = size * size;
-  const ch = cfg.block_out_channels;
-  let maps = 0;
-  ch.forEach((c, i) => (maps += (c * 12 * hw) / 4 ** i));
-  const ff = 8 * ch[0] * hw;
-  return 2 * 4 * batch * (maps + ff);
+  return { name: spec, label, config: await loadUNetConfig(dir), dir };
 }
 
 /**
@@ -223,7 +97,7 @@ export function unetBenchMemory(cfg: UNetConfig, precision: Precision, batch: nu
   const weights = unetParamCount(cfg) * PRECISION_BYTES[precision] * 1.05;
   const ctxDim = Array.isArray(cfg.cross_attention_dim) ? Math.max(...cfg.cross_attention_dim) : cfg.cross_attention_dim;
   const inputs = 4 * batch * (CONTEXT_LENGTH * ctxDim + 2 * size * size * cfg.in_channels);
-  const total = weights + unetActivationBytes(cfg, batch, size) * 1.25 + inputs + 48 * MiB;
+  const total = weights + unetActivationBytes(cfg, batch, size * size) * 1.25 + inputs + 48 * MiB;
   return Math.min(Math.max(Math.ceil(total / (16 * MiB)) * 16 * MiB, 64 * MiB), MAX_MEMORY);
 }
 
@@ -370,7 +244,7 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
   if (!(PRECISIONS as readonly string[]).includes(precision)) throw new BenchError(`precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
   const avail = precisionAvailable(precision);
   if (!avail.ok) throw new BenchError(avail.reason);
-  const src = resolveUNetSource(opts.config);
+  const src = await resolveUNetSource(opts.config);
   const cfg = src.config;
   const batch = opts.batch ?? 2;
   const size = opts.size ?? cfg.sample_size ?? 64;
@@ -387,14 +261,11 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
   const params = unetParamCount(cfg);
 
   // INT8 activation ranges: the checkpoint's calibration when there is one, else synthetic (flagged)
-  let calibration: string | "synthetic" = "synthetic";
+  let calibration: Calibration | "synthetic" = "synthetic";
   if (precision === "int8" && !random) {
     const f = opts.calibration ?? defaultCalibrationPath(src.dir!);
-    if (opts.calibration || fs.existsSync(f)) {
-      readCalibration(f); // validates; errors name the file
-      calibration = f;
-    }
-  } else if (precision === "int8" && opts.calibration) calibration = opts.calibration;
+    if (opts.calibration || (await fileExists(f))) calibration = await readCalibration(f); // validates; errors name the file
+  } else if (precision === "int8" && opts.calibration) calibration = await readCalibration(opts.calibration);
   const actRanges = precision !== "int8" ? null : calibration === "synthetic" ? "synthetic" : "calibrated";
   if (actRanges === "synthetic")
     progress(`int8 with a fixed synthetic activation range (${random ? "random weights" : `no calibration file at ${defaultCalibrationPath(src.dir!)}`}): latency only, the outputs mean nothing`);
@@ -407,7 +278,7 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
     const expect = params * PRECISION_BYTES[precision];
     const what = `${src.label}, ${(params / 1e6).toFixed(1)} M parameters, ${random ? "random weights" : "weights from the checkpoint"}, ${precision}`;
     progress(`building ${what}`, 0);
-    const ws = random ? WeightStore.random(eng, seed) : WeightStore.open(eng, findWeights(src.dir!));
+    const ws = random ? WeightStore.random(eng, seed) : await WeightStore.open(eng, await findWeights(src.dir!));
     let last = 0;
     const tick = () => {
       const f = Math.min(1, eng.stats().used / expect);
@@ -419,8 +290,8 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
     // count progress as layers are prepared (the store's public layer methods, wrapped on this instance)
     const wrap = <K extends "linear" | "conv" | "norm" | "param">(k: K) => {
       const orig = (ws[k] as (...a: unknown[]) => unknown).bind(ws);
-      (ws as any)[k] = (...a: unknown[]) => {
-        const r = orig(...a);
+      (ws as any)[k] = async (...a: unknown[]) => {
+        const r = await orig(...a);
         tick();
         return r;
       };
@@ -430,8 +301,8 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
     try {
       unet =
         precision === "fp32"
-          ? UNet.fromConfig(eng, cfg, ws, seed)
-          : UNet.fromConfig(eng, cfg, ws, seed, { precisions: [precision], calibration: precision === "int8" ? calibration : undefined });
+          ? await UNet.fromConfig(eng, cfg, ws, seed)
+          : await UNet.fromConfig(eng, cfg, ws, seed, { precisions: [precision], calibration: precision === "int8" ? calibration : undefined });
       if (!random) ws.assertAllUsed("UNet2DConditionModel");
     } finally {
       ws.close();
@@ -599,9 +470,9 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
   const model = opts.model ?? resolveDefaultModel();
   const progress = opts.onProgress ?? (() => {});
   const steps = opts.steps ?? 20;
-  let used: Precision[];
+  let schedule: PrecisionSchedule;
   try {
-    used = precisionsUsed(parsePrecisionSpec(precision, steps));
+    schedule = PrecisionSchedule.parse(precision, steps);
   } catch (e) {
     if (e instanceof PrecisionScheduleError) throw new BenchError(e.message);
     throw e;
@@ -616,7 +487,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
     width: opts.width,
     height: opts.height,
     onWarning: (m) => progress(`warning: ${m}`),
-    precisions: precisionsToLoad(used),
+    precisions: schedule.toLoad,
     calibration: opts.calibration,
   });
   try {
@@ -632,7 +503,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
       scheduler: opts.scheduler,
       width: opts.width,
       height: opts.height,
-      precision,
+      precision: schedule,
       onStep: (s) => {
         rss = Math.max(rss, rssBytes());
         progress(`step ${s.step}/${s.total} [${s.precision}]: ${(s.stepMs / 1000).toFixed(3)} s`);
@@ -645,7 +516,7 @@ export async function benchImage(opts: ImageBenchOptions = {}): Promise<ImageBen
     let sum = 0;
     for (const b of res.image) sum += b;
     return {
-      model: path.resolve(model),
+      model: absoluteLocation(model),
       precision,
       schedule: res.schedule,
       step_precisions: res.precisions,

@@ -12,8 +12,7 @@
 // step is a two-call predictor-corrector); without skip_prk_steps its 3 Runge-Kutta warm-up steps take 4
 // calls each (N + 9 calls). Every UNet call belongs to one denoising step and runs at that step's precision:
 // a repeated timestep belongs to the same step as the call before it (callSteps below).
-import type { Precision } from "../models/precision.ts";
-import { PRECISIONS } from "../models/precision.ts";
+import { PRECISIONS, type Precision } from "../models/precision.ts";
 
 export class PrecisionScheduleError extends Error {}
 
@@ -91,9 +90,8 @@ export function callSteps(timesteps: readonly number[], steps: number): number[]
  * scheduler's, one per call; omitted: one call per step).
  */
 export function parsePrecisionSchedule(spec: string, steps: number, timesteps?: readonly number[]): Precision[] {
-  const perStep = parsePrecisionSpec(spec, steps);
-  if (!timesteps) return perStep;
-  return callSteps(timesteps, steps).map((i) => perStep[i]);
+  const s = PrecisionSchedule.parse(spec, steps);
+  return timesteps ? s.forCalls(timesteps) : [...s.perStep];
 }
 
 /** The precisions a schedule uses, in canonical order (what a pipeline must load). */
@@ -135,4 +133,47 @@ export function formatSchedule(list: readonly Precision[]): string {
   }
   if (runs.length === 1) return runs[0][0];
   return runs.map(([p, n]) => (n === 1 ? p : `${p}*${n}`)).join(",");
+}
+
+/**
+ * A parsed precision schedule: one precision per denoising step. Parse a spec once (PrecisionSchedule.parse)
+ * and pass the value down; the pipeline maps it onto its scheduler's UNet calls (forCalls).
+ */
+export class PrecisionSchedule {
+  private constructor(readonly perStep: readonly Precision[]) {}
+
+  /** The schedule of a spec (fp32 | bf16 | int8 | mixed:K | bf16*5,int8*40,...) over `steps` denoising steps. */
+  static parse(spec: string, steps: number): PrecisionSchedule {
+    return new PrecisionSchedule(parsePrecisionSpec(spec, steps));
+  }
+
+  /** The same precision at every step. */
+  static uniform(p: Precision, steps: number): PrecisionSchedule {
+    checkSteps(steps);
+    return new PrecisionSchedule(new Array(steps).fill(p));
+  }
+
+  get steps(): number {
+    return this.perStep.length;
+  }
+
+  /** The precisions used, in canonical order (what a pipeline must load). */
+  get used(): Precision[] {
+    return precisionsUsed(this.perStep);
+  }
+
+  /** The pipeline's `precisions` load option for this schedule (see precisionsToLoad). */
+  get toLoad(): Precision[] | undefined {
+    return precisionsToLoad(this.used);
+  }
+
+  /** Compact form: "bf16*5,int8*40,bf16*5". */
+  toString(): string {
+    return formatSchedule(this.perStep);
+  }
+
+  /** One precision per UNet call of a scheduler with these timesteps (one entry per call). */
+  forCalls(timesteps: readonly number[]): Precision[] {
+    return callSteps(timesteps, this.steps).map((i) => this.perStep[i]);
+  }
 }

@@ -7,228 +7,23 @@
 //     (after ReLU) of the generated images and of the 10k Fashion-MNIST test images;
 //   - prompt accuracy: fraction of images the classifier assigns to the prompt's class;
 //   - PSNR (8-bit RGB, peak 255) of each image against the FP32 image of the same seed, averaged.
-//
-// FID = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(sqrt(S1) S2 sqrt(S1)), covariances unbiased (N-1,
-// like numpy.cov in pytorch-fid), everything in float64. sqrt(S1) and the eigenvalues of the symmetric
-// PSD product come from a cyclic Jacobi eigendecomposition; tiny negative eigenvalues (round-off, or a
-// rank-deficient covariance when n <= 128) are clamped to 0.
-import * as fs from "node:fs";
-import * as path from "node:path";
+// The maths (FID, PSNR, accuracy) is in metrics.ts.
+import { host } from "../runtime/env.ts";
+import { accuracy, EvalError, featureStats, fid, frechetDistance, psnr, summarizePsnr, type GaussianStats, type PsnrSummary } from "./metrics.ts";
+
+export { EvalError };
 import { Engine } from "../runtime/engine.ts";
 import { FashionClassifier, rgb8ToInput, u8ImagesToInput, CLASSIFIER_SIZE } from "../models/classifier.ts";
 import { readIdxImages } from "../io/idx.ts";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.ts";
-import { StableDiffusionPipeline } from "./pipeline.ts";
-import { parsePrecisionSpec, precisionsToLoad, precisionsUsed } from "./precision.ts";
+import { StableDiffusionPipeline } from "../pipeline/pipeline.ts";
+import { PrecisionSchedule, precisionsToLoad, precisionsUsed } from "../pipeline/schedule.ts";
 import type { Precision } from "../models/precision.ts";
-import { writePng } from "./png.ts";
+import { writePng } from "../io/png.ts";
+import { readJsonObject } from "../io/json.ts";
+import { absoluteLocation, joinLocation } from "../io/source.ts";
+import { loadClassifier } from "../models/loader.ts";
 
-export class EvalError extends Error {}
-
-// ---------------------------------------------------------------------------------------------------
-// linear algebra (float64)
-
-/**
- * Eigendecomposition of a symmetric n x n matrix (row-major; only read) by cyclic Jacobi rotations.
- * Returns eigenvalues (unsorted) and eigenvectors as the COLUMNS of `vectors` (row-major n x n):
- * A = V diag(values) V^T.
- */
-export function symmetricEigen(A: ArrayLike<number>, n: number, opts: { maxSweeps?: number } = {}): { values: Float64Array; vectors: Float64Array } {
-  if (A.length !== n * n) throw new RangeError(`symmetricEigen: ${A.length} values for a ${n}x${n} matrix`);
-  const a = Float64Array.from(A);
-  // symmetrise (inputs are symmetric up to round-off)
-  for (let i = 0; i < n; i++)
-    for (let j = i + 1; j < n; j++) {
-      const m = 0.5 * (a[i * n + j] + a[j * n + i]);
-      a[i * n + j] = a[j * n + i] = m;
-    }
-  const v = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) v[i * n + i] = 1;
-  const maxSweeps = opts.maxSweeps ?? 100;
-  let total = 0;
-  for (let i = 0; i < n * n; i++) total += a[i] * a[i];
-  for (let sweep = 0; sweep < maxSweeps; sweep++) {
-    let off = 0;
-    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) off += a[i * n + j] * a[i * n + j];
-    if (off <= 1e-30 * total || off === 0) break;
-    for (let p = 0; p < n - 1; p++)
-      for (let q = p + 1; q < n; q++) {
-        const apq = a[p * n + q];
-        if (apq === 0) continue;
-        const app = a[p * n + p];
-        const aqq = a[q * n + q];
-        // skip rotations that cannot change the diagonal any more (after a few sweeps)
-        if (sweep > 3 && Math.abs(apq) < 1e-300 + 1e-18 * Math.min(Math.abs(app), Math.abs(aqq))) {
-          a[p * n + q] = a[q * n + p] = 0;
-          continue;
-        }
-        const theta = (aqq - app) / (2 * apq);
-        const t = (theta >= 0 ? 1 : -1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        // A <- J^T A J with J the rotation in the (p, q) plane: columns, then rows
-        for (let k = 0; k < n; k++) {
-          const akp = a[k * n + p];
-          const akq = a[k * n + q];
-          a[k * n + p] = c * akp - s * akq;
-          a[k * n + q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < n; k++) {
-          const apk = a[p * n + k];
-          const aqk = a[q * n + k];
-          a[p * n + k] = c * apk - s * aqk;
-          a[q * n + k] = s * apk + c * aqk;
-        }
-        a[p * n + q] = a[q * n + p] = 0;
-        for (let k = 0; k < n; k++) {
-          const vkp = v[k * n + p];
-          const vkq = v[k * n + q];
-          v[k * n + p] = c * vkp - s * vkq;
-          v[k * n + q] = s * vkp + c * vkq;
-        }
-      }
-  }
-  const values = new Float64Array(n);
-  for (let i = 0; i < n; i++) values[i] = a[i * n + i];
-  return { values, vectors: v };
-}
-
-/** Square root of a symmetric PSD matrix: V diag(sqrt(max(l, 0))) V^T. */
-export function sqrtmPsd(A: ArrayLike<number>, n: number): Float64Array {
-  const { values, vectors: V } = symmetricEigen(A, n);
-  const r = new Float64Array(n * n);
-  for (let k = 0; k < n; k++) {
-    const s = Math.sqrt(Math.max(values[k], 0));
-    if (s === 0) continue;
-    for (let i = 0; i < n; i++) {
-      const vik = V[i * n + k] * s;
-      if (vik === 0) continue;
-      for (let j = 0; j < n; j++) r[i * n + j] += vik * V[j * n + k];
-    }
-  }
-  return r;
-}
-
-function matmulSq(a: Float64Array, b: Float64Array, n: number): Float64Array {
-  const c = new Float64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let k = 0; k < n; k++) {
-      const aik = a[i * n + k];
-      if (aik === 0) continue;
-      for (let j = 0; j < n; j++) c[i * n + j] += aik * b[k * n + j];
-    }
-  return c;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// FID
-
-export interface GaussianStats {
-  /** Feature dimension. */
-  dim: number;
-  /** Number of samples. */
-  count: number;
-  mean: Float64Array;
-  /** Unbiased covariance (divides by count - 1), row-major dim x dim. */
-  cov: Float64Array;
-}
-
-/** Mean and unbiased covariance of `count` feature rows of width `dim` (row-major), in float64. */
-export function featureStats(features: ArrayLike<number>, dim: number): GaussianStats {
-  if (!(Number.isInteger(dim) && dim > 0) || features.length % dim) throw new RangeError(`featureStats: ${features.length} values is not a whole number of rows of ${dim}`);
-  const count = features.length / dim;
-  if (count < 2) throw new EvalError(`featureStats: need at least 2 samples for a covariance, got ${count}`);
-  const mean = new Float64Array(dim);
-  for (let r = 0; r < count; r++) for (let j = 0; j < dim; j++) mean[j] += features[r * dim + j];
-  for (let j = 0; j < dim; j++) mean[j] /= count;
-  const cov = new Float64Array(dim * dim);
-  const d = new Float64Array(dim);
-  for (let r = 0; r < count; r++) {
-    for (let j = 0; j < dim; j++) d[j] = features[r * dim + j] - mean[j];
-    for (let i = 0; i < dim; i++) {
-      const di = d[i];
-      if (di === 0) continue;
-      const row = i * dim;
-      for (let j = i; j < dim; j++) cov[row + j] += di * d[j];
-    }
-  }
-  for (let i = 0; i < dim; i++)
-    for (let j = i; j < dim; j++) {
-      const c = cov[i * dim + j] / (count - 1);
-      cov[i * dim + j] = cov[j * dim + i] = c;
-    }
-  return { dim, count, mean, cov };
-}
-
-/** Fréchet distance between N(mu1, S1) and N(mu2, S2): |mu1-mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(sqrt(S1) S2 sqrt(S1)). */
-export function frechetDistance(a: { mean: ArrayLike<number>; cov: ArrayLike<number> }, b: { mean: ArrayLike<number>; cov: ArrayLike<number> }): number {
-  const n = a.mean.length;
-  if (b.mean.length !== n || a.cov.length !== n * n || b.cov.length !== n * n)
-    throw new RangeError(`frechetDistance: dims differ (means ${a.mean.length}, ${b.mean.length}; covariances ${a.cov.length}, ${b.cov.length})`);
-  let dm = 0;
-  for (let i = 0; i < n; i++) dm += (a.mean[i] - b.mean[i]) ** 2;
-  let tr = 0;
-  for (let i = 0; i < n; i++) tr += a.cov[i * n + i] + b.cov[i * n + i];
-  const s1 = sqrtmPsd(a.cov, n);
-  const m = matmulSq(matmulSq(s1, Float64Array.from(b.cov), n), s1, n);
-  const { values } = symmetricEigen(m, n);
-  let trSqrt = 0;
-  for (const l of values) trSqrt += Math.sqrt(Math.max(l, 0));
-  return dm + tr - 2 * trSqrt;
-}
-
-/** FID between two feature sets (rows of width dim). */
-export function fid(featuresA: ArrayLike<number>, featuresB: ArrayLike<number>, dim: number): number {
-  return frechetDistance(featureStats(featuresA, dim), featureStats(featuresB, dim));
-}
-
-// ---------------------------------------------------------------------------------------------------
-// PSNR and accuracy
-
-/** Mean squared error between two equal-length arrays, in float64. */
-export function mse(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new RangeError(`mse: lengths differ (${a.length} vs ${b.length})`);
-  if (a.length === 0) throw new RangeError("mse: empty input");
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = a[i] - b[i];
-    s += d * d;
-  }
-  return s / a.length;
-}
-
-/** PSNR in dB: 10 log10(peak^2 / mse); Infinity for identical inputs. Default peak 255 (8-bit images). */
-export function psnr(a: ArrayLike<number>, b: ArrayLike<number>, peak = 255): number {
-  const e = mse(a, b);
-  return e === 0 ? Infinity : 10 * Math.log10((peak * peak) / e);
-}
-
-export interface PsnrSummary {
-  /** Mean of the per-image PSNRs over the images that differ (Infinity when all are identical). */
-  mean: number;
-  /** Smallest per-image PSNR. */
-  min: number;
-  /** Images bit-identical to their reference (infinite PSNR, left out of the mean). */
-  identical: number;
-}
-
-/** Summarises per-image PSNRs (see PsnrSummary). */
-export function summarizePsnr(values: readonly number[]): PsnrSummary {
-  const finite = values.filter((v) => Number.isFinite(v));
-  const mean = finite.length ? finite.reduce((s, v) => s + v, 0) / finite.length : Infinity;
-  return { mean, min: values.length ? Math.min(...values) : NaN, identical: values.length - finite.length };
-}
-
-/** Fraction of predictions equal to their labels. */
-export function accuracy(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
-  if (predictions.length !== labels.length) throw new RangeError(`accuracy: ${predictions.length} predictions for ${labels.length} labels`);
-  let c = 0;
-  for (let i = 0; i < labels.length; i++) if (predictions[i] === labels[i]) c++;
-  return labels.length ? c / labels.length : NaN;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// the evaluation run
 
 /** The prompt for a class, as in the training captions and the reference metrics. */
 export function promptFor(className: string): string {
@@ -325,10 +120,10 @@ export interface EvalResult {
 const IMAGES_TENSOR = "images";
 
 /** Reads a --reference-images file and checks its settings match this run. */
-export function readReferenceImages(file: string, want: { n: number; steps: number; guidance: number; scheduler: string; seed0: number; width: number; height: number; model?: string }): Uint8Array {
+export async function readReferenceImages(file: string, want: { n: number; steps: number; guidance: number; scheduler: string; seed0: number; width: number; height: number; model?: string }): Promise<Uint8Array> {
   let st: SafetensorsFile;
   try {
-    st = SafetensorsFile.open(file);
+    st = await SafetensorsFile.open(file);
   } catch (e) {
     throw new EvalError(`--reference-images ${file}: ${(e as Error).message}`);
   }
@@ -348,7 +143,7 @@ export function readReferenceImages(file: string, want: { n: number; steps: numb
     if (n !== want.n) problems.push(`${n} images (this run: ${want.n})`);
     if (h !== want.height || w !== want.width) problems.push(`${w}x${h} images (this run: ${want.width}x${want.height})`);
     if (problems.length) throw new EvalError(`--reference-images ${file} does not match this run: ${problems.join("; ")}`);
-    return st.readRaw(IMAGES_TENSOR);
+    return await st.readRaw(IMAGES_TENSOR);
   } finally {
     st.close();
   }
@@ -363,8 +158,8 @@ export function pipelineAcceptsPrecision(pipe: StableDiffusionPipeline): boolean
 }
 
 /** Class names of a classifier folder's config.json (cheap: no weights loaded). */
-export function classifierClasses(dir: string): string[] {
-  const cfg = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
+export async function classifierClasses(dir: string): Promise<string[]> {
+  const cfg = await readJsonObject(joinLocation(dir, "config.json"), EvalError);
   if (!Array.isArray(cfg.classes)) throw new EvalError(`${dir}/config.json: no "classes" list`);
   return cfg.classes;
 }
@@ -380,12 +175,12 @@ const testSetCache = new Map<string, TestSetEntry>();
  * Classifier features of the 10k test images: Gaussian statistics and the classifier's accuracy. Computed
  * once per process for a (classifier, data) pair and kept in memory (a few hundred KB).
  */
-export function testSetStats(clf: FashionClassifier, classifierDir: string, dataDir: string, batch = 250): TestSetEntry & { cached: boolean; ms: number } {
-  const key = `${path.resolve(classifierDir)}\0${path.resolve(dataDir)}`;
+export async function testSetStats(clf: FashionClassifier, classifierDir: string, dataDir: string, batch = 250): Promise<TestSetEntry & { cached: boolean; ms: number }> {
+  const key = `${absoluteLocation(classifierDir)}\0${absoluteLocation(dataDir)}`;
   const hit = testSetCache.get(key);
   if (hit) return { ...hit, cached: true, ms: 0 };
   const t0 = performance.now();
-  const test = readIdxImages(path.join(dataDir, "t10k-images-idx3-ubyte.gz"), path.join(dataDir, "t10k-labels-idx1-ubyte.gz"));
+  const test = await readIdxImages(joinLocation(dataDir, "t10k-images-idx3-ubyte.gz"), joinLocation(dataDir, "t10k-labels-idx1-ubyte.gz"));
   if (test.rows !== CLASSIFIER_SIZE || test.cols !== CLASSIFIER_SIZE) throw new EvalError(`${dataDir}: test images are ${test.rows}x${test.cols}, expected ${CLASSIFIER_SIZE}x${CLASSIFIER_SIZE}`);
   const out = clf.classify(u8ImagesToInput(test.images), { batch });
   const entry = { stats: featureStats(out.features, clf.featureDim), accuracy: accuracy(out.predictions, test.labels!), count: test.count };
@@ -397,17 +192,18 @@ export function testSetStats(clf: FashionClassifier, classifierDir: string, data
 export async function runEval(o: EvalOptions): Promise<EvalResult> {
   const t0 = performance.now();
   const log = o.onLog ?? (() => {});
-  const classes = classifierClasses(o.classifierDir);
+  const classes = await classifierClasses(o.classifierDir);
   const labels = evalLabels(o.n, classes.length);
   if (!Number.isInteger(o.seed0) || o.seed0 < 0 || o.seed0 + o.n - 1 > 0xffffffff) throw new EvalError(`seed0 + n - 1 must fit in 0..4294967295, got seed0 ${o.seed0}, n ${o.n}`);
 
   // load the UNet variants the precision uses (plus fp32 when FP32 reference images are generated)
-  let used: Precision[];
+  let schedule: PrecisionSchedule;
   try {
-    used = precisionsUsed(parsePrecisionSpec(o.precision, o.steps));
+    schedule = PrecisionSchedule.parse(o.precision, o.steps);
   } catch (e) {
     throw new EvalError(`--precision: ${(e as Error).message}`);
   }
+  const used = schedule.used;
   const willGenRef = o.precision !== "fp32" && !o.referenceImages && o.fp32Reference !== false;
   const batch = Math.min(o.batch ?? 20, o.n);
   if (!(Number.isInteger(batch) && batch >= 1)) throw new EvalError(`batch must be a positive integer, got ${o.batch}`);
@@ -434,7 +230,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     let refImages: Uint8Array | null = null;
     let refLabel: string | null = null;
     if (o.referenceImages) {
-      refImages = readReferenceImages(o.referenceImages, { n: o.n, steps: o.steps, guidance: o.guidance, scheduler: o.scheduler, seed0: o.seed0, width, height });
+      refImages = await readReferenceImages(o.referenceImages, { n: o.n, steps: o.steps, guidance: o.guidance, scheduler: o.scheduler, seed0: o.seed0, width, height });
       refLabel = o.referenceImages;
     }
     const genRef = lowp && !refImages && o.fp32Reference !== false;
@@ -442,8 +238,8 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
 
     // classifier and the test-set statistics
     clsEng = await Engine.create({ threads: pipe.engine.threads, memoryBytes: 192 << 20, simd: o.simd });
-    const clf = FashionClassifier.load(clsEng, o.classifierDir);
-    const test = testSetStats(clf, o.classifierDir, o.dataDir, o.classifierBatch);
+    const clf = await loadClassifier(clsEng, o.classifierDir);
+    const test = await testSetStats(clf, o.classifierDir, o.dataDir, o.classifierBatch);
     log(`test set: ${test.count} images, classifier accuracy ${test.accuracy.toFixed(4)}${test.cached ? " (cached)" : ` (${(test.ms / 1000).toFixed(1)} s)`}`);
     const testStats = test.stats;
     const testAcc = test.accuracy;
@@ -451,7 +247,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     if (typeof refAcc === "number" && Math.abs(testAcc - refAcc) > 0.005)
       log(`warning: the classifier's test accuracy ${testAcc.toFixed(4)} differs from the reference ${refAcc} by more than 0.005: its features (and so FID) are suspect`);
 
-    if (o.outDir) fs.mkdirSync(o.outDir, { recursive: true });
+    if (o.outDir) host("--out-dir").fs.mkdirSync(o.outDir, { recursive: true });
     const images = new Uint8Array(o.n * px);
     const inputs = new Float32Array(o.n * CLASSIFIER_SIZE * CLASSIFIER_SIZE);
     const psnrs: number[] = [];
@@ -467,14 +263,14 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
         guidance: o.guidance,
         scheduler: o.scheduler,
       };
-      const res = await pipe.generateBatch(lowp ? { ...base, precision: o.precision } : base);
+      const res = await pipe.generateBatch(lowp ? { ...base, precision: schedule } : base);
       const refRes = genRef ? await pipe.generateBatch({ ...base, precision: "fp32" }) : null;
       idx.forEach((i, k) => {
         const img = res.images[k];
         if (img.width !== width || img.height !== height) throw new EvalError(`generate returned ${img.width}x${img.height}, expected ${width}x${height}`);
         images.set(img.image, i * px);
         rgb8ToInput(img.image, width, height, 3, inputs, i * CLASSIFIER_SIZE * CLASSIFIER_SIZE);
-        if (o.outDir) writePng(path.join(o.outDir, `${String(i).padStart(4, "0")}-${classes[labels[i]].replace(/[^a-z0-9]+/gi, "_")}.png`), img.image, width, height);
+        if (o.outDir) writePng(joinLocation(o.outDir, `${String(i).padStart(4, "0")}-${classes[labels[i]].replace(/[^a-z0-9]+/gi, "_")}.png`), img.image, width, height);
         let ref: Uint8Array | null = null;
         if (refImages) ref = refImages.subarray(i * px, (i + 1) * px);
         else if (refRes) ref = refRes.images[k].image;
@@ -507,7 +303,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
         guidance: String(o.guidance),
         scheduler: o.scheduler,
         seed0: String(o.seed0),
-        model: path.resolve(o.model),
+        model: absoluteLocation(o.model),
         prompts: 'a photo of a {class}, classes in label order, n/10 each; image i uses seed seed0+i',
       });
     clf.free();
@@ -532,7 +328,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
       threads: pipe.engine.threads,
       batch,
       // as the UNet loaded them
-      calibration: int8Cal === null ? null : path.resolve(int8Cal),
+      calibration: int8Cal === null ? null : absoluteLocation(int8Cal),
       calibration_per_step: int8Cal === null ? null : pipe.unet.precisionContext!.stepTimesteps !== null,
     };
   } finally {
