@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
-import { resolveDefaultModel, packageRoot, DEFAULT_MODEL } from "../io/places.ts";
+import { resolveDefaultModel, findBundledOrShared, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { runEval, evalLabels, classifierClasses, EvalError, type EvalResult } from "../tools/eval.ts";
 
@@ -61,13 +61,11 @@ Examples:
 
 export const usage = EVAL_HELP;
 
-/** First existing candidate folder containing `probe`, else an error naming all of them. */
+/** The folder of `rel` in the package or a ../shared candidate that contains `probe`, else an error naming all of them. */
 function findDir(what: string, rel: string[], probe: string): string {
-  const root = packageRoot();
-  const bases = [root, path.join(root, "..", "shared"), ...(process.env.STEPQ_SHARED ? [process.env.STEPQ_SHARED] : []), path.join(process.cwd(), "..", "shared")];
-  const c = [...new Set(bases.map((b) => path.join(b, ...rel)))];
-  for (const d of c) if (fs.existsSync(path.join(d, probe))) return d;
-  throw new UsageError(`${what} not found (looked in ${c.join(", ")}); pass it explicitly`);
+  const { found, candidates } = findBundledOrShared(rel, probe);
+  if (!found) throw new UsageError(`${what} not found (looked in ${candidates.join(", ")}); pass it explicitly`);
+  return found;
 }
 
 function fmtDur(ms: number): string {
