@@ -136,3 +136,12 @@ export function concatChannels(a: Tensor, b: Tensor): Tensor {
   if (out.size > 0) a.engine.run("concat_channels_f32", a.ptr, b.ptr, out.ptr, P, ca, cb);
   return out;
 }
+
+/** a += s * b in place (same shapes, or b broadcast over a as in add): gradient accumulation. Returns a. */
+export function addInPlace(a: Tensor, b: Tensor, s = 1): Tensor {
+  checkF32("addInPlace", a, b);
+  const { P, M, N } = broadcastPlan(a.shape, b.shape, "addInPlace");
+  // each output element reads only its own a element, so out = a is safe
+  if (a.size > 0) a.engine.run("binary_bcast_f32", a.ptr, b.ptr, a.ptr, P, M, N, BINARY_ADD_SCALED, s);
+  return a;
+}

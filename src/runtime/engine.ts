@@ -23,6 +23,34 @@ const MAX_PAGES = 65536;
 const RESERVED = 1 << 20;
 const PROBE_SCRATCH = 1 << 19;
 
+/** One op as the nn layer reports it to a GradRecorder. */
+export interface RecordedOp {
+  /** The op, for messages ("linear", "groupNorm", ...). */
+  name: string;
+  /** Tensors gradients may flow to (activations, parameters); null for inputs that take none. */
+  inputs: readonly (Tensor | null)[];
+  outputs: readonly Tensor[];
+  /** Tensors backward reads: the recorder keeps them alive (Tensor.retain) until backward has run. */
+  saved: readonly Tensor[];
+  /** Gradients of the outputs (zeros where none flowed) -> gradients of the inputs (null: none). */
+  backward(gradOutputs: readonly Tensor[]): (Tensor | null)[];
+}
+
+/**
+ * What a gradient recorder (src/train/tape.ts) offers the layers below it. While one is set on an engine
+ * (Engine.grad), every nn op it runs on tensors that need gradients reports itself (record), and model code
+ * can mark blocks whose activations are recomputed in the backward pass instead of kept (checkpoint).
+ */
+export interface GradRecorder {
+  /** Whether gradients flow to t: a parameter, or an output of a recorded op with such an input. */
+  requiresGrad(t: Tensor): boolean;
+  record(op: RecordedOp): void;
+  /** Runs fn(); when gradient checkpointing is on, recomputes it in the backward pass rather than keeping what it saves. */
+  checkpoint<T extends Tensor | Tensor[]>(inputs: readonly Tensor[], fn: () => T): T;
+  /** True while a checkpointed block runs again inside the backward pass (ops must not repeat side effects such as observer updates). */
+  readonly recomputing: boolean;
+}
+
 export interface ProbeResult {
   ok: boolean;
   reason: string;
@@ -82,6 +110,9 @@ export class Engine {
   get threads(): number {
     return this.pool.threads;
   }
+
+  /** The gradient recorder of a training step (src/train), or null: ops only compute. */
+  grad: GradRecorder | null = null;
 
   /**
    * Op timer: when set to a Map, run() adds each kernel call's count and wall-clock milliseconds under the

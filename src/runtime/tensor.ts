@@ -10,6 +10,9 @@ export const DTYPE_BYTES: Record<DType, number> = { f32: 4, bf16: 2, i8: 1, u8: 
 
 export class Tensor {
   private freed = false;
+  /** Holders that need the data to outlive free() (a gradient tape's saved tensors); see retain(). */
+  private holds = 0;
+  private freeWhenReleased = false;
 
   constructor(
     readonly engine: Engine,
@@ -72,8 +75,33 @@ export class Tensor {
 
   free(): void {
     if (this.freed || this.base) return;
+    if (this.holds > 0) {
+      // a holder still needs the data: free when the last one releases it
+      this.freeWhenReleased = true;
+      return;
+    }
     this.freed = true;
     this.engine.free(this.ptr);
+  }
+
+  /**
+   * Keeps the memory alive through free() until release(): a gradient tape retains the tensors an op saved for
+   * its backward pass, while the model code frees them as usual when its block ends. Views retain their base.
+   */
+  retain(): void {
+    const t = this.base ?? this;
+    if (t.freed) throw new Error("retain: tensor used after free");
+    t.holds++;
+  }
+
+  /** Drops one retain(); frees the memory if free() was called meanwhile. */
+  release(): void {
+    const t = this.base ?? this;
+    if (t.holds <= 0) throw new Error("release: the tensor is not retained");
+    if (--t.holds === 0 && t.freeWhenReleased) {
+      t.freeWhenReleased = false;
+      t.free();
+    }
   }
 
   private check(want: DType) {
