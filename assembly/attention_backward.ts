@@ -4,66 +4,46 @@
 // O = P V, and the forward saved lse[b, h, i] = logsumexp_j S[i, j]. Given dO:
 //   Dv[i] = rowsum(dO o O)                                    (attention_backward_prep_f32)
 //   P = exp(S - lse), dP = dO V^T, dS = P o (dP - Dv[i])      (recomputed tile by tile, never stored whole)
-//   dV = P^T dO, dK = scale dS^T Q                             (attention_backward_dkdv_f32)
-//   dQ = scale dS K                                            (attention_backward_dq_f32)
-// dK/dV sum over queries and dQ over keys. So that every sum runs in one thread in a fixed order, the two
-// sums are separate passes, each recomputing P: the dK/dV pass gives a work unit a block of keys of one
-// (batch, head) and walks all query tiles in order; the dQ pass gives a unit a block of queries and walks
-// all key tiles in order (the forward's structure). Units are split statically across threads; each is
-// computed start to finish by one thread, so results do not depend on the thread count.
+//   dV = P^T dO, dK = scale dS^T Q, dQ = scale dS K           (attention_backward_f32)
+// dK/dV sum over queries and dQ over keys, so a work unit that owned only some keys and some queries would
+// need a cross-unit reduction. Here a work unit is one whole (batch, head): it walks the key blocks in order
+// and, inside each, the query tiles in order, accumulating dK/dV of the block and dQ of every query (in a
+// per-thread [Lq, Dp] accumulator), so every sum runs in one thread in a fixed order whatever the thread
+// count, and P is computed once (10 flops per score and head dim, like FlashAttention-2, instead of the 14
+// of two passes that each recompute it). Units are split statically across threads (B*H units: 16 for SD at
+// batch 2, 8*B for fashion-sd-tiny).
 //
 // Layouts as the forward: q/o/dO/dQ [B, Lq, *] and k/v/dK/dV [B, Lk, *] with head h's D values at columns
 // h*D .. h*D+D-1 of each row (row strides ld*), lse and Dv [B, H, Lq]. Scores use exp2: queries are
 // pre-multiplied by scale*log2(e) and lse by log2(e).
 //
-// dK/dV pass, unit = (b, h, ATT_BWD_KB keys). The unit's K and V are packed once, interleaved per 4 keys
-// (KI[(j >> 2) * Dp * 4 + d * 4 + (j & 3)], so a 4-key row block broadcasts its 4 values of one d from one
-// pointer), with accumulators dK, dV [KB, Dp]. For each query tile of BQA queries: Q and dO are packed
-// transposed (QT, OT [Dp, BQA]) and, when D is not a multiple of 8, row-major (else read in place). Then
-// for every block of 4 keys: S^T = K QT and dP^T = V OT (4 keys x 8 queries register blocks), P^T and dS^T
-// into two 4 x BQA buffers, and dV += P^T dO, dK += dS^T Q (4 keys x 8 dims register blocks).
-// dQ pass, unit = (b, h, ATT_BQ queries): Q (scaled) and dO packed interleaved per 4 queries, accumulator
-// dQ [BQ, Dp]; per key tile (attBK keys): KT and VT packed transposed, K row-major when D is not a multiple
-// of 8; per block of 4 queries: S = Q KT and dP = dO VT (4 queries x 8 keys), dS into a 4 x BK buffer,
-// dQ += dS K (4 queries x 8 dims).
+// Per key block (ATT_BWD_KB keys): K and V are packed interleaved per 4 keys (KI[(j >> 2) * Dp * 4 + d * 4 +
+// (j & 3)]: a 4-key row block broadcasts its 4 values of one d from one pointer), K also row-major when D is
+// not a multiple of 8 (else read in place), accumulators dK, dV [KB, Dp]. Per query tile (BQA queries): Q and
+// dO are packed transposed (QT, OT [Dp, BQA]) and, when D is not a multiple of 8, row-major (else read in
+// place). Then for every 4 keys: S^T = K QT and dP^T = V OT (4 keys x 8 queries register blocks), P^T into a
+// 4 x BQA buffer and dS^T into rows of a KB x BQA buffer, dV += P^T dO, dK += dS^T Q (4 keys x 8 dims); then
+// for the tile, dQ += dS K over the block's keys (4 queries x 8 dims).
 //
-// Per-thread scratch (floats, Dp = D rounded up to 8): the larger of the two layouts, see
-// attBwdScratchFloats in src/nn/backward/attention.ts.
+// Per-thread scratch (floats, Dp = D rounded up to 8): attBwdScratchFloats(D, Lq) in
+// src/nn/backward/attention.ts.
 import { splitStart, splitEnd, madd, exp2neg4, hsum } from "./math";
 
-/** Queries per dQ work unit (the forward's ATT_BQ). Must match src/nn/backward/attention.ts. */
-const ATT_BQ: i32 = 64;
-/** Keys per dK/dV work unit. Must match ATT_BWD_KB in src/nn/backward/attention.ts. */
+/** Keys per key block. Must match ATT_BWD_KB in src/nn/backward/attention.ts. */
 const ATT_BWD_KB: i32 = 64;
-/** Row stride (floats) of the 4-row score buffers: at least the largest key tile and query tile. */
+/** Row stride (floats) of the score buffers: at least the largest query tile. */
 const SPS: i32 = 128;
 
-/** Keys per tile of the dQ pass (the forward's attBK). Must match src/nn/backward/attention.ts. */
-@inline function attBK(D: i32): i32 {
-  return D <= 48 ? 128 : D <= 96 ? 64 : 32;
-}
-
-/** Queries per tile of the dK/dV pass (packed Q^T, dO^T, Q, dO of ~10 KB each). Must match attBwdQTile. */
+/** Queries per tile (packed Q^T, dO^T, Q, dO of ~10 KB each). Must match attBwdQTile in src/nn/backward/attention.ts. */
 @inline function attBwdQTile(D: i32): i32 {
   return D <= 24 ? 128 : D <= 48 ? 64 : D <= 96 ? 32 : 16;
 }
 
-/** Scratch floats per thread of the dK/dV pass. */
-@inline function dkdvFloats(D: i32): i32 {
+/** Scratch floats per thread before the dQ accumulator. */
+@inline function fixedFloats(D: i32): i32 {
   const Dp = (D + 7) & ~7;
   const BQA = attBwdQTile(D);
-  return 4 * ATT_BWD_KB * Dp + 4 * BQA * Dp + 8 * SPS + 2 * BQA + 16;
-}
-
-/** Scratch floats per thread of the dQ pass. */
-@inline function dqFloats(D: i32): i32 {
-  const Dp = (D + 7) & ~7;
-  const BK = attBK(D);
-  return 3 * BK * Dp + 3 * ATT_BQ * Dp + 4 * SPS + 2 * ATT_BQ + 16;
-}
-
-@inline function scratchFloats(D: i32): i32 {
-  return max(dkdvFloats(D), dqFloats(D));
+  return 5 * ATT_BWD_KB * Dp + 4 * BQA * Dp + 4 * SPS + ATT_BWD_KB * SPS + 2 * BQA + 16;
 }
 
 const LOG2E: f32 = 1.44269504088896341;
@@ -195,212 +175,275 @@ export function attention_backward_prep_f32(
   }
 }
 
-export function attention_backward_dkdv_f32(
-  tid: i32, nt: i32, q: usize, k: usize, v: usize, dout: usize, lse: usize, dvec: usize, dk: usize, dv: usize, scratch: usize,
-  B: i32, H: i32, Lq: i32, Lk: i32, D: i32, ldq: i32, ldk: i32, ldv: i32, lddo: i32, lddk: i32, lddv: i32, scale: f32, causal: i32,
+export function attention_backward_f32(
+  tid: i32, nt: i32, q: usize, k: usize, v: usize, dout: usize, lse: usize, dvec: usize, dq: usize, dk: usize, dv: usize, scratch: usize,
+  B: i32, H: i32, Lq: i32, Lk: i32, D: i32, ldq: i32, ldk: i32, ldv: i32, lddo: i32, lddq: i32, lddk: i32, lddv: i32, scale: f32, causal: i32,
 ): void {
   const Dp = (D + 7) & ~7;
   const BQA = attBwdQTile(D);
   const KB = ATT_BWD_KB;
-  const base = scratch + ((usize(tid) * usize(scratchFloats(D))) << 2);
+  const Lq4 = (Lq + 3) & ~3;
+  const base = scratch + ((usize(tid) * (usize(fixedFloats(D)) + usize(Lq4) * usize(Dp))) << 2);
+  const blockB = (usize(KB) * usize(Dp)) << 2;
+  const tileB = (usize(BQA) * usize(Dp)) << 2;
   const KI = base;
-  const VI = KI + ((usize(KB) * usize(Dp)) << 2);
-  const DK = VI + ((usize(KB) * usize(Dp)) << 2);
-  const DV = DK + ((usize(KB) * usize(Dp)) << 2);
-  const QT = DV + ((usize(KB) * usize(Dp)) << 2);
-  const OT = QT + ((usize(BQA) * usize(Dp)) << 2);
-  const QR = OT + ((usize(BQA) * usize(Dp)) << 2);
-  const OR = QR + ((usize(BQA) * usize(Dp)) << 2);
-  const ST = OR + ((usize(BQA) * usize(Dp)) << 2);
+  const VI = KI + blockB;
+  const KR = VI + blockB;
+  const DK = KR + blockB;
+  const DV = DK + blockB;
+  const QT = DV + blockB;
+  const OT = QT + tileB;
+  const QR = OT + tileB;
+  const OR = QR + tileB;
+  const ST = OR + tileB;
   const DS = ST + ((4 * SPS) << 2);
-  const L2 = DS + ((4 * SPS) << 2);
+  const L2 = DS + ((usize(KB) * SPS) << 2);
   const DD = L2 + (usize(BQA) << 2);
+  const QACC = DD + (usize(BQA) << 2) + 64;
   const packRowMajor = (D & 7) != 0;
   const qscale = scale * LOG2E;
   const rowB = usize(Dp) << 2; // accumulator row stride
   const qtStep = usize(BQA) << 2; // QT / OT row stride
+  const spsB = usize(SPS) << 2;
 
-  const nKB = (Lk + KB - 1) / KB;
-  const units = B * H * nKB;
+  const units = B * H;
   const u0 = splitStart(units, tid, nt);
   const u1 = splitEnd(units, tid, nt);
   for (let u = u0; u < u1; u++) {
-    const bh = u / nKB;
-    const kb = u - bh * nKB;
-    const b = bh / H;
-    const h = bh - b * H;
-    const kBeg = kb * KB;
-    const nk = min(KB, Lk - kBeg);
-    const nkPad = (nk + 3) & ~3;
+    const b = u / H;
+    const h = u - b * H;
     const hOff = usize(h) * usize(D);
-    packInterleaved(k + ((usize(b) * usize(Lk) * usize(ldk) + usize(kBeg) * usize(ldk) + hOff) << 2), ldk, nk, nkPad, D, Dp, KI, 1);
-    packInterleaved(v + ((usize(b) * usize(Lk) * usize(ldv) + usize(kBeg) * usize(ldv) + hOff) << 2), ldv, nk, nkPad, D, Dp, VI, 1);
-    for (let i = 0; i < nkPad * Dp; i += 4) {
-      v128.store(DK + (usize(i) << 2), f32x4.splat(0));
-      v128.store(DV + (usize(i) << 2), f32x4.splat(0));
-    }
+    for (let i = 0; i < Lq4 * Dp; i += 4) v128.store(QACC + (usize(i) << 2), f32x4.splat(0));
 
-    // causal: query i sees key j iff j <= i, so queries before kBeg see none of this block
-    const qStart = causal ? (kBeg / BQA) * BQA : 0;
-    for (let qBeg = qStart; qBeg < Lq; qBeg += BQA) {
-      const nq = min(BQA, Lq - qBeg);
-      const nqc = (nq + 7) & ~7;
-      const qRow0 = usize(b) * usize(Lq) + usize(qBeg);
-      const qSrc = q + ((qRow0 * usize(ldq) + hOff) << 2);
-      const oSrc = dout + ((qRow0 * usize(lddo) + hOff) << 2);
-      packTransposed(qSrc, ldq, nq, nqc, D, QT, BQA, qscale);
-      packTransposed(oSrc, lddo, nq, nqc, D, OT, BQA, 1);
-      let qr: usize, or: usize, qrStride: usize, orStride: usize;
+    for (let kBeg = 0; kBeg < Lk; kBeg += KB) {
+      const nk = min(KB, Lk - kBeg);
+      const nkPad = (nk + 3) & ~3;
+      const kRow0 = usize(b) * usize(Lk) + usize(kBeg);
+      const kSrc = k + ((kRow0 * usize(ldk) + hOff) << 2);
+      packInterleaved(kSrc, ldk, nk, nkPad, D, Dp, KI, 1);
+      packInterleaved(v + ((kRow0 * usize(ldv) + hOff) << 2), ldv, nk, nkPad, D, Dp, VI, 1);
+      let kr: usize, krStride: usize;
       if (packRowMajor) {
-        packRows(qSrc, ldq, nq, D, Dp, QR);
-        packRows(oSrc, lddo, nq, D, Dp, OR);
-        qr = QR;
-        or = OR;
-        qrStride = rowB;
-        orStride = rowB;
+        packRows(kSrc, ldk, nk, D, Dp, KR);
+        kr = KR;
+        krStride = rowB;
       } else {
-        qr = qSrc;
-        or = oSrc;
-        qrStride = usize(ldq) << 2;
-        orStride = usize(lddo) << 2;
+        kr = kSrc;
+        krStride = usize(ldk) << 2;
       }
-      const lrow = (usize(bh) * usize(Lq) + usize(qBeg)) << 2;
-      for (let i = 0; i < nq; i++) {
-        store<f32>(L2 + (usize(i) << 2), load<f32>(lse + lrow + (usize(i) << 2)) * LOG2E);
-        store<f32>(DD + (usize(i) << 2), load<f32>(dvec + lrow + (usize(i) << 2)));
-      }
-      for (let i = nq; i < nqc; i++) {
-        store<f32>(L2 + (usize(i) << 2), f32.POSITIVE_INFINITY); // padding queries: P = 2^(s - inf) = 0
-        store<f32>(DD + (usize(i) << 2), 0);
+      for (let i = 0; i < nkPad * Dp; i += 4) {
+        v128.store(DK + (usize(i) << 2), f32x4.splat(0));
+        v128.store(DV + (usize(i) << 2), f32x4.splat(0));
       }
 
-      for (let j0 = 0; j0 < nkPad; j0 += 4) {
-        const jg = kBeg + j0; // key index of the block's first key
-        // causal: queries before jg see none of the 4 keys
-        const iStart = causal ? max(0, jg - qBeg) : 0;
-        if (iStart >= nq) continue;
-        const icStart = iStart & ~7;
-        const ki = KI + ((usize(j0) * usize(Dp)) << 2);
-        const vi = VI + ((usize(j0) * usize(Dp)) << 2);
-        const kend = ki + (usize(D) << 4);
-        for (let ic = icStart; ic < nqc; ic += 8) {
-          // S^T = K QT: 4 keys x 8 queries
-          let s00 = f32x4.splat(0), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
-          let kp = ki;
-          let qp = QT + (usize(ic) << 2);
-          while (kp < kend) {
-            const q0 = v128.load(qp);
-            const q1 = v128.load(qp, 16);
-            const a0 = v128.load32_splat(kp);
-            s00 = madd(a0, q0, s00);
-            s01 = madd(a0, q1, s01);
-            const a1 = v128.load32_splat(kp, 4);
-            s10 = madd(a1, q0, s10);
-            s11 = madd(a1, q1, s11);
-            const a2 = v128.load32_splat(kp, 8);
-            s20 = madd(a2, q0, s20);
-            s21 = madd(a2, q1, s21);
-            const a3 = v128.load32_splat(kp, 12);
-            s30 = madd(a3, q0, s30);
-            s31 = madd(a3, q1, s31);
-            kp += 16;
-            qp += qtStep;
-          }
-          // causal: key jg + r is masked for queries before it
-          if (causal && qBeg + ic < jg + 3) {
-            const qi0 = i32x4.add(i32x4.splat(qBeg + ic), iota4());
-            const qi1 = i32x4.add(qi0, fours());
-            const ninf = negInf4();
-            s00 = v128.bitselect(ninf, s00, i32x4.gt_s(i32x4.splat(jg), qi0));
-            s01 = v128.bitselect(ninf, s01, i32x4.gt_s(i32x4.splat(jg), qi1));
-            s10 = v128.bitselect(ninf, s10, i32x4.gt_s(i32x4.splat(jg + 1), qi0));
-            s11 = v128.bitselect(ninf, s11, i32x4.gt_s(i32x4.splat(jg + 1), qi1));
-            s20 = v128.bitselect(ninf, s20, i32x4.gt_s(i32x4.splat(jg + 2), qi0));
-            s21 = v128.bitselect(ninf, s21, i32x4.gt_s(i32x4.splat(jg + 2), qi1));
-            s30 = v128.bitselect(ninf, s30, i32x4.gt_s(i32x4.splat(jg + 3), qi0));
-            s31 = v128.bitselect(ninf, s31, i32x4.gt_s(i32x4.splat(jg + 3), qi1));
-          }
-          // P^T = 2^(S^T - lse2)
-          const l0 = v128.load(L2 + (usize(ic) << 2));
-          const l1 = v128.load(L2 + (usize(ic) << 2), 16);
-          const sp = ST + (usize(ic) << 2);
-          v128.store(sp, exp2neg4(f32x4.sub(s00, l0)));
-          v128.store(sp, exp2neg4(f32x4.sub(s01, l1)), 16);
-          v128.store(sp + (SPS << 2), exp2neg4(f32x4.sub(s10, l0)));
-          v128.store(sp + (SPS << 2), exp2neg4(f32x4.sub(s11, l1)), 16);
-          v128.store(sp + (2 * SPS << 2), exp2neg4(f32x4.sub(s20, l0)));
-          v128.store(sp + (2 * SPS << 2), exp2neg4(f32x4.sub(s21, l1)), 16);
-          v128.store(sp + (3 * SPS << 2), exp2neg4(f32x4.sub(s30, l0)));
-          v128.store(sp + (3 * SPS << 2), exp2neg4(f32x4.sub(s31, l1)), 16);
-
-          // dP^T = V OT
-          let p00 = f32x4.splat(0), p01 = p00, p10 = p00, p11 = p00, p20 = p00, p21 = p00, p30 = p00, p31 = p00;
-          let vp = vi;
-          let op = OT + (usize(ic) << 2);
-          const vend = vi + (usize(D) << 4);
-          while (vp < vend) {
-            const o0 = v128.load(op);
-            const o1 = v128.load(op, 16);
-            const a0 = v128.load32_splat(vp);
-            p00 = madd(a0, o0, p00);
-            p01 = madd(a0, o1, p01);
-            const a1 = v128.load32_splat(vp, 4);
-            p10 = madd(a1, o0, p10);
-            p11 = madd(a1, o1, p11);
-            const a2 = v128.load32_splat(vp, 8);
-            p20 = madd(a2, o0, p20);
-            p21 = madd(a2, o1, p21);
-            const a3 = v128.load32_splat(vp, 12);
-            p30 = madd(a3, o0, p30);
-            p31 = madd(a3, o1, p31);
-            vp += 16;
-            op += qtStep;
-          }
-          // dS^T = P^T o (dP^T - Dv)
-          const d0 = v128.load(DD + (usize(ic) << 2));
-          const d1 = v128.load(DD + (usize(ic) << 2), 16);
-          const dsp = DS + (usize(ic) << 2);
-          v128.store(dsp, f32x4.mul(v128.load(sp), f32x4.sub(p00, d0)));
-          v128.store(dsp, f32x4.mul(v128.load(sp, 16), f32x4.sub(p01, d1)), 16);
-          v128.store(dsp + (SPS << 2), f32x4.mul(v128.load(sp + (SPS << 2)), f32x4.sub(p10, d0)));
-          v128.store(dsp + (SPS << 2), f32x4.mul(v128.load(sp + (SPS << 2), 16), f32x4.sub(p11, d1)), 16);
-          v128.store(dsp + (2 * SPS << 2), f32x4.mul(v128.load(sp + (2 * SPS << 2)), f32x4.sub(p20, d0)));
-          v128.store(dsp + (2 * SPS << 2), f32x4.mul(v128.load(sp + (2 * SPS << 2), 16), f32x4.sub(p21, d1)), 16);
-          v128.store(dsp + (3 * SPS << 2), f32x4.mul(v128.load(sp + (3 * SPS << 2)), f32x4.sub(p30, d0)));
-          v128.store(dsp + (3 * SPS << 2), f32x4.mul(v128.load(sp + (3 * SPS << 2), 16), f32x4.sub(p31, d1)), 16);
+      // causal: query i sees key j iff j <= i, so queries before kBeg see none of this block
+      const qStart = causal ? (kBeg / BQA) * BQA : 0;
+      for (let qBeg = qStart; qBeg < Lq; qBeg += BQA) {
+        const nq = min(BQA, Lq - qBeg);
+        const nqc = (nq + 7) & ~7;
+        const qRow0 = usize(b) * usize(Lq) + usize(qBeg);
+        const qSrc = q + ((qRow0 * usize(ldq) + hOff) << 2);
+        const oSrc = dout + ((qRow0 * usize(lddo) + hOff) << 2);
+        packTransposed(qSrc, ldq, nq, nqc, D, QT, BQA, qscale);
+        packTransposed(oSrc, lddo, nq, nqc, D, OT, BQA, 1);
+        let qr: usize, or: usize, qrStride: usize, orStride: usize;
+        if (packRowMajor) {
+          packRows(qSrc, ldq, nq, D, Dp, QR);
+          packRows(oSrc, lddo, nq, D, Dp, OR);
+          qr = QR;
+          or = OR;
+          qrStride = rowB;
+          orStride = rowB;
+        } else {
+          qr = qSrc;
+          or = oSrc;
+          qrStride = usize(ldq) << 2;
+          orStride = usize(lddo) << 2;
+        }
+        const lrow = (usize(u) * usize(Lq) + usize(qBeg)) << 2;
+        for (let i = 0; i < nq; i++) {
+          store<f32>(L2 + (usize(i) << 2), load<f32>(lse + lrow + (usize(i) << 2)) * LOG2E);
+          store<f32>(DD + (usize(i) << 2), load<f32>(dvec + lrow + (usize(i) << 2)));
+        }
+        for (let i = nq; i < nqc; i++) {
+          store<f32>(L2 + (usize(i) << 2), f32.POSITIVE_INFINITY); // padding queries: P = 2^(s - inf) = 0
+          store<f32>(DD + (usize(i) << 2), 0);
         }
 
-        // dV[4 keys] += P^T dO and dK[4 keys] += dS^T Q, 4 keys x 8 dims at a time, queries iStart..nq-1
-        for (let pass = 0; pass < 2; pass++) {
-          const acc0 = (pass == 0 ? DV : DK) + ((usize(j0) * usize(Dp)) << 2);
-          const pbuf = (pass == 0 ? ST : DS) + (usize(iStart) << 2);
-          const src0 = (pass == 0 ? or : qr) + usize(iStart) * (pass == 0 ? orStride : qrStride);
-          const sstep = pass == 0 ? orStride : qrStride;
+        for (let j0 = 0; j0 < nkPad; j0 += 4) {
+          const jg = kBeg + j0; // key index of the 4-key block's first key
+          // causal: queries before jg see none of the 4 keys (their dS^T columns stay unwritten: the dQ
+          // update below never reads them)
+          const iStart = causal ? max(0, jg - qBeg) : 0;
+          if (iStart >= nq) continue;
+          const icStart = iStart & ~7;
+          const ki = KI + usize(j0) * rowB;
+          const vi = VI + usize(j0) * rowB;
+          const kend = ki + (usize(D) << 4);
+          const vend = vi + (usize(D) << 4);
+          const sp0 = ST;
+          const dsp0 = DS + usize(j0) * spsB;
+          for (let ic = icStart; ic < nqc; ic += 8) {
+            // S^T = K QT: 4 keys x 8 queries
+            let s00 = f32x4.splat(0), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+            let kp = ki;
+            let qp = QT + (usize(ic) << 2);
+            while (kp < kend) {
+              const q0 = v128.load(qp);
+              const q1 = v128.load(qp, 16);
+              const a0 = v128.load32_splat(kp);
+              s00 = madd(a0, q0, s00);
+              s01 = madd(a0, q1, s01);
+              const a1 = v128.load32_splat(kp, 4);
+              s10 = madd(a1, q0, s10);
+              s11 = madd(a1, q1, s11);
+              const a2 = v128.load32_splat(kp, 8);
+              s20 = madd(a2, q0, s20);
+              s21 = madd(a2, q1, s21);
+              const a3 = v128.load32_splat(kp, 12);
+              s30 = madd(a3, q0, s30);
+              s31 = madd(a3, q1, s31);
+              kp += 16;
+              qp += qtStep;
+            }
+            // causal: key jg + r is masked for the queries before it
+            if (causal && qBeg + ic < jg + 3) {
+              const qi0 = i32x4.add(i32x4.splat(qBeg + ic), iota4());
+              const qi1 = i32x4.add(qi0, fours());
+              const ninf = negInf4();
+              s00 = v128.bitselect(ninf, s00, i32x4.gt_s(i32x4.splat(jg), qi0));
+              s01 = v128.bitselect(ninf, s01, i32x4.gt_s(i32x4.splat(jg), qi1));
+              s10 = v128.bitselect(ninf, s10, i32x4.gt_s(i32x4.splat(jg + 1), qi0));
+              s11 = v128.bitselect(ninf, s11, i32x4.gt_s(i32x4.splat(jg + 1), qi1));
+              s20 = v128.bitselect(ninf, s20, i32x4.gt_s(i32x4.splat(jg + 2), qi0));
+              s21 = v128.bitselect(ninf, s21, i32x4.gt_s(i32x4.splat(jg + 2), qi1));
+              s30 = v128.bitselect(ninf, s30, i32x4.gt_s(i32x4.splat(jg + 3), qi0));
+              s31 = v128.bitselect(ninf, s31, i32x4.gt_s(i32x4.splat(jg + 3), qi1));
+            }
+            // P^T = 2^(S^T - lse2)
+            const l0 = v128.load(L2 + (usize(ic) << 2));
+            const l1 = v128.load(L2 + (usize(ic) << 2), 16);
+            const sp = sp0 + (usize(ic) << 2);
+            v128.store(sp, exp2neg4(f32x4.sub(s00, l0)));
+            v128.store(sp, exp2neg4(f32x4.sub(s01, l1)), 16);
+            v128.store(sp + spsB, exp2neg4(f32x4.sub(s10, l0)));
+            v128.store(sp + spsB, exp2neg4(f32x4.sub(s11, l1)), 16);
+            v128.store(sp + 2 * spsB, exp2neg4(f32x4.sub(s20, l0)));
+            v128.store(sp + 2 * spsB, exp2neg4(f32x4.sub(s21, l1)), 16);
+            v128.store(sp + 3 * spsB, exp2neg4(f32x4.sub(s30, l0)));
+            v128.store(sp + 3 * spsB, exp2neg4(f32x4.sub(s31, l1)), 16);
+
+            // dP^T = V OT
+            let p00 = f32x4.splat(0), p01 = p00, p10 = p00, p11 = p00, p20 = p00, p21 = p00, p30 = p00, p31 = p00;
+            let vp = vi;
+            let op = OT + (usize(ic) << 2);
+            while (vp < vend) {
+              const o0 = v128.load(op);
+              const o1 = v128.load(op, 16);
+              const a0 = v128.load32_splat(vp);
+              p00 = madd(a0, o0, p00);
+              p01 = madd(a0, o1, p01);
+              const a1 = v128.load32_splat(vp, 4);
+              p10 = madd(a1, o0, p10);
+              p11 = madd(a1, o1, p11);
+              const a2 = v128.load32_splat(vp, 8);
+              p20 = madd(a2, o0, p20);
+              p21 = madd(a2, o1, p21);
+              const a3 = v128.load32_splat(vp, 12);
+              p30 = madd(a3, o0, p30);
+              p31 = madd(a3, o1, p31);
+              vp += 16;
+              op += qtStep;
+            }
+            // dS^T = P^T o (dP^T - Dv)
+            const d0 = v128.load(DD + (usize(ic) << 2));
+            const d1 = v128.load(DD + (usize(ic) << 2), 16);
+            const dsp = dsp0 + (usize(ic) << 2);
+            v128.store(dsp, f32x4.mul(v128.load(sp), f32x4.sub(p00, d0)));
+            v128.store(dsp, f32x4.mul(v128.load(sp, 16), f32x4.sub(p01, d1)), 16);
+            v128.store(dsp + spsB, f32x4.mul(v128.load(sp + spsB), f32x4.sub(p10, d0)));
+            v128.store(dsp + spsB, f32x4.mul(v128.load(sp + spsB, 16), f32x4.sub(p11, d1)), 16);
+            v128.store(dsp + 2 * spsB, f32x4.mul(v128.load(sp + 2 * spsB), f32x4.sub(p20, d0)));
+            v128.store(dsp + 2 * spsB, f32x4.mul(v128.load(sp + 2 * spsB, 16), f32x4.sub(p21, d1)), 16);
+            v128.store(dsp + 3 * spsB, f32x4.mul(v128.load(sp + 3 * spsB), f32x4.sub(p30, d0)));
+            v128.store(dsp + 3 * spsB, f32x4.mul(v128.load(sp + 3 * spsB, 16), f32x4.sub(p31, d1)), 16);
+          }
+
+          // dV[4 keys] += P^T dO and dK[4 keys] += dS^T Q, 4 keys x 8 dims at a time, queries iStart..nq-1
+          for (let pass = 0; pass < 2; pass++) {
+            const acc0 = (pass == 0 ? DV : DK) + usize(j0) * rowB;
+            const pbuf = (pass == 0 ? sp0 : dsp0) + (usize(iStart) << 2);
+            const sstep = pass == 0 ? orStride : qrStride;
+            const src0 = (pass == 0 ? or : qr) + usize(iStart) * sstep;
+            for (let dc = 0; dc < Dp; dc += 8) {
+              const ap = acc0 + (usize(dc) << 2);
+              let c00 = v128.load(ap), c01 = v128.load(ap, 16);
+              let c10 = v128.load(ap + rowB), c11 = v128.load(ap + rowB, 16);
+              let c20 = v128.load(ap + 2 * rowB), c21 = v128.load(ap + 2 * rowB, 16);
+              let c30 = v128.load(ap + 3 * rowB), c31 = v128.load(ap + 3 * rowB, 16);
+              let xp = src0 + (usize(dc) << 2);
+              let pp = pbuf;
+              for (let i = iStart; i < nq; i++) {
+                const x0 = v128.load(xp);
+                const x1 = v128.load(xp, 16);
+                const p0 = v128.load32_splat(pp);
+                c00 = madd(p0, x0, c00);
+                c01 = madd(p0, x1, c01);
+                const p1 = v128.load32_splat(pp, SPS << 2);
+                c10 = madd(p1, x0, c10);
+                c11 = madd(p1, x1, c11);
+                const p2 = v128.load32_splat(pp, 2 * SPS << 2);
+                c20 = madd(p2, x0, c20);
+                c21 = madd(p2, x1, c21);
+                const p3 = v128.load32_splat(pp, 3 * SPS << 2);
+                c30 = madd(p3, x0, c30);
+                c31 = madd(p3, x1, c31);
+                xp += sstep;
+                pp += 4;
+              }
+              v128.store(ap, c00);
+              v128.store(ap, c01, 16);
+              v128.store(ap + rowB, c10);
+              v128.store(ap + rowB, c11, 16);
+              v128.store(ap + 2 * rowB, c20);
+              v128.store(ap + 2 * rowB, c21, 16);
+              v128.store(ap + 3 * rowB, c30);
+              v128.store(ap + 3 * rowB, c31, 16);
+            }
+          }
+        }
+
+        // dQ[tile] += dS K over the block's keys, 4 queries x 8 dims at a time. Causal: a group of 4 queries
+        // reads keys up to its last real query only (later dS^T columns are masked or were skipped).
+        const r0Start = causal ? max(0, kBeg - qBeg) & ~3 : 0;
+        for (let r0 = r0Start; r0 < nq; r0 += 4) {
+          const jEnd = causal ? min(nk, qBeg + min(r0 + 4, nq) - kBeg) : nk;
+          const acc0 = QACC + (usize(qBeg + r0) * rowB);
           for (let dc = 0; dc < Dp; dc += 8) {
             const ap = acc0 + (usize(dc) << 2);
             let c00 = v128.load(ap), c01 = v128.load(ap, 16);
             let c10 = v128.load(ap + rowB), c11 = v128.load(ap + rowB, 16);
             let c20 = v128.load(ap + 2 * rowB), c21 = v128.load(ap + 2 * rowB, 16);
             let c30 = v128.load(ap + 3 * rowB), c31 = v128.load(ap + 3 * rowB, 16);
-            let xp = src0 + (usize(dc) << 2);
-            let pp = pbuf;
-            for (let i = iStart; i < nq; i++) {
-              const x0 = v128.load(xp);
-              const x1 = v128.load(xp, 16);
+            let kp = kr + (usize(dc) << 2);
+            let pp = DS + (usize(r0) << 2);
+            for (let j = 0; j < jEnd; j++) {
+              const k0 = v128.load(kp);
+              const k1 = v128.load(kp, 16);
               const p0 = v128.load32_splat(pp);
-              c00 = madd(p0, x0, c00);
-              c01 = madd(p0, x1, c01);
-              const p1 = v128.load32_splat(pp, SPS << 2);
-              c10 = madd(p1, x0, c10);
-              c11 = madd(p1, x1, c11);
-              const p2 = v128.load32_splat(pp, 2 * SPS << 2);
-              c20 = madd(p2, x0, c20);
-              c21 = madd(p2, x1, c21);
-              const p3 = v128.load32_splat(pp, 3 * SPS << 2);
-              c30 = madd(p3, x0, c30);
-              c31 = madd(p3, x1, c31);
-              xp += sstep;
-              pp += 4;
+              c00 = madd(p0, k0, c00);
+              c01 = madd(p0, k1, c01);
+              const p1 = v128.load32_splat(pp, 4);
+              c10 = madd(p1, k0, c10);
+              c11 = madd(p1, k1, c11);
+              const p2 = v128.load32_splat(pp, 8);
+              c20 = madd(p2, k0, c20);
+              c21 = madd(p2, k1, c21);
+              const p3 = v128.load32_splat(pp, 12);
+              c30 = madd(p3, k0, c30);
+              c31 = madd(p3, k1, c31);
+              kp += krStride;
+              pp += spsB;
             }
             v128.store(ap, c00);
             v128.store(ap, c01, 16);
@@ -413,245 +456,25 @@ export function attention_backward_dkdv_f32(
           }
         }
       }
-    }
 
-    // dK = scale * acc, dV = acc
-    const sv = f32x4.splat(scale);
-    for (let j = 0; j < nk; j++) {
-      const row = usize(b) * usize(Lk) + usize(kBeg + j);
-      const dkr = dk + ((row * usize(lddk) + hOff) << 2);
-      const dvr = dv + ((row * usize(lddv) + hOff) << 2);
-      const ak = DK + ((usize(j) * usize(Dp)) << 2);
-      const av = DV + ((usize(j) * usize(Dp)) << 2);
-      let d = 0;
-      for (; d + 4 <= D; d += 4) {
-        const o = usize(d) << 2;
-        v128.store(dkr + o, f32x4.mul(v128.load(ak + o), sv));
-        v128.store(dvr + o, v128.load(av + o));
-      }
-      for (; d < D; d++) {
-        const o = usize(d) << 2;
-        store<f32>(dkr + o, load<f32>(ak + o) * scale);
-        store<f32>(dvr + o, load<f32>(av + o));
-      }
+      // the block's dK = scale * acc, dV = acc
+      storeRows(DK, rowB, nk, D, dk + ((kRow0 * usize(lddk) + hOff) << 2), lddk, scale);
+      storeRows(DV, rowB, nk, D, dv + ((kRow0 * usize(lddv) + hOff) << 2), lddv, 1);
     }
+    // dQ = scale * acc
+    storeRows(QACC, rowB, Lq, D, dq + (((usize(b) * usize(Lq)) * usize(lddq) + hOff) << 2), lddq, scale);
   }
 }
 
-export function attention_backward_dq_f32(
-  tid: i32, nt: i32, q: usize, k: usize, v: usize, dout: usize, lse: usize, dvec: usize, dq: usize, scratch: usize,
-  B: i32, H: i32, Lq: i32, Lk: i32, D: i32, ldq: i32, ldk: i32, ldv: i32, lddo: i32, lddq: i32, scale: f32, causal: i32,
-): void {
-  const Dp = (D + 7) & ~7;
-  const BK = attBK(D);
-  const base = scratch + ((usize(tid) * usize(scratchFloats(D))) << 2);
-  const KT = base;
-  const VT = KT + ((usize(BK) * usize(Dp)) << 2);
-  const KR = VT + ((usize(BK) * usize(Dp)) << 2);
-  const QI = KR + ((usize(BK) * usize(Dp)) << 2);
-  const OI = QI + ((usize(ATT_BQ) * usize(Dp)) << 2);
-  const ACC = OI + ((usize(ATT_BQ) * usize(Dp)) << 2);
-  const SP = ACC + ((usize(ATT_BQ) * usize(Dp)) << 2);
-  const L2 = SP + ((4 * SPS) << 2);
-  const DD = L2 + (ATT_BQ << 2);
-  const packK = (D & 7) != 0;
-  const qscale = scale * LOG2E;
-  const ktStep = usize(BK) << 2;
-  const rowB = usize(Dp) << 2;
-
-  const nQB = (Lq + ATT_BQ - 1) / ATT_BQ;
-  const units = B * H * nQB;
-  const u0 = splitStart(units, tid, nt);
-  const u1 = splitEnd(units, tid, nt);
-  for (let u = u0; u < u1; u++) {
-    const bh = u / nQB;
-    const qb = u - bh * nQB;
-    const b = bh / H;
-    const h = bh - b * H;
-    const qBeg = qb * ATT_BQ;
-    const nq = min(ATT_BQ, Lq - qBeg);
-    const nqPad = (nq + 3) & ~3;
-    const hOff = usize(h) * usize(D);
-    const qRow0 = usize(b) * usize(Lq) + usize(qBeg);
-    packInterleaved(q + ((qRow0 * usize(ldq) + hOff) << 2), ldq, nq, nqPad, D, Dp, QI, qscale);
-    packInterleaved(dout + ((qRow0 * usize(lddo) + hOff) << 2), lddo, nq, nqPad, D, Dp, OI, 1);
-    for (let i = 0; i < nqPad * Dp; i += 4) v128.store(ACC + (usize(i) << 2), f32x4.splat(0));
-    const lrow = (usize(bh) * usize(Lq) + usize(qBeg)) << 2;
-    for (let r = 0; r < nqPad; r++) {
-      store<f32>(L2 + (usize(r) << 2), r < nq ? load<f32>(lse + lrow + (usize(r) << 2)) * LOG2E : 0);
-      store<f32>(DD + (usize(r) << 2), r < nq ? load<f32>(dvec + lrow + (usize(r) << 2)) : 0);
-    }
-
-    const kEnd = causal ? min(Lk, qBeg + nqPad) : Lk;
-    for (let kBeg = 0; kBeg < kEnd; kBeg += BK) {
-      const nk = min(BK, Lk - kBeg);
-      const nkc = (nk + 7) & ~7;
-      const kRow0 = usize(b) * usize(Lk) + usize(kBeg);
-      const kSrc = k + ((kRow0 * usize(ldk) + hOff) << 2);
-      packTransposed(kSrc, ldk, nk, nkc, D, KT, BK, 1);
-      packTransposed(v + ((kRow0 * usize(ldv) + hOff) << 2), ldv, nk, nkc, D, VT, BK, 1);
-      let kb: usize, kstride: usize;
-      if (packK) {
-        packRows(kSrc, ldk, nk, D, Dp, KR);
-        kb = KR;
-        kstride = rowB;
-      } else {
-        kb = kSrc;
-        kstride = usize(ldk) << 2;
-      }
-
-      for (let r0 = 0; r0 < nqPad; r0 += 4) {
-        const i0 = qBeg + r0; // query index of the block's first row
-        if (causal && kBeg > i0 + 3) continue; // this block sees none of the tile
-        const qs = QI + ((usize(r0) * usize(Dp)) << 2);
-        const os = OI + ((usize(r0) * usize(Dp)) << 2);
-        const qend = qs + (usize(D) << 4);
-        const oend = os + (usize(D) << 4);
-        const lse0 = load<f32>(L2 + (usize(r0) << 2));
-        const lse1 = load<f32>(L2 + (usize(r0) << 2), 4);
-        const lse2 = load<f32>(L2 + (usize(r0) << 2), 8);
-        const lse3 = load<f32>(L2 + (usize(r0) << 2), 12);
-        for (let jc = 0; jc < nkc; jc += 8) {
-          // S = Q KT: 4 queries x 8 keys
-          let s00 = f32x4.splat(0), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
-          let kp = KT + (usize(jc) << 2);
-          let qp = qs;
-          while (qp < qend) {
-            const k0 = v128.load(kp);
-            const k1 = v128.load(kp, 16);
-            const a0 = v128.load32_splat(qp);
-            s00 = madd(a0, k0, s00);
-            s01 = madd(a0, k1, s01);
-            const a1 = v128.load32_splat(qp, 4);
-            s10 = madd(a1, k0, s10);
-            s11 = madd(a1, k1, s11);
-            const a2 = v128.load32_splat(qp, 8);
-            s20 = madd(a2, k0, s20);
-            s21 = madd(a2, k1, s21);
-            const a3 = v128.load32_splat(qp, 12);
-            s30 = madd(a3, k0, s30);
-            s31 = madd(a3, k1, s31);
-            kp += ktStep;
-            qp += 16;
-          }
-          // mask keys past the end, and (causal) keys after the row's query
-          const kFirst = kBeg + jc;
-          if (kFirst + 8 > Lk || (causal && kFirst + 7 > i0)) {
-            const kv0 = i32x4.add(i32x4.splat(kFirst), iota4());
-            const kv1 = i32x4.add(kv0, fours());
-            const ninf = negInf4();
-            const last = Lk - 1;
-            const m0 = i32x4.splat(causal ? min(last, i0) : last);
-            const m1 = i32x4.splat(causal ? min(last, i0 + 1) : last);
-            const m2 = i32x4.splat(causal ? min(last, i0 + 2) : last);
-            const m3 = i32x4.splat(causal ? min(last, i0 + 3) : last);
-            s00 = v128.bitselect(ninf, s00, i32x4.gt_s(kv0, m0));
-            s01 = v128.bitselect(ninf, s01, i32x4.gt_s(kv1, m0));
-            s10 = v128.bitselect(ninf, s10, i32x4.gt_s(kv0, m1));
-            s11 = v128.bitselect(ninf, s11, i32x4.gt_s(kv1, m1));
-            s20 = v128.bitselect(ninf, s20, i32x4.gt_s(kv0, m2));
-            s21 = v128.bitselect(ninf, s21, i32x4.gt_s(kv1, m2));
-            s30 = v128.bitselect(ninf, s30, i32x4.gt_s(kv0, m3));
-            s31 = v128.bitselect(ninf, s31, i32x4.gt_s(kv1, m3));
-          }
-          const sp = SP + (usize(jc) << 2);
-          const l0v = f32x4.splat(lse0), l1v = f32x4.splat(lse1), l2v = f32x4.splat(lse2), l3v = f32x4.splat(lse3);
-          v128.store(sp, exp2neg4(f32x4.sub(s00, l0v)));
-          v128.store(sp, exp2neg4(f32x4.sub(s01, l0v)), 16);
-          v128.store(sp + (SPS << 2), exp2neg4(f32x4.sub(s10, l1v)));
-          v128.store(sp + (SPS << 2), exp2neg4(f32x4.sub(s11, l1v)), 16);
-          v128.store(sp + (2 * SPS << 2), exp2neg4(f32x4.sub(s20, l2v)));
-          v128.store(sp + (2 * SPS << 2), exp2neg4(f32x4.sub(s21, l2v)), 16);
-          v128.store(sp + (3 * SPS << 2), exp2neg4(f32x4.sub(s30, l3v)));
-          v128.store(sp + (3 * SPS << 2), exp2neg4(f32x4.sub(s31, l3v)), 16);
-
-          // dP = dO VT
-          let p00 = f32x4.splat(0), p01 = p00, p10 = p00, p11 = p00, p20 = p00, p21 = p00, p30 = p00, p31 = p00;
-          let vp = VT + (usize(jc) << 2);
-          let op = os;
-          while (op < oend) {
-            const v0 = v128.load(vp);
-            const v1 = v128.load(vp, 16);
-            const a0 = v128.load32_splat(op);
-            p00 = madd(a0, v0, p00);
-            p01 = madd(a0, v1, p01);
-            const a1 = v128.load32_splat(op, 4);
-            p10 = madd(a1, v0, p10);
-            p11 = madd(a1, v1, p11);
-            const a2 = v128.load32_splat(op, 8);
-            p20 = madd(a2, v0, p20);
-            p21 = madd(a2, v1, p21);
-            const a3 = v128.load32_splat(op, 12);
-            p30 = madd(a3, v0, p30);
-            p31 = madd(a3, v1, p31);
-            vp += ktStep;
-            op += 16;
-          }
-          // dS = P o (dP - Dv)
-          const e0 = v128.load32_splat(DD + (usize(r0) << 2));
-          const e1 = v128.load32_splat(DD + (usize(r0) << 2), 4);
-          const e2 = v128.load32_splat(DD + (usize(r0) << 2), 8);
-          const e3 = v128.load32_splat(DD + (usize(r0) << 2), 12);
-          v128.store(sp, f32x4.mul(v128.load(sp), f32x4.sub(p00, e0)));
-          v128.store(sp, f32x4.mul(v128.load(sp, 16), f32x4.sub(p01, e0)), 16);
-          v128.store(sp + (SPS << 2), f32x4.mul(v128.load(sp + (SPS << 2)), f32x4.sub(p10, e1)));
-          v128.store(sp + (SPS << 2), f32x4.mul(v128.load(sp + (SPS << 2), 16), f32x4.sub(p11, e1)), 16);
-          v128.store(sp + (2 * SPS << 2), f32x4.mul(v128.load(sp + (2 * SPS << 2)), f32x4.sub(p20, e2)));
-          v128.store(sp + (2 * SPS << 2), f32x4.mul(v128.load(sp + (2 * SPS << 2), 16), f32x4.sub(p21, e2)), 16);
-          v128.store(sp + (3 * SPS << 2), f32x4.mul(v128.load(sp + (3 * SPS << 2)), f32x4.sub(p30, e3)));
-          v128.store(sp + (3 * SPS << 2), f32x4.mul(v128.load(sp + (3 * SPS << 2), 16), f32x4.sub(p31, e3)), 16);
-        }
-
-        // dQ[4 rows] += dS K, 4 rows x 8 dims at a time (keys past nk, or masked, have dS = 0: skipped)
-        const jEnd = causal ? min(nk, i0 + 4 - kBeg) : nk;
-        const acc0 = ACC + ((usize(r0) * usize(Dp)) << 2);
-        for (let dc = 0; dc < Dp; dc += 8) {
-          const ap = acc0 + (usize(dc) << 2);
-          let c00 = v128.load(ap), c01 = v128.load(ap, 16);
-          let c10 = v128.load(ap + rowB), c11 = v128.load(ap + rowB, 16);
-          let c20 = v128.load(ap + 2 * rowB), c21 = v128.load(ap + 2 * rowB, 16);
-          let c30 = v128.load(ap + 3 * rowB), c31 = v128.load(ap + 3 * rowB, 16);
-          let kp = kb + (usize(dc) << 2);
-          let pp = SP;
-          for (let j = 0; j < jEnd; j++) {
-            const k0 = v128.load(kp);
-            const k1 = v128.load(kp, 16);
-            const p0 = v128.load32_splat(pp);
-            c00 = madd(p0, k0, c00);
-            c01 = madd(p0, k1, c01);
-            const p1 = v128.load32_splat(pp, SPS << 2);
-            c10 = madd(p1, k0, c10);
-            c11 = madd(p1, k1, c11);
-            const p2 = v128.load32_splat(pp, 2 * SPS << 2);
-            c20 = madd(p2, k0, c20);
-            c21 = madd(p2, k1, c21);
-            const p3 = v128.load32_splat(pp, 3 * SPS << 2);
-            c30 = madd(p3, k0, c30);
-            c31 = madd(p3, k1, c31);
-            kp += kstride;
-            pp += 4;
-          }
-          v128.store(ap, c00);
-          v128.store(ap, c01, 16);
-          v128.store(ap + rowB, c10);
-          v128.store(ap + rowB, c11, 16);
-          v128.store(ap + 2 * rowB, c20);
-          v128.store(ap + 2 * rowB, c21, 16);
-          v128.store(ap + 3 * rowB, c30);
-          v128.store(ap + 3 * rowB, c31, 16);
-        }
-      }
-    }
-
-    // dQ = scale * acc
-    const sv = f32x4.splat(scale);
-    for (let r = 0; r < nq; r++) {
-      const acc = ACC + ((usize(r) * usize(Dp)) << 2);
-      const dst = dq + (((qRow0 + usize(r)) * usize(lddq) + hOff) << 2);
-      let d = 0;
-      for (; d + 4 <= D; d += 4) v128.store(dst + (usize(d) << 2), f32x4.mul(v128.load(acc + (usize(d) << 2)), sv));
-      for (; d < D; d++) store<f32>(dst + (usize(d) << 2), load<f32>(acc + (usize(d) << 2)) * scale);
-    }
+/** dst[r, d] = acc[r, d] * s for r < n, d < D (acc rows accB bytes apart, dst rows ld floats apart). */
+@inline function storeRows(acc: usize, accB: usize, n: i32, D: i32, dst: usize, ld: i32, s: f32): void {
+  const sv = f32x4.splat(s);
+  for (let r = 0; r < n; r++) {
+    const a = acc + usize(r) * accB;
+    const o = dst + ((usize(r) * usize(ld)) << 2);
+    let d = 0;
+    for (; d + 4 <= D; d += 4) v128.store(o + (usize(d) << 2), f32x4.mul(v128.load(a + (usize(d) << 2)), sv));
+    for (; d < D; d++) store<f32>(o + (usize(d) << 2), load<f32>(a + (usize(d) << 2)) * s);
   }
 }
 

@@ -8,12 +8,14 @@
 // Three kernel calls, shaped like the forward:
 //   1. groupnorm_backward_stats_f32: the spatial axis is cut into the forward's tiles (gnTileLen
 //      positions, independent of the thread count); each (batch, tile) unit sums, per channel, dy and
-//      dy xh (f32 within the tile), into part [B, nTiles, 2, C] (f32).
+//      dy xh (f32 within the tile), into part [B, nTiles, 2, C] (f32). With SiLU fused it also writes
+//      dy = dz silu'(y) to gout (x's shape; dx's buffer works), so pass 3 runs without SiLU on it and
+//      the sigmoid is computed once per element.
 //   2. groupnorm_backward_finalize_f32: per group (all batches): adds the tiles in order in f64, gives
 //      dGamma/dBeta of the group's channels (batches added in order) and per-channel coefficients
-//      coef [B, 5, C] = (mean, rstd gamma, beta, -rstd^2 m, -rstd a).
+//      coef [B, 4, C] = (mean, rstd gamma, -rstd^2 m, -rstd a).
 //   3. groupnorm_backward_apply_f32: threads split positions; dx = dy (rstd gamma) + (x - mean)(-rstd^2 m)
-//      + (-rstd a), with dy recomputed from dz when fused.
+//      + (-rstd a) (dy may be dx itself: each element is read before it is written, by the same thread).
 //
 // LayerNorm (x [rows, C], saved mean/rstd [rows]): per row, dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)),
 // dxh = dy gamma; dGamma/dBeta sum over rows: rows are cut into fixed blocks (lnBlockRows, independent of
@@ -43,7 +45,7 @@ import { siluGrad4 } from "./grad_math";
 
 export function groupnorm_backward_stats_f32(
   tid: i32, nt: i32, x: usize, dy: usize, mean: usize, rstd: usize, gamma: usize, beta: usize, part: usize,
-  B: i32, HW: i32, C: i32, G: i32, silu: i32,
+  B: i32, HW: i32, C: i32, G: i32, silu: i32, gout: usize,
 ): void {
   const nT = gnTiles(HW);
   const tileLen = gnTileLen(HW);
@@ -68,6 +70,7 @@ export function groupnorm_backward_stats_f32(
       let s0 = f32x4.splat(0), s1 = s0, q0 = s0, q1 = s0;
       let px = x + off0 + co;
       let pd = dy + off0 + co;
+      let pg = gout + off0 + co;
       if (silu) {
         const g0 = v128.load(gamma + co), g1 = v128.load(gamma + co, 16);
         const a0 = f32x4.mul(r0, g0), a1 = f32x4.mul(r1, g1);
@@ -77,12 +80,15 @@ export function groupnorm_backward_stats_f32(
           const d1 = f32x4.sub(v128.load(px, 16), m1);
           const g0v = f32x4.mul(v128.load(pd), siluGrad4(madd(d0, a0, be0)));
           const g1v = f32x4.mul(v128.load(pd, 16), siluGrad4(madd(d1, a1, be1)));
+          v128.store(pg, g0v);
+          v128.store(pg, g1v, 16);
           s0 = f32x4.add(s0, g0v);
           s1 = f32x4.add(s1, g1v);
           q0 = madd(g0v, f32x4.mul(d0, r0), q0);
           q1 = madd(g1v, f32x4.mul(d1, r1), q1);
           px += rowBytes;
           pd += rowBytes;
+          pg += rowBytes;
         }
       } else {
         for (let p = pBeg; p < pEnd; p++) {
@@ -111,14 +117,19 @@ export function groupnorm_backward_stats_f32(
       let s0 = f32x4.splat(0), q0 = s0;
       let px = x + off0 + co;
       let pd = dy + off0 + co;
+      let pg = gout + off0 + co;
       for (let p = pBeg; p < pEnd; p++) {
         const d0 = f32x4.sub(f32x4.splat(load<f32>(px)), mv);
         let g0v = f32x4.splat(load<f32>(pd));
-        if (silu) g0v = f32x4.mul(g0v, siluGrad4(madd(d0, av, bv)));
+        if (silu) {
+          g0v = f32x4.mul(g0v, siluGrad4(madd(d0, av, bv)));
+          store<f32>(pg, f32x4.extract_lane(g0v, 0));
+        }
         s0 = f32x4.add(s0, g0v);
         q0 = madd(g0v, f32x4.mul(d0, rv), q0);
         px += rowBytes;
         pd += rowBytes;
+        pg += rowBytes;
       }
       store<f32>(ps + co, f32x4.extract_lane(s0, 0));
       store<f32>(pq + co, f32x4.extract_lane(q0, 0));
@@ -127,7 +138,7 @@ export function groupnorm_backward_stats_f32(
 }
 
 export function groupnorm_backward_finalize_f32(
-  tid: i32, nt: i32, part: usize, mean: usize, rstd: usize, gamma: usize, beta: usize, coef: usize,
+  tid: i32, nt: i32, part: usize, mean: usize, rstd: usize, gamma: usize, coef: usize,
   dGamma: usize, dBeta: usize, B: i32, HW: i32, C: i32, G: i32,
 ): void {
   const nT = gnTiles(HW);
@@ -155,14 +166,13 @@ export function groupnorm_backward_finalize_f32(
       const S = load<f32>(mean + ((usize(b) * usize(G) + usize(g)) << 2));
       const kx = f32(-r * r * gm * invN);
       const k0 = f32(-r * ga * invN);
-      const cb = coef + usize(b) * 5 * rowBytes;
+      const cb = coef + usize(b) * 4 * rowBytes;
       for (let c = c0; c < c0 + cpg; c++) {
         const co = usize(c) << 2;
         store<f32>(cb + co, S);
         store<f32>(cb + rowBytes + co, f32(r) * load<f32>(gamma + co));
-        store<f32>(cb + 2 * rowBytes + co, load<f32>(beta + co));
-        store<f32>(cb + 3 * rowBytes + co, kx);
-        store<f32>(cb + 4 * rowBytes + co, k0);
+        store<f32>(cb + 2 * rowBytes + co, kx);
+        store<f32>(cb + 3 * rowBytes + co, k0);
       }
     }
     for (let c = c0; c < c0 + cpg; c++) {
@@ -184,7 +194,7 @@ export function groupnorm_backward_finalize_f32(
 }
 
 export function groupnorm_backward_apply_f32(
-  tid: i32, nt: i32, x: usize, dy: usize, coef: usize, dx: usize, B: i32, HW: i32, C: i32, silu: i32,
+  tid: i32, nt: i32, x: usize, dy: usize, coef: usize, dx: usize, B: i32, HW: i32, C: i32,
 ): void {
   const rows = B * HW;
   const r0 = splitStart(rows, tid, nt);
@@ -192,37 +202,23 @@ export function groupnorm_backward_apply_f32(
   const rowBytes = usize(C) << 2;
   for (let r = r0; r < r1; r++) {
     const b = r / HW;
-    const cS = coef + usize(b) * 5 * rowBytes;
+    const cS = coef + usize(b) * 4 * rowBytes;
     const cA = cS + rowBytes;
-    const cBeta = cA + rowBytes;
-    const cX = cBeta + rowBytes;
+    const cX = cA + rowBytes;
     const c0 = cX + rowBytes;
     const px = x + usize(r) * rowBytes;
     const pd = dy + usize(r) * rowBytes;
     const po = dx + usize(r) * rowBytes;
     let c = 0;
-    if (silu) {
-      for (; c + 4 <= C; c += 4) {
-        const o = usize(c) << 2;
-        const d = f32x4.sub(v128.load(px + o), v128.load(cS + o));
-        const A = v128.load(cA + o);
-        const g = f32x4.mul(v128.load(pd + o), siluGrad4(madd(d, A, v128.load(cBeta + o))));
-        v128.store(po + o, madd(g, A, madd(d, v128.load(cX + o), v128.load(c0 + o))));
-      }
-    } else {
-      for (; c + 4 <= C; c += 4) {
-        const o = usize(c) << 2;
-        const d = f32x4.sub(v128.load(px + o), v128.load(cS + o));
-        v128.store(po + o, madd(v128.load(pd + o), v128.load(cA + o), madd(d, v128.load(cX + o), v128.load(c0 + o))));
-      }
+    for (; c + 4 <= C; c += 4) {
+      const o = usize(c) << 2;
+      const d = f32x4.sub(v128.load(px + o), v128.load(cS + o));
+      v128.store(po + o, madd(v128.load(pd + o), v128.load(cA + o), madd(d, v128.load(cX + o), v128.load(c0 + o))));
     }
     for (; c < C; c++) {
       const o = usize(c) << 2;
       const d = f32x4.splat(load<f32>(px + o) - load<f32>(cS + o));
-      const A = f32x4.splat(load<f32>(cA + o));
-      let g = f32x4.splat(load<f32>(pd + o));
-      if (silu) g = f32x4.mul(g, siluGrad4(madd(d, A, f32x4.splat(load<f32>(cBeta + o)))));
-      const v = madd(g, A, madd(d, f32x4.splat(load<f32>(cX + o)), f32x4.splat(load<f32>(c0 + o))));
+      const v = madd(f32x4.splat(load<f32>(pd + o)), f32x4.splat(load<f32>(cA + o)), madd(d, f32x4.splat(load<f32>(cX + o)), f32x4.splat(load<f32>(c0 + o))));
       store<f32>(po + o, f32x4.extract_lane(v, 0));
     }
   }

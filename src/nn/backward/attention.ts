@@ -1,24 +1,24 @@
 // Backward of the fused attention and the last-dim softmax (src/nn/attention.ts), over the kernels in
 // assembly/attention_backward.ts.
 import type { Tensor } from "../../runtime/tensor.ts";
-import { ATT_BQ, attBK } from "../attention.ts";
 
-/** Keys per dK/dV work unit (must match ATT_BWD_KB in assembly/attention_backward.ts). */
+/** Keys per key block (must match ATT_BWD_KB in assembly/attention_backward.ts). */
 export const ATT_BWD_KB = 64;
 
-/** Queries per tile of the dK/dV pass for head dim D (must match attBwdQTile in the kernel file). */
+/** Queries per tile for head dim D (must match attBwdQTile in assembly/attention_backward.ts). */
 export function attBwdQTile(D: number): number {
   return D <= 24 ? 128 : D <= 48 ? 64 : D <= 96 ? 32 : 16;
 }
 
-/** Scratch floats one thread of the attention backward kernels uses for head dim D (the larger pass). */
-export function attBwdScratchFloats(D: number): number {
+/**
+ * Scratch floats one thread of attention_backward_f32 uses for head dim D and Lq queries: the packed key
+ * block and query tile, the score buffers, and the dQ accumulator [Lq rounded up to 4, Dp].
+ */
+export function attBwdScratchFloats(D: number, Lq: number): number {
   const Dp = (D + 7) & ~7;
   const SPS = 128;
   const bqa = attBwdQTile(D);
-  const dkdv = 4 * ATT_BWD_KB * Dp + 4 * bqa * Dp + 8 * SPS + 2 * bqa + 16;
-  const dq = 3 * attBK(D) * Dp + 3 * ATT_BQ * Dp + 4 * SPS + 2 * ATT_BQ + 16;
-  return Math.max(dkdv, dq);
+  return 5 * ATT_BWD_KB * Dp + 4 * bqa * Dp + 4 * SPS + ATT_BWD_KB * SPS + 2 * bqa + 16 + ((Lq + 3) & ~3) * Dp;
 }
 
 export interface AttentionBackwardOptions {
@@ -39,8 +39,9 @@ export interface AttentionGrads {
  * k, v [B,Lk,H*D] its inputs, out its output and lse [B,H,Lq] the log-sum-exp it saved
  * (attention(q, k, v, heads, { lse })). Returns dq, dk, dv (new tensors, shaped like q, k, v), computed
  * flash-style: P is recomputed tile by tile from q, k and lse, the score matrix never exists.
- * Three kernel calls: rowsum(dOut o out) per query, dK/dV (units of 64 keys, queries summed in order),
- * dQ (units of 64 queries, keys summed in order). Scratch: B*H*Lq + threads * attBwdScratchFloats(D) floats.
+ * Two kernel calls: rowsum(dOut o out) per query, then one work unit per (batch, head) that walks the key
+ * blocks and query tiles in order (so every sum has a fixed order). Parallelism is B*heads units.
+ * Scratch: B*H*Lq + threads * attBwdScratchFloats(D, Lq) floats, freed on return.
  */
 export function attentionBackward(dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, heads: number, opts: AttentionBackwardOptions = {}): AttentionGrads {
   const name = "attentionBackward";
@@ -70,11 +71,10 @@ export function attentionBackward(dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
     return { dq, dk, dv };
   }
   const dvec = eng.alloc(B * heads * Lq * 4);
-  const scratch = eng.alloc(eng.threads * attBwdScratchFloats(D) * 4);
+  const scratch = eng.alloc(eng.threads * attBwdScratchFloats(D, Lq) * 4);
   try {
     eng.run("attention_backward_prep_f32", out.ptr, dOut.ptr, dvec, B, heads, Lq, D, HD, HD);
-    eng.run("attention_backward_dkdv_f32", q.ptr, k.ptr, v.ptr, dOut.ptr, lse.ptr, dvec, dk.ptr, dv.ptr, scratch, B, heads, Lq, Lk, D, HD, HD, HD, HD, HD, HD, scale, causal);
-    eng.run("attention_backward_dq_f32", q.ptr, k.ptr, v.ptr, dOut.ptr, lse.ptr, dvec, dq.ptr, scratch, B, heads, Lq, Lk, D, HD, HD, HD, HD, HD, scale, causal);
+    eng.run("attention_backward_f32", q.ptr, k.ptr, v.ptr, dOut.ptr, lse.ptr, dvec, dq.ptr, dk.ptr, dv.ptr, scratch, B, heads, Lq, Lk, D, HD, HD, HD, HD, HD, HD, HD, scale, causal);
   } finally {
     eng.free(scratch);
     eng.free(dvec);

@@ -21,7 +21,7 @@ function checkF32(name: string, what: string, t: Tensor, size: number): void {
  * input; gamma, beta [C]; mean, rstd [B, groups]: the forward's saved statistics
  * (groupNorm(x, groups, gamma, beta, eps, { mean, rstd })). eps is not needed (it is inside rstd).
  * Returns dx (x's shape), dGamma, dBeta [C]; dGamma/dBeta sum over the batch in a fixed order.
- * Scratch: B * nTiles * 2 * C + B * 5 * C floats (nTiles = gnTiles(H*W), at most 256), freed on return.
+ * Scratch: B * nTiles * 2 * C + B * 4 * C floats (nTiles = gnTiles(H*W), at most 256), freed on return.
  */
 export function groupNormBackward(
   dy: Tensor, x: Tensor, groups: number, gamma: Tensor, beta: Tensor, mean: Tensor, rstd: Tensor, opts: { silu?: boolean } = {},
@@ -45,11 +45,12 @@ export function groupNormBackward(
   if (x.size === 0) return { dx, dGamma, dBeta };
   const silu = opts.silu ? 1 : 0;
   const part = eng.alloc(B * gnTiles(HW) * 2 * C * 4);
-  const coef = eng.alloc(B * 5 * C * 4);
+  const coef = eng.alloc(B * 4 * C * 4);
   try {
-    eng.run("groupnorm_backward_stats_f32", x.ptr, dy.ptr, mean.ptr, rstd.ptr, gamma.ptr, beta.ptr, part, B, HW, C, groups, silu);
-    eng.run("groupnorm_backward_finalize_f32", part, mean.ptr, rstd.ptr, gamma.ptr, beta.ptr, coef, dGamma.ptr, dBeta.ptr, B, HW, C, groups);
-    eng.run("groupnorm_backward_apply_f32", x.ptr, dy.ptr, coef, dx.ptr, B, HW, C, silu);
+    // with SiLU, pass 1 writes the norm output's gradient into dx, and pass 3 turns it into dx in place
+    eng.run("groupnorm_backward_stats_f32", x.ptr, dy.ptr, mean.ptr, rstd.ptr, gamma.ptr, beta.ptr, part, B, HW, C, groups, silu, dx.ptr);
+    eng.run("groupnorm_backward_finalize_f32", part, mean.ptr, rstd.ptr, gamma.ptr, coef, dGamma.ptr, dBeta.ptr, B, HW, C, groups);
+    eng.run("groupnorm_backward_apply_f32", x.ptr, silu ? dx.ptr : dy.ptr, coef, dx.ptr, B, HW, C);
   } finally {
     eng.free(coef);
     eng.free(part);
