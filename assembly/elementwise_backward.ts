@@ -3,26 +3,15 @@
 // (the gradient being written), and every reduction (the broadcast operand's gradient) sums in a fixed
 // order inside one thread, so results do not depend on the thread count.
 import { vecSplitStart, vecSplitEnd, splitStart, splitEnd, madd, hsum } from "./math";
-import { siluAGrad4, gc } from "./grad_math";
-import { halfErfc4, exp4 } from "./math";
+import { siluAGrad4, geluGrad4, normCdf4, normPdf4, gc } from "./grad_math";
 
 // ---------------------------------------------------------------------------------------------
 // Unary activations: dx = dy * f'(x), x the forward's input. op 0: x sigmoid(alpha x) (SiLU alpha = 1,
 // quick GELU alpha = 1.702); op 1: exact GELU; op 3: ReLU (dy where x > 0, else 0; NaN x gives 0).
 // (op 2, scale, is its own backward: dx = alpha dy, the forward unary_f32 op 2.)
 
-@inline function geluGradInline(x: v128): v128 {
-  const z = f32x4.mul(v128.andnot(x, gc(4)), gc(1)); // |x| / sqrt 2
-  const h = halfErfc4(z);
-  const cdf = v128.bitselect(h, f32x4.sub(gc(0), h), f32x4.lt(x, gc(5)));
-  const pdf = f32x4.mul(exp4(f32x4.mul(f32x4.mul(x, x), gc(3))), gc(2));
-  return madd(x, pdf, cdf);
-}
-
 @inline function unaryGrad(x: v128, op: i32, av: v128): v128 {
-  if (op == 0) return siluAGrad4(x, av);
-  if (op == 1) return geluGradInline(x);
-  return v128.and(f32x4.gt(x, gc(5)), gc(0)); // 1 where x > 0
+  return op == 0 ? siluAGrad4(x, av) : geluGrad4(x);
 }
 
 export function unary_backward_f32(tid: i32, nt: i32, x: usize, dy: usize, dx: usize, n: i32, op: i32, alpha: f32): void {
@@ -37,7 +26,7 @@ export function unary_backward_f32(tid: i32, nt: i32, x: usize, dy: usize, dx: u
   } else if (op == 1) {
     for (; i + 4 <= end; i += 4) {
       const o = usize(i) << 2;
-      v128.store(dx + o, f32x4.mul(v128.load(dy + o), geluGradInline(v128.load(x + o))));
+      v128.store(dx + o, f32x4.mul(v128.load(dy + o), geluGrad4(v128.load(x + o))));
     }
   } else {
     for (; i + 4 <= end; i += 4) {
@@ -77,10 +66,8 @@ export function geglu_backward_f32(tid: i32, nt: i32, x: usize, dy: usize, dx: u
     for (; j + 4 <= len; j += 4) {
       const k = usize(j) << 2;
       const gv = v128.load(g + k);
-      const z = f32x4.mul(v128.andnot(gv, gc(4)), gc(1));
-      const hh = halfErfc4(z);
-      const cdf = v128.bitselect(hh, f32x4.sub(gc(0), hh), f32x4.lt(gv, gc(5)));
-      const pdf = f32x4.mul(exp4(f32x4.mul(f32x4.mul(gv, gv), gc(3))), gc(2));
+      const cdf = normCdf4(gv);
+      const pdf = normPdf4(gv);
       const dv = v128.load(d + k);
       v128.store(dh + k, f32x4.mul(dv, f32x4.mul(gv, cdf)));
       v128.store(dg + k, f32x4.mul(f32x4.mul(dv, v128.load(h + k)), madd(gv, pdf, cdf)));
@@ -88,10 +75,8 @@ export function geglu_backward_f32(tid: i32, nt: i32, x: usize, dy: usize, dx: u
     for (; j < len; j++) {
       const k = usize(j) << 2;
       const gv = f32x4.splat(load<f32>(g + k));
-      const z = f32x4.mul(v128.andnot(gv, gc(4)), gc(1));
-      const hh = halfErfc4(z);
-      const cdf = v128.bitselect(hh, f32x4.sub(gc(0), hh), f32x4.lt(gv, gc(5)));
-      const pdf = f32x4.mul(exp4(f32x4.mul(f32x4.mul(gv, gv), gc(3))), gc(2));
+      const cdf = normCdf4(gv);
+      const pdf = normPdf4(gv);
       const dv = f32x4.splat(load<f32>(d + k));
       store<f32>(dh + k, f32x4.extract_lane(f32x4.mul(dv, f32x4.mul(gv, cdf)), 0));
       store<f32>(dg + k, f32x4.extract_lane(f32x4.mul(f32x4.mul(dv, f32x4.splat(load<f32>(h + k))), madd(gv, pdf, cdf)), 0));

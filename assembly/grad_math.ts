@@ -38,22 +38,18 @@ const GTAB: usize = memory.data<f32>([
   return f32x4.mul(s, madd(y, f32x4.sub(gc(0), s), gc(0)));
 }
 
-/**
- * d/dx of the exact GELU x Phi(x): Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). Phi by the same
- * erfc as gelu4 (so the x < 0 tail keeps its relative accuracy).
- */
-@inline export function geluGrad4(x: v128): v128 {
-  const z = f32x4.mul(v128.andnot(x, gc(4)), gc(1)); // |x| / sqrt 2
-  const h = halfErfc4(z);
-  const cdf = v128.bitselect(h, f32x4.sub(gc(0), h), f32x4.lt(x, gc(5)));
-  const pdf = f32x4.mul(exp4(f32x4.mul(f32x4.mul(x, x), gc(3))), gc(2));
-  return madd(x, pdf, cdf);
+/** Phi(x), the standard normal CDF, by the same erfc as gelu4 in math.ts (the x < 0 tail keeps its relative accuracy). */
+@inline export function normCdf4(x: v128): v128 {
+  const h = halfErfc4(f32x4.mul(v128.andnot(x, gc(4)), gc(1))); // erfc(|x| / sqrt 2) / 2
+  return v128.bitselect(h, f32x4.sub(gc(0), h), f32x4.lt(x, gc(5)));
 }
 
-/** Exact GELU value x Phi(x) (same arithmetic as gelu4 in math.ts). */
-@inline export function geluVal4(x: v128): v128 {
-  const z = f32x4.mul(v128.andnot(x, gc(4)), gc(1));
-  const h = halfErfc4(z);
-  const cdf = v128.bitselect(h, f32x4.sub(gc(0), h), f32x4.lt(x, gc(5)));
-  return f32x4.mul(x, cdf);
+/** phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the standard normal density. */
+@inline export function normPdf4(x: v128): v128 {
+  return f32x4.mul(exp4(f32x4.mul(f32x4.mul(x, x), gc(3))), gc(2));
+}
+
+/** d/dx of the exact GELU x Phi(x): Phi(x) + x phi(x). */
+@inline export function geluGrad4(x: v128): v128 {
+  return madd(x, normPdf4(x), normCdf4(x));
 }
