@@ -10,3 +10,6 @@ export * from "./quantize";
 export * from "./gemm_int8";
 export * from "./gemm_bf16";
 export * from "./pooling";
+export * from "./norm_backward";
+export * from "./attention_backward";
+export * from "./elementwise_backward";

@@ -152,7 +152,7 @@ const EC8: f32 = -0.82215223;
 const EC9: f32 = 0.17087277;
 
 /** erfc(z) / 2 for z >= 0. */
-@inline function halfErfc4(z: v128): v128 {
+@inline export function halfErfc4(z: v128): v128 {
   const t = f32x4.div(kc(6), madd(z, kc(16), kc(6))); // 1 / (1 + 0.5 z)
   // P(t) = EC1 + t (EC2 + ... + t EC9), by Estrin in t^2 / t^4 / t^8 to keep the chain short
   const t2 = f32x4.mul(t, t);
