@@ -2,8 +2,8 @@
 // kernel call's argument count (Engine.run checks it against the kernel's wasm signature).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
-import { attBK } from "../src/nn/attention.ts";
-import { gnTiles } from "../src/nn/norm.ts";
+import { attBK } from "../src/nn/tiling.ts";
+import { gnTiles } from "../src/nn/tiling.ts";
 
 describe("kernel ABI", () => {
   let eng: Engine;

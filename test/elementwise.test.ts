@@ -1,7 +1,8 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
 import type { Tensor } from "../src/runtime/tensor.ts";
-import { add, mul, addScaled, silu, gelu, quickGelu, scale, geglu, upsample2x, concatChannels, broadcastPlan } from "../src/nn/elementwise.ts";
+import { add, mul, addScaled, silu, gelu, quickGelu, scale, geglu, upsample2x, concatChannels } from "../src/nn/elementwise.ts";
+import { broadcastPlan } from "../src/nn/tiling.ts";
 import * as ref from "../src/nn/reference/ops.ts";
 
 const VARIANTS = ["baseline", "relaxed"] as const;

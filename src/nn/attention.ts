@@ -1,20 +1,8 @@
 // Fused multi-head attention and softmax over the kernels in assembly/attention.ts.
 import type { Tensor } from "../runtime/tensor.ts";
-import { ATT_BQ } from "../../assembly/abi.ts";
-
-export { ATT_BQ };
-
-/** Keys per tile for head dim D (the kernel computes the same: test/abi.test.ts). */
-export function attBK(D: number): number {
-  return D <= 48 ? 128 : D <= 96 ? 64 : 32;
-}
-
-/** Scratch floats one thread of attention_f32 uses for head dim D. */
-export function attScratchFloats(D: number): number {
-  const Dp = (D + 7) & ~7;
-  const ATT_BK = attBK(D);
-  return 2 * Dp * ATT_BK + 2 * ATT_BQ * Dp + 4 * 128 + 2 * ATT_BQ + 16;
-}
+import { attScratchFloats } from "./tiling.ts";
+import { recorder } from "./record.ts";
+import { attentionBackward, softmaxBackward } from "./backward/attention.ts";
 
 export interface AttentionOptions {
   /** Mask keys j > i for query i (top-left aligned, like torch's is_causal). */
@@ -30,6 +18,25 @@ export interface AttentionOptions {
  * in the last dim. Returns [B,Lq,H*D]. The score matrix is never materialised.
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions = {}): Tensor {
+  const rec = recorder(q.engine, q, k, v);
+  if (!rec) return attentionForward(q, k, v, heads, opts);
+  // training: keep the log-sum-exp; backward recomputes the scores from it
+  const lse = opts.lse ?? q.engine.empty([q.shape[0], heads, q.shape[1]]);
+  const out = attentionForward(q, k, v, heads, { ...opts, lse });
+  rec.record({
+    name: "attention",
+    inputs: [q, k, v],
+    outputs: [out],
+    saved: [q, k, v, out, lse],
+    backward: ([dOut]) => {
+      const g = attentionBackward(dOut, q, k, v, out, lse, heads, { causal: opts.causal, scale: opts.scale });
+      return [g.dq, g.dk, g.dv];
+    },
+  });
+  return out;
+}
+
+function attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions): Tensor {
   for (const [n, t] of [["q", q], ["k", k], ["v", v]] as const) {
     if (t.dtype !== "f32") throw new TypeError(`attention: ${n} must be f32, got ${t.dtype}`);
     if (t.shape.length !== 3) throw new Error(`attention: ${n} must be [B, L, heads*D], got [${t.shape}]`);
@@ -63,5 +70,6 @@ export function softmax(x: Tensor): Tensor {
   const N = x.shape[x.shape.length - 1];
   const out = x.engine.empty(x.shape);
   if (x.size > 0) x.engine.run("softmax_f32", x.ptr, out.ptr, x.size / N, N);
+  recorder(x.engine, x)?.record({ name: "softmax", inputs: [x], outputs: [out], saved: [out], backward: ([dy]) => [softmaxBackward(dy, out)] });
   return out;
 }

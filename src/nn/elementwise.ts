@@ -1,49 +1,24 @@
 // Elementwise FP32 ops over the kernels in assembly/elementwise.ts. Every op returns a new tensor
 // (eng.empty, so it belongs to the caller's scope) and leaves its inputs untouched.
 import type { Tensor } from "../runtime/tensor.ts";
+import { broadcastPlan } from "./tiling.ts";
+import { recorder } from "./record.ts";
+import {
+  broadcastGrad,
+  concatChannelsBackward,
+  gegluBackward,
+  geluBackward,
+  mulBackward,
+  quickGeluBackward,
+  reluBackward,
+  scaleBackward,
+  siluBackward,
+  upsample2xBackward,
+} from "./backward/elementwise.ts";
 import { BINARY_ADD_SCALED, BINARY_MUL, UNARY_GELU, UNARY_RELU, UNARY_SCALE, UNARY_SILU } from "../../assembly/abi.ts";
 
 function checkF32(name: string, ...ts: Tensor[]): void {
   for (const t of ts) if (t.dtype !== "f32") throw new TypeError(`${name}: expected an f32 tensor, got ${t.dtype} [${t.shape}]`);
-}
-
-/**
- * How b broadcasts over a: a viewed as [P, M, N] and b as [P, N] (b[p, n] used for every m).
- * b's shape is right-aligned against a's (missing leading dims are 1); after dropping dims where both
- * are 1, the dims must read: equal dims (P), then dims where b is 1 (M), then equal dims (N). That
- * covers same shape, suffixes ([C], [1,C] against [...,C]), [B,1,1,C] against [B,H,W,C], [B,1,C]
- * against [B,L,C] and per-position scalars ([B,H,W,1]). Anything else throws.
- */
-export function broadcastPlan(aShape: readonly number[], bShape: readonly number[], op = "broadcast"): { P: number; M: number; N: number } {
-  const fail = (why: string) => new Error(`${op}: cannot broadcast b [${bShape}] over a [${aShape}]: ${why}`);
-  if (bShape.length > aShape.length) throw fail("b has more dims than a");
-  const pad = aShape.length - bShape.length;
-  let P = 1, M = 1, N = 1;
-  let phase = 0; // 0: leading equal dims, 1: broadcast dims, 2: trailing equal dims
-  for (let i = 0; i < aShape.length; i++) {
-    const ad = aShape[i];
-    const bd = i < pad ? 1 : bShape[i - pad];
-    if (ad === bd && ad === 1) continue;
-    if (ad === bd) {
-      if (phase === 0) P *= ad;
-      else {
-        phase = 2;
-        N *= ad;
-      }
-    } else if (bd === 1) {
-      if (phase === 2) throw fail("only one run of broadcast dims is supported (pattern equal*, 1*, equal*)");
-      phase = 1;
-      M *= ad;
-    } else {
-      throw fail(`dim ${i} is ${ad} in a but ${bd} in b`);
-    }
-  }
-  if (phase === 0) {
-    // b has a's shape: one flat row
-    N = P;
-    P = 1;
-  }
-  return { P, M, N };
 }
 
 function binary(name: string, a: Tensor, b: Tensor, op: number, s: number): Tensor {
@@ -57,17 +32,42 @@ function binary(name: string, a: Tensor, b: Tensor, op: number, s: number): Tens
 
 /** a + b, b broadcast over a (see broadcastPlan). */
 export function add(a: Tensor, b: Tensor): Tensor {
-  return binary("add", a, b, BINARY_ADD_SCALED, 1);
+  return addScaled(a, b, 1);
 }
 
 /** a * b, b broadcast over a. */
 export function mul(a: Tensor, b: Tensor): Tensor {
-  return binary("mul", a, b, BINARY_MUL, 1);
+  const y = binary("mul", a, b, BINARY_MUL, 1);
+  recorder(a.engine, a, b)?.record({
+    name: "mul",
+    inputs: [a, b],
+    outputs: [y],
+    saved: [a, b],
+    backward: ([dy]) => {
+      const g = mulBackward(dy, a, b);
+      return [g.da, g.db];
+    },
+  });
+  return y;
 }
 
 /** a + s * b, b broadcast over a. */
 export function addScaled(a: Tensor, b: Tensor, s: number): Tensor {
-  return binary("addScaled", a, b, BINARY_ADD_SCALED, s);
+  const y = binary(s === 1 ? "add" : "addScaled", a, b, BINARY_ADD_SCALED, s);
+  const bShape = b.shape.slice();
+  recorder(a.engine, a, b)?.record({
+    name: "add",
+    inputs: [a, b],
+    outputs: [y],
+    saved: [],
+    // dy passes to a unchanged (handed on, not copied); b's gradient sums dy over the broadcast axes
+    backward: ([dy]) => [dy, s === 1 && sameShape(dy.shape, bShape) ? dy : broadcastGrad(dy, bShape, s)],
+  });
+  return y;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 function unary(name: string, x: Tensor, op: number, alpha: number): Tensor {
@@ -77,29 +77,37 @@ function unary(name: string, x: Tensor, op: number, alpha: number): Tensor {
   return out;
 }
 
+/** Records a unary op whose backward reads its input. */
+function recordUnary(name: string, x: Tensor, y: Tensor, backward: (dy: Tensor, x: Tensor) => Tensor): Tensor {
+  recorder(x.engine, x)?.record({ name, inputs: [x], outputs: [y], saved: [x], backward: ([dy]) => [backward(dy, x)] });
+  return y;
+}
+
 /** x * sigmoid(x) */
 export function silu(x: Tensor): Tensor {
-  return unary("silu", x, UNARY_SILU, 1);
+  return recordUnary("silu", x, unary("silu", x, UNARY_SILU, 1), siluBackward);
 }
 
 /** Exact GELU 0.5 x (1 + erf(x / sqrt 2)) (torch's default, approximate="none"). */
 export function gelu(x: Tensor): Tensor {
-  return unary("gelu", x, UNARY_GELU, 0);
+  return recordUnary("gelu", x, unary("gelu", x, UNARY_GELU, 0), geluBackward);
 }
 
 /** x * sigmoid(1.702 x) (CLIP's quick_gelu). */
 export function quickGelu(x: Tensor): Tensor {
-  return unary("quickGelu", x, UNARY_SILU, 1.702);
+  return recordUnary("quickGelu", x, unary("quickGelu", x, UNARY_SILU, 1.702), quickGeluBackward);
 }
 
 /** max(x, 0) (torch.relu: NaN stays NaN). */
 export function relu(x: Tensor): Tensor {
-  return unary("relu", x, UNARY_RELU, 0);
+  return recordUnary("relu", x, unary("relu", x, UNARY_RELU, 0), reluBackward);
 }
 
 /** s * x */
 export function scale(x: Tensor, s: number): Tensor {
-  return unary("scale", x, UNARY_SCALE, s);
+  const y = unary("scale", x, UNARY_SCALE, s);
+  recorder(x.engine, x)?.record({ name: "scale", inputs: [x], outputs: [y], saved: [], backward: ([dy]) => [scaleBackward(dy, s)] });
+  return y;
 }
 
 /** diffusers GEGLU on the projection output x [..., 2N]: hidden = x[..., :N], gate = x[..., N:]; hidden * gelu(gate). */
@@ -111,7 +119,7 @@ export function geglu(x: Tensor): Tensor {
   const rows = x.size / Math.max(last, 1);
   const out = x.engine.empty([...x.shape.slice(0, -1), N]);
   if (out.size > 0) x.engine.run("geglu_f32", x.ptr, out.ptr, rows, N);
-  return out;
+  return recordUnary("geglu", x, out, gegluBackward);
 }
 
 /** Nearest-neighbour 2x upsampling of an NHWC map [B,H,W,C] -> [B,2H,2W,C]. */
@@ -121,6 +129,7 @@ export function upsample2x(x: Tensor): Tensor {
   const [B, H, W, C] = x.shape;
   const out = x.engine.empty([B, 2 * H, 2 * W, C]);
   if (out.size > 0) x.engine.run("upsample2x_f32", x.ptr, out.ptr, B, H, W, C);
+  recorder(x.engine, x)?.record({ name: "upsample2x", inputs: [x], outputs: [out], saved: [], backward: ([dy]) => [upsample2xBackward(dy)] });
   return out;
 }
 
@@ -134,6 +143,16 @@ export function concatChannels(a: Tensor, b: Tensor): Tensor {
   const P = a.shape.slice(0, -1).reduce((x, y) => x * y, 1);
   const out = a.engine.empty([...a.shape.slice(0, -1), ca + cb]);
   if (out.size > 0) a.engine.run("concat_channels_f32", a.ptr, b.ptr, out.ptr, P, ca, cb);
+  recorder(a.engine, a, b)?.record({
+    name: "concatChannels",
+    inputs: [a, b],
+    outputs: [out],
+    saved: [],
+    backward: ([dy]) => {
+      const g = concatChannelsBackward(dy, ca);
+      return [g.da, g.db];
+    },
+  });
   return out;
 }
 

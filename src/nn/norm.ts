@@ -1,11 +1,8 @@
 // GroupNorm (NHWC) and LayerNorm over the kernels in assembly/norm.ts.
 import type { Tensor } from "../runtime/tensor.ts";
-
-/** Number of GroupNorm statistics tiles for HW positions (the kernel computes the same: test/abi.test.ts). */
-export function gnTiles(HW: number): number {
-  const t = Math.max(64, Math.floor((HW + 255) / 256));
-  return Math.max(1, Math.ceil(HW / t));
-}
+import { gnTiles } from "./tiling.ts";
+import { recorder } from "./record.ts";
+import { groupNormBackward, layerNormBackward } from "./backward/norm.ts";
 
 export interface GroupNormOptions {
   /** Fuse SiLU into the output: silu(groupNorm(x)). */
@@ -28,6 +25,27 @@ function checkVec(name: string, what: string, t: Tensor, C: number): void {
  * with SiLU fused).
  */
 export function groupNorm(x: Tensor, groups: number, gamma: Tensor, beta: Tensor, eps: number, opts: GroupNormOptions = {}): Tensor {
+  const rec = recorder(x.engine, x, gamma, beta);
+  if (!rec) return groupNormForward(x, groups, gamma, beta, eps, opts);
+  // training: keep the statistics the backward pass needs
+  const eng = x.engine;
+  const mean = opts.mean ?? eng.empty([x.shape[0], groups]);
+  const rstd = opts.rstd ?? eng.empty([x.shape[0], groups]);
+  const y = groupNormForward(x, groups, gamma, beta, eps, { ...opts, mean, rstd });
+  rec.record({
+    name: "groupNorm",
+    inputs: [x, gamma, beta],
+    outputs: [y],
+    saved: [x, gamma, beta, mean, rstd],
+    backward: ([dy]) => {
+      const g = groupNormBackward(dy, x, groups, gamma, beta, mean, rstd, { silu: !!opts.silu });
+      return [g.dx, g.dGamma, g.dBeta];
+    },
+  });
+  return y;
+}
+
+function groupNormForward(x: Tensor, groups: number, gamma: Tensor, beta: Tensor, eps: number, opts: GroupNormOptions): Tensor {
   if (x.dtype !== "f32") throw new TypeError(`groupNorm: expected f32 input, got ${x.dtype}`);
   if (x.shape.length < 2) throw new Error(`groupNorm: expected NHWC [B,H,W,C], got [${x.shape}]`);
   const B = x.shape[0];
@@ -65,6 +83,27 @@ export interface LayerNormOptions {
 
 /** LayerNorm over the last dim of x [..., C]: (x - mean) / sqrt(var + eps) * gamma + beta. */
 export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, opts: LayerNormOptions = {}): Tensor {
+  const rec = recorder(x.engine, x, gamma, beta);
+  if (!rec) return layerNormForward(x, gamma, beta, eps, opts);
+  const eng = x.engine;
+  const rows = x.shape[x.shape.length - 1] === 0 ? 0 : x.size / x.shape[x.shape.length - 1];
+  const mean = opts.mean ?? eng.empty([rows]);
+  const rstd = opts.rstd ?? eng.empty([rows]);
+  const y = layerNormForward(x, gamma, beta, eps, { mean, rstd });
+  rec.record({
+    name: "layerNorm",
+    inputs: [x, gamma, beta],
+    outputs: [y],
+    saved: [x, gamma, mean, rstd],
+    backward: ([dy]) => {
+      const g = layerNormBackward(dy, x, gamma, mean, rstd);
+      return [g.dx, g.dGamma, g.dBeta];
+    },
+  });
+  return y;
+}
+
+function layerNormForward(x: Tensor, gamma: Tensor, beta: Tensor, eps: number, opts: LayerNormOptions): Tensor {
   if (x.dtype !== "f32") throw new TypeError(`layerNorm: expected f32 input, got ${x.dtype}`);
   if (x.shape.length < 1) throw new Error(`layerNorm: expected [..., C], got [${x.shape}]`);
   const C = x.shape[x.shape.length - 1];

@@ -4,7 +4,7 @@
 // the caller's scope), also where the gradient is the incoming one unchanged (add): callers that can
 // alias may skip those calls.
 import type { Tensor } from "../../runtime/tensor.ts";
-import { broadcastPlan } from "../elementwise.ts";
+import { broadcastPlan } from "../tiling.ts";
 import { BINARY_MUL, UNARY_GELU, UNARY_RELU, UNARY_SCALE, UNARY_SILU } from "../../../assembly/abi.ts";
 
 function check(name: string, dy: Tensor, x: Tensor): void {

@@ -2,7 +2,7 @@
 // assembly/norm_backward.ts. The forwards (src/nn/norm.ts) save what these need: pass
 // { mean, rstd } tensors to groupNorm / layerNorm.
 import type { Tensor } from "../../runtime/tensor.ts";
-import { gnTiles } from "../norm.ts";
+import { gnTiles } from "../tiling.ts";
 
 /** Gradients of a normalisation layer: input, scale and shift. New tensors in the caller's scope. */
 export interface NormGrads {
