@@ -10,3 +10,5 @@ export * from "./quantize";
 export * from "./gemm_int8";
 export * from "./gemm_bf16";
 export * from "./pool";
+export * from "./gemm_backward";
+export * from "./quantize_backward";
