@@ -104,7 +104,8 @@ export function minmax_chunks_f32(tid: i32, nt: i32, x: usize, n: i32, chunk: i3
 
 /**
  * Activation fake quantisation: y = f32(f32(q - zp) * scale) with q = clamp(nearest(f32(x * invScale)) + zp,
- * 0, qmax) (NaN -> zp), i.e. the dequantised values of what quantize_act_u8 produces. y may equal x.
+ * 0, qmax) (NaN -> zp), i.e. the dequantised values of what quantize_act_u8 produces, bit for bit (+0, never
+ * -0, for q = zp). y may equal x.
  * Threads take contiguous runs of whole 4-vectors.
  */
 export function fake_quant_act_f32(tid: i32, nt: i32, x: usize, y: usize, n: i32, invScale: f32, scale: f32, zp: i32, qmax: i32): void {
@@ -116,7 +117,8 @@ export function fake_quant_act_f32(tid: i32, nt: i32, x: usize, y: usize, n: i32
   for (; i + 4 <= end; i += 4) {
     const o = usize(i) << 2;
     const v = f32x4.pmin(f32x4.pmax(f32x4.nearest(f32x4.mul(v128.load(x + o), vinv)), vlo), vhi);
-    v128.store(y + o, f32x4.mul(v128.and(v, f32x4.eq(v, v)), vs));
+    // NaN -> 0, and + 0 turns a rounded -0 into +0 (as (u8 - zp) * scale)
+    v128.store(y + o, f32x4.mul(f32x4.add(v128.and(v, f32x4.eq(v, v)), f32x4.splat(0)), vs));
   }
   for (; i < end; i++) {
     const o = usize(i) << 2;
@@ -124,7 +126,7 @@ export function fake_quant_act_f32(tid: i32, nt: i32, x: usize, y: usize, n: i32
     if (v != v) v = 0;
     else if (v < lo) v = lo;
     else if (v > hi) v = hi;
-    store<f32>(y + o, v * scale);
+    store<f32>(y + o, (v + 0) * scale);
   }
 }
 
