@@ -72,23 +72,26 @@ import { madd, splitStart, loadPart, storePart, vecSplitStart, vecSplitEnd } fro
   if (n > j0 + 3) store<f32>(row + (usize(load<i32>(o, 12)) << 2), f32x4.extract_lane(v, 3));
 }
 
+/** Where a dW tile starts from / goes to: nothing (start from 0), contiguous 16-float rows, or lanes at row + off[j] floats. */
+const TILE_ZERO: i32 = 0;
+const TILE_CONTIG: i32 = 1;
+const TILE_LANES: i32 = 2;
+
 /**
- * One 2 x 16 tile of dW over len pixels: rows r0/r1 (byte pointers to the dW rows of the tile's two
- * channels), a: packed dY ([m][2] floats), b: packed im2col panel ([m][16] floats). Columns: contiguous
- * at r + colB (contig) or at r + off[j] floats. init: start from the stored values, else from 0.
+ * One 2 x 16 tile of dW over len pixels: a: packed dY ([m][2] floats), b: packed im2col panel ([m][16]
+ * floats). The two rows start from l0 / l1 (ldMode) and end at s0 / s1 (stMode): TILE_CONTIG = 16
+ * contiguous floats at the pointer (lanes past ncols untouched), TILE_LANES = lane j at ptr + off[j]
+ * floats (the torch-layout columns of a 3x3 kernel), TILE_ZERO (load only) = start from 0.
  */
-function dwTile(a: usize, b: usize, len: i32, r0: usize, r1: usize, contig: bool, colB: usize, off: usize, ncols: i32, init: bool): void {
+function dwTile(a: usize, b: usize, len: i32, l0: usize, l1: usize, ldMode: i32, s0: usize, s1: usize, stMode: i32, off: usize, ncols: i32): void {
   const z = f32x4.splat(0);
   let c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
-  if (init) {
-    if (contig) {
-      const p0 = r0 + colB, p1 = r1 + colB;
-      c00 = loadPart(p0, ncols); c01 = loadPart(p0 + 16, ncols - 4); c02 = loadPart(p0 + 32, ncols - 8); c03 = loadPart(p0 + 48, ncols - 12);
-      c10 = loadPart(p1, ncols); c11 = loadPart(p1 + 16, ncols - 4); c12 = loadPart(p1 + 32, ncols - 8); c13 = loadPart(p1 + 48, ncols - 12);
-    } else {
-      c00 = gatherLanes(r0, off, ncols, 0); c01 = gatherLanes(r0, off, ncols, 1); c02 = gatherLanes(r0, off, ncols, 2); c03 = gatherLanes(r0, off, ncols, 3);
-      c10 = gatherLanes(r1, off, ncols, 0); c11 = gatherLanes(r1, off, ncols, 1); c12 = gatherLanes(r1, off, ncols, 2); c13 = gatherLanes(r1, off, ncols, 3);
-    }
+  if (ldMode == TILE_CONTIG) {
+    c00 = loadPart(l0, ncols); c01 = loadPart(l0 + 16, ncols - 4); c02 = loadPart(l0 + 32, ncols - 8); c03 = loadPart(l0 + 48, ncols - 12);
+    c10 = loadPart(l1, ncols); c11 = loadPart(l1 + 16, ncols - 4); c12 = loadPart(l1 + 32, ncols - 8); c13 = loadPart(l1 + 48, ncols - 12);
+  } else if (ldMode == TILE_LANES) {
+    c00 = gatherLanes(l0, off, ncols, 0); c01 = gatherLanes(l0, off, ncols, 1); c02 = gatherLanes(l0, off, ncols, 2); c03 = gatherLanes(l0, off, ncols, 3);
+    c10 = gatherLanes(l1, off, ncols, 0); c11 = gatherLanes(l1, off, ncols, 1); c12 = gatherLanes(l1, off, ncols, 2); c13 = gatherLanes(l1, off, ncols, 3);
   }
   let b0: v128, b1: v128, b2: v128, b3: v128, av: v128;
   for (let i = 0; i < len; i++) {
@@ -98,13 +101,12 @@ function dwTile(a: usize, b: usize, len: i32, r0: usize, r1: usize, contig: bool
     a += 8;
     b += 64;
   }
-  if (contig) {
-    const p0 = r0 + colB, p1 = r1 + colB;
-    storePart(p0, c00, ncols); storePart(p0 + 16, c01, ncols - 4); storePart(p0 + 32, c02, ncols - 8); storePart(p0 + 48, c03, ncols - 12);
-    storePart(p1, c10, ncols); storePart(p1 + 16, c11, ncols - 4); storePart(p1 + 32, c12, ncols - 8); storePart(p1 + 48, c13, ncols - 12);
+  if (stMode == TILE_CONTIG) {
+    storePart(s0, c00, ncols); storePart(s0 + 16, c01, ncols - 4); storePart(s0 + 32, c02, ncols - 8); storePart(s0 + 48, c03, ncols - 12);
+    storePart(s1, c10, ncols); storePart(s1 + 16, c11, ncols - 4); storePart(s1 + 32, c12, ncols - 8); storePart(s1 + 48, c13, ncols - 12);
   } else {
-    scatterLanes(r0, off, ncols, 0, c00); scatterLanes(r0, off, ncols, 1, c01); scatterLanes(r0, off, ncols, 2, c02); scatterLanes(r0, off, ncols, 3, c03);
-    scatterLanes(r1, off, ncols, 0, c10); scatterLanes(r1, off, ncols, 1, c11); scatterLanes(r1, off, ncols, 2, c12); scatterLanes(r1, off, ncols, 3, c13);
+    scatterLanes(s0, off, ncols, 0, c00); scatterLanes(s0, off, ncols, 1, c01); scatterLanes(s0, off, ncols, 2, c02); scatterLanes(s0, off, ncols, 3, c03);
+    scatterLanes(s1, off, ncols, 0, c10); scatterLanes(s1, off, ncols, 1, c11); scatterLanes(s1, off, ncols, 2, c12); scatterLanes(s1, off, ncols, 3, c13);
   }
 }
 
@@ -113,8 +115,12 @@ function dwTile(a: usize, b: usize, len: i32, r0: usize, r1: usize, contig: bool
  * dY[m][co] * x(m; ky, kx, ci), for the NHWC conv y = conv(x, W) (x [Bn, H, W, Cin], dY [Bn, Ho, Wo, Cout],
  * stride, top/left padding padT/padL; bottom/right padding is implied by Ho/Wo). The linear layer's dW is
  * the 1x1 case: x = [1, 1, M, K] and dY = [1, 1, M, N].
- * mc: pixels per m-block (> 0; results do not depend on it). scratch: nt blocks of scrStride bytes,
- * scrStride >= 320 + mc * (80 + 8 * ceil(Cout / 2)) (16-byte aligned).
+ * mc: pixels per m-block (> 0; results do not depend on it). scratch: nt blocks of scrStride bytes
+ * (16-byte aligned), scrStride >= 320 + mc * (80 + 8 * ceil(Cout / 2)) + cs, where cs = 0 if kh*kw = 1 or
+ * M <= mc, else 128 * max(ceil(np / nt) * ceil(Cout / 2), np * ceil(ceil(Cout / 2) / nt)) with
+ * np = ceil(Cin*kh*kw / 16): with several m-blocks and a kernel whose torch-layout columns are not
+ * contiguous, the running sums of the thread's tiles live there (contiguous) between m-blocks, so only the
+ * first and last block gather / scatter the torch layout.
  */
 export function conv2d_backward_weight_f32(
   tid: i32, nt: i32, x: usize, Bn: i32, H: i32, W: i32, Cin: i32,
@@ -147,7 +153,10 @@ export function conv2d_backward_weight_f32(
   const mTab = base + 320; // mc x (n*H*W, iy0, ix0, -)
   const bp = mTab + (usize(mc) << 4); // mc x 16 floats: the im2col panel
   const ap = bp + (usize(mc) << 6); // (t1 - t0) x mc x 2 floats: dY of the thread's channel tiles
+  const cs = ap + usize(t1 - t0) * (usize(mc) << 3); // (p1 - p0) x (t1 - t0) x 2 x 16 floats: running sums
   const contig = taps == 1;
+  const useCs = !contig && M > mc;
+  const nTiles = usize(t1 - t0);
   const rowB = usize(K) << 2;
   const dyRowB = usize(Cout) << 2;
   const HW = H * W;
@@ -160,14 +169,18 @@ export function conv2d_backward_weight_f32(
           const k = (p << 4) + j, t = k / Cin;
           store<i32>(offTab + (usize(j) << 2), (k - t * Cin) * taps + t);
         }
-        for (let t = t0; t < t1; t++)
-          dwTile(ap, bp, 0, dw + usize(t << 1) * rowB, dw + usize(min((t << 1) + 1, Cout - 1)) * rowB, contig, usize(p) << 6, offTab, ncols, false);
+        for (let t = t0; t < t1; t++) {
+          const r0 = dw + usize(t << 1) * rowB, r1 = dw + usize(min((t << 1) + 1, Cout - 1)) * rowB;
+          const cb = usize(p) << 6;
+          if (contig) dwTile(ap, bp, 0, 0, 0, TILE_ZERO, r0 + cb, r1 + cb, TILE_CONTIG, offTab, ncols);
+          else dwTile(ap, bp, 0, 0, 0, TILE_ZERO, r0, r1, TILE_LANES, offTab, ncols);
+        }
       }
     return;
   }
   for (let m0 = 0; m0 < M; m0 += mc) {
     const len = min(mc, M - m0);
-    const init = m0 > 0 || accumulate != 0;
+    const first = m0 == 0, last = m0 + len >= M;
     // pixel table: image offset and the window's top-left input coordinates of each pixel of the block
     let n = m0 / HoWo;
     const q = m0 - n * HoWo;
@@ -238,12 +251,21 @@ export function conv2d_backward_weight_f32(
         }
         if (ncols < 16) zeroF32(d, 16 - ncols);
       }
-      for (let t = t0; t < t1; t++)
-        dwTile(
-          ap + usize(t - t0) * (usize(mc) << 3), bp, len,
-          dw + usize(t << 1) * rowB, dw + usize(min((t << 1) + 1, Cout - 1)) * rowB,
-          contig, usize(k0) << 2, offTab, ncols, init,
-        );
+      for (let t = t0; t < t1; t++) {
+        const a = ap + usize(t - t0) * (usize(mc) << 3);
+        const r0 = dw + usize(t << 1) * rowB, r1 = dw + usize(min((t << 1) + 1, Cout - 1)) * rowB;
+        if (contig) {
+          const cb = usize(k0) << 2;
+          dwTile(a, bp, len, r0 + cb, r1 + cb, first && accumulate == 0 ? TILE_ZERO : TILE_CONTIG, r0 + cb, r1 + cb, TILE_CONTIG, offTab, ncols);
+        } else if (!useCs) {
+          dwTile(a, bp, len, r0, r1, accumulate == 0 ? TILE_ZERO : TILE_LANES, r0, r1, TILE_LANES, offTab, ncols);
+        } else {
+          const c = cs + ((usize(p - p0) * nTiles + usize(t - t0)) << 7);
+          const ld = first ? (accumulate == 0 ? TILE_ZERO : TILE_LANES) : TILE_CONTIG;
+          if (last) dwTile(a, bp, len, first ? r0 : c, first ? r1 : c + 64, ld, r0, r1, TILE_LANES, offTab, ncols);
+          else dwTile(a, bp, len, first ? r0 : c, first ? r1 : c + 64, ld, c, c + 64, TILE_CONTIG, offTab, ncols);
+        }
+      }
     }
   }
 }
@@ -329,6 +351,8 @@ export function pack_weight_panels_f32(tid: i32, nt: i32, w: usize, N: i32, Cin:
  * dst[(p*R + r)*16 + j] = w[co][p*16 + j][kyTop - step*jy][kxTop - step*jx], columns past Cin zero.
  * Stride 1 (step 1, kyTop = kh-1, nky = kh, same for x): the flipped kernel of the transposed convolution;
  * stride s: the taps of one output phase (see the header). Linear: kh = kw = 1, one tap.
+ * Threads split the (panel, co) pairs; each reads its 16 input channels' taps (contiguous in w) once and
+ * writes the nky*nkx rows they go to.
  */
 export function pack_weight_dx_panels_f32(
   tid: i32, nt: i32, w: usize, Cout: i32, Cin: i32, kh: i32, kw: i32,
@@ -337,30 +361,35 @@ export function pack_weight_dx_panels_f32(
   const taps = kh * kw;
   const R = nky * nkx * Cout;
   const np = (Cin + 15) >> 4;
-  const rows = np * R;
-  const r0 = splitStart(rows, tid, nt), r1 = splitStart(rows, tid + 1, nt);
-  const tapB = usize(taps) << 2;
-  for (let rr = r0; rr < r1; rr++) {
-    const p = rr / R;
-    const r = rr - p * R;
-    const tap = r / Cout;
-    const co = r - tap * Cout;
-    const jy = tap / nkx;
-    const jx = tap - jy * nkx;
-    const t = (kyTop - step * jy) * kw + (kxTop - step * jx);
+  const pairs = np * Cout;
+  const q0 = splitStart(pairs, tid, nt), q1 = splitStart(pairs, tid + 1, nt);
+  const rowStep = usize(Cout) << 6; // next tap's row, same co
+  for (let q = q0; q < q1; q++) {
+    const p = q / Cout;
+    const co = q - p * Cout;
     const ncols = min(16, Cin - (p << 4));
-    const s = w + ((usize(co * Cin + (p << 4)) * usize(taps) + usize(t)) << 2);
-    const d = dst + (usize(rr) << 6);
+    const d0 = dst + ((usize(p) * usize(R) + usize(co)) << 6);
+    const s0 = w + ((usize(co * Cin + (p << 4)) * usize(taps)) << 2);
     if (taps == 1) {
-      v128.store(d, loadPart(s, ncols));
-      v128.store(d, loadPart(s + 16, ncols - 4), 16);
-      v128.store(d, loadPart(s + 32, ncols - 8), 32);
-      v128.store(d, loadPart(s + 48, ncols - 12), 48);
-    } else {
-      let j = 0;
-      for (; j < ncols; j++) store<f32>(d + (usize(j) << 2), load<f32>(s + usize(j) * tapB));
-      for (; j < 16; j++) store<f32>(d + (usize(j) << 2), 0);
+      v128.store(d0, loadPart(s0, ncols));
+      v128.store(d0, loadPart(s0 + 16, ncols - 4), 16);
+      v128.store(d0, loadPart(s0 + 32, ncols - 8), 32);
+      v128.store(d0, loadPart(s0 + 48, ncols - 12), 48);
+      continue;
     }
+    let d = d0;
+    for (let jy = 0; jy < nky; jy++)
+      for (let jx = 0; jx < nkx; jx++) {
+        const t = (kyTop - step * jy) * kw + (kxTop - step * jx);
+        let sp = s0 + (usize(t) << 2);
+        let j = 0;
+        for (; j < ncols; j++) {
+          store<f32>(d + (usize(j) << 2), load<f32>(sp));
+          sp += usize(taps) << 2;
+        }
+        for (; j < 16; j++) store<f32>(d + (usize(j) << 2), 0);
+        d += rowStep;
+      }
   }
 }
 

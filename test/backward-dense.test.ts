@@ -206,6 +206,20 @@ for (const simd of ["baseline", "relaxed"] as const) {
           );
       expect(relErr(results[0], ref.dw)).toBeLessThanOrEqual(1e-4);
       for (const r of results) expect(bitsEqual(results[0], r)).toBe(true);
+      // accumulating over several m-blocks: the first gathers dW, the middle ones use the scratch, the last scatters
+      const dw0 = randn(c.cout * c.cin * 9, 15);
+      const acc: Float32Array[] = [];
+      for (const e of engines)
+        for (const mc of [2, 7, 60, 1000])
+          acc.push(
+            e.scope(() => {
+              const dw = e.fromArray(dw0, [c.cout, c.cin, 3, 3]);
+              conv2dBackwardWeight(e.fromArray(x, [c.b, c.h, c.w, c.cin]), e.fromArray(dy, [c.b, c.h, c.w, c.cout]), g, dw, null, { mc, accumulate: true });
+              return dw.toArray();
+            }),
+          );
+      expect(relErr(acc[0], ref.dw.map((v, i) => v + dw0[i]))).toBeLessThanOrEqual(1e-4);
+      for (const r of acc) expect(bitsEqual(acc[0], r)).toBe(true);
       const M = 45, inF = 21, out = 13;
       const lx = randn(M * inF, 13), ldy = randn(M * out, 14);
       const lres: Float32Array[] = [];

@@ -70,9 +70,14 @@ export function dwBlockRows(cout: number): number {
   return Math.max(16, Math.min(256, Math.floor(262144 / (8 * tiles))));
 }
 
-/** Per-thread scratch bytes of conv2d_backward_weight_f32 (its doc comment), 64-byte aligned. */
-export function dwScratchStride(cout: number, mc: number): number {
-  return (320 + mc * (80 + 8 * Math.ceil(cout / 2)) + 63) & ~63;
+/**
+ * Per-thread scratch bytes of conv2d_backward_weight_f32 (its doc comment), 64-byte aligned: M output
+ * pixels, K = cin*kh*kw, taps = kh*kw.
+ */
+export function dwScratchStride(cout: number, K: number, taps: number, M: number, mc: number, threads: number): number {
+  const ct = Math.ceil(cout / 2), np = Math.ceil(K / 16);
+  const cs = taps > 1 && M > mc ? 128 * Math.max(Math.ceil(np / threads) * ct, np * Math.ceil(ct / threads)) : 0;
+  return (320 + mc * (80 + 8 * ct) + cs + 63) & ~63;
 }
 
 /**
@@ -85,7 +90,7 @@ export function runWeightGrad(
 ): void {
   const mc = mcOpt ?? dwBlockRows(g.cout);
   if (!(Number.isInteger(mc) && mc > 0)) throw new RangeError(`weight gradient: mc must be a positive integer, got ${mc}`);
-  const stride = dwScratchStride(g.cout, mc);
+  const stride = dwScratchStride(g.cout, g.cin * g.kh * g.kw, g.kh * g.kw, B * Ho * Wo, mc, eng.threads);
   const scratch = eng.alloc(stride * eng.threads);
   try {
     eng.run(
