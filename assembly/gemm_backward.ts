@@ -72,6 +72,10 @@ import { madd, splitStart, loadPart, storePart, vecSplitStart, vecSplitEnd } fro
   if (n > j0 + 3) store<f32>(row + (usize(load<i32>(o, 12)) << 2), f32x4.extract_lane(v, 3));
 }
 
+/** Rough instruction costs per pixel of packing one dY channel tile / one im2col panel (split choice only). */
+const DW_PACK_A: i64 = 4;
+const DW_PACK_B: i64 = 16;
+
 /** Where a dW tile starts from / goes to: nothing (start from 0), contiguous 16-float rows, or lanes at row + off[j] floats. */
 const TILE_ZERO: i32 = 0;
 const TILE_CONTIG: i32 = 1;
@@ -134,11 +138,14 @@ export function conv2d_backward_weight_f32(
   if (Cout <= 0 || K <= 0) return;
   const ct = (Cout + 1) >> 1;
   const np = (K + 15) >> 4;
-  // split k panels when that balances at least as well as splitting channel tiles: then each thread
-  // packs only its own panels of the im2col rows (the cheap dY packing is what gets repeated)
+  // Split k panels or channel tiles, whichever costs the busiest thread less per pixel: with a panel split
+  // every thread packs dY for all channel tiles (~DW_PACK_A per tile), with a tile split every thread packs
+  // the im2col rows of all panels (~DW_PACK_B per panel); the tiles themselves cost 8 multiply-adds each.
   const perP = i64((np + nt - 1) / nt), perT = i64((ct + nt - 1) / nt);
+  const costP = perP * i64(ct) * 8 + i64(ct) * DW_PACK_A + perP * DW_PACK_B;
+  const costT = perT * i64(np) * 8 + perT * DW_PACK_A + i64(np) * DW_PACK_B;
   let t0 = 0, t1 = ct, p0 = 0, p1 = np;
-  if (i64(np) * perT >= i64(ct) * perP) {
+  if (costP <= costT) {
     p0 = splitStart(np, tid, nt);
     p1 = splitStart(np, tid + 1, nt);
   } else {
