@@ -13,3 +13,5 @@ export * from "./pooling";
 export * from "./norm_backward";
 export * from "./attention_backward";
 export * from "./elementwise_backward";
+export * from "./gemm_backward";
+export * from "./quantize_backward";

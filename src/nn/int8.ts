@@ -76,7 +76,7 @@ export interface ConvWeightInt8 extends Omit<LinearWeightInt8, "kind" | "out" | 
  * Whether a layer runs the exact i16 kernel path (and so packs its weights in k-pairs): always on the
  * baseline build, and for u8 (qmax 255) activations, which the relaxed dot cannot take.
  */
-function usesI16Path(eng: Engine, qmax: number): boolean {
+export function usesI16Path(eng: Engine, qmax: number): boolean {
   return qmax > 127 || eng.simd !== "relaxed";
 }
 

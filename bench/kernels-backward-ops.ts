@@ -1,5 +1,5 @@
 // Backward-op benchmark: every backward next to its forward on the same shape, 1 vs 2 threads, baseline vs
-// relaxed SIMD. Run: sh bench/backward.sh [--quick] [--threads=1,2] [--rounds=3] [--only=attention]
+// relaxed SIMD. Run: sh bench/backward-ops.sh [--quick] [--threads=1,2] [--rounds=3] [--only=attention]
 // [--simd=relaxed]. Prints a table and writes bench/results/backward.json.
 // Work counted: GroupNorm/LayerNorm bytes moved (forward: read x twice, write y; backward: read x and dy
 // twice, write dx); attention FLOPs 4·B·H·Lq·Lk·D forward and 10·B·H·Lq·Lk·D backward (recomputing S, then
