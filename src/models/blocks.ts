@@ -1,12 +1,21 @@
 // Building blocks shared by the UNet and the VAE (diffusers' resnet.py / downsampling.py / upsampling.py):
 // ResnetBlock2D, Downsample2D, Upsample2D. Plain forward code over the nn ops, NHWC activations; every block
 // runs inside eng.scope() so its temporaries go back to the allocator when it returns.
+import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { linear, type LinearWeight } from "../nn/linear.ts";
 import { conv2d, type ConvWeight } from "../nn/conv.ts";
 import { groupNorm } from "../nn/norm.ts";
 import { add, scale, upsample2x } from "../nn/elementwise.ts";
 import type { NormParams, WeightStore } from "./weights.ts";
+
+/**
+ * Runs one model block; while training with gradient checkpointing (src/train), the block's activations are
+ * recomputed in the backward pass instead of kept. `inputs`: every tensor the block reads (not its weights).
+ */
+export function checkpointed<T extends Tensor | Tensor[]>(eng: Engine, inputs: readonly Tensor[], fn: () => T): T {
+  return eng.grad ? eng.grad.checkpoint(inputs, fn) : fn();
+}
 
 /** Frees `old` unless it is `keep` (the caller's input): for loops that replace a running tensor. */
 export function replace(old: Tensor, next: Tensor, keep: Tensor): Tensor {

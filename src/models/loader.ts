@@ -7,7 +7,7 @@ import { findWeights } from "../io/diffusers.ts";
 import { readJsonObject } from "../io/json.ts";
 import { baseName, fileExists, joinLocation, listFiles, parentLocation } from "../io/source.ts";
 import { loadClipTextConfig, loadUNetConfig, loadVaeConfig } from "./config.ts";
-import { WeightStore, WeightError } from "./weights.ts";
+import { WeightStore, WeightError, type TrainingSetup } from "./weights.ts";
 import { UNet } from "./unet.ts";
 import { Vae, type VaeLoadOptions } from "./vae.ts";
 import { ClipTextModel } from "./clip.ts";
@@ -42,6 +42,8 @@ export interface UNetLoadOptions {
    * stepq-calibration.json. Not needed when the folder has stepq-int8.safetensors (stepq convert).
    */
   calibration?: string | Calibration | "synthetic" | null;
+  /** Build trainable layers over f32 master weights (src/train; not with precisions). */
+  training?: TrainingSetup;
 }
 
 /** The unet folder's original checkpoint (not a stepq converted file), or an error. */
@@ -70,8 +72,10 @@ async function resolveCalibration(c: UNetLoadOptions["calibration"], fallbackFil
  */
 export async function loadUNet(eng: Engine, dir: string, opts: UNetLoadOptions = {}): Promise<UNet> {
   const config = await loadUNetConfig(dir);
+  if (opts.training && opts.precisions) throw new PrecisionError("loadUNet: a trainable UNet has f32 master weights; precisions do not apply");
   if (!opts.precisions)
-    return withStore(eng, await findOriginalWeights(dir, "fp32 needs"), async (ws) => {
+    return withStore(eng, await findOriginalWeights(dir, opts.training ? "training needs" : "fp32 needs"), async (ws) => {
+      if (opts.training) ws.useTraining(opts.training);
       const unet = await UNet.fromConfig(eng, config, ws);
       ws.assertAllUsed("UNet2DConditionModel");
       return unet;

@@ -15,7 +15,7 @@ import { add, silu, geglu, upsample2x, concatChannels, scale } from "../nn/eleme
 import { assertSupported, unetAttentionHeads, UNET_SUPPORTED, type UNetConfig } from "./config.ts";
 import { WeightStore, type NormParams } from "./weights.ts";
 import { cloneTensor } from "./layout.ts";
-import { replace, ResnetBlock2D, Downsample2D, Upsample2D } from "./blocks.ts";
+import { checkpointed, replace, ResnetBlock2D, Downsample2D, Upsample2D } from "./blocks.ts";
 import { createPrecisionContext, setCallTimestep, PrecisionError, selectPrecision, type Precision, type PrecisionContext } from "./precision.ts";
 import type { Calibration } from "./calibration.ts";
 
@@ -576,18 +576,22 @@ export class UNet {
       record("conv_in", h);
       const skips: Tensor[] = [h];
       this.downBlocks.forEach((blk, i) => {
-        const states = eng.scope(() => blk.forward(h, tembAct, context));
+        const x = h;
+        const states = checkpointed(eng, [x, tembAct, context], () => eng.scope(() => blk.forward(x, tembAct, context)));
         skips.push(...states);
         h = states[states.length - 1];
         record(`down_blocks.${i}`, h);
       });
 
-      h = this.midBlock.forward(h, tembAct, context);
+      const mid = h;
+      h = checkpointed(eng, [mid, tembAct, context], () => this.midBlock.forward(mid, tembAct, context));
       record("mid_block", h);
 
       this.upBlocks.forEach((blk, i) => {
         const mine = skips.splice(skips.length - blk.numResnets, blk.numResnets);
-        const next = blk.forward(h, mine, tembAct, context);
+        const x = h;
+        // the block consumes its skips array: a recompute (checkpointing) needs it again
+        const next = checkpointed(eng, [x, tembAct, context, ...mine], () => blk.forward(x, mine.slice(), tembAct, context));
         h.free();
         h = next;
         record(`up_blocks.${i}`, h);

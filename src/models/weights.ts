@@ -29,6 +29,7 @@ import { prepareConv2d, type ConvWeight, type ConvWeightSwitch } from "../nn/con
 import { type ConvShape } from "../nn/pack.ts";
 import { prepareConv2dBf16, prepareLinearBf16 } from "../nn/bf16.ts";
 import { prepareConv2dInt8, prepareLinearInt8 } from "../nn/int8.ts";
+import { createTrainableConv, createTrainableLinear, type TrainableConv, type TrainableLinear } from "../nn/trainable.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { Rng } from "../runtime/random.ts";
 import { actParamsFor, hasPerStepRanges, stepActParamsFor, MissingCalibrationError, SYNTHETIC_ACT_RANGE, type Calibration } from "./calibration.ts";
@@ -80,6 +81,19 @@ interface PrecisionState {
   layers: string[];
 }
 
+/**
+ * How a store builds trainable layers (src/train; useTraining): every conv/linear becomes a trainable layer
+ * over f32 master weights, and every tensor the model takes (weights, biases, norm parameters) is handed to
+ * `register` under its checkpoint name, so the trainer's parameter set knows it.
+ */
+export interface TrainingSetup {
+  register(name: string, value: Tensor): void;
+  /** Fake-quantise the conv/linear layers (a QAT student) with activations of 0..qmax; absent: float layers. */
+  quant?: { qmax: number; ranges?: Record<string, { min: number; max: number }> } | null;
+  /** The trainable layers built, in order (filled by the store). */
+  layers?: (TrainableLinear | TrainableConv)[];
+}
+
 interface Source {
   file: SafetensorsFile | null;
   rng: Rng | null;
@@ -88,6 +102,7 @@ interface Source {
   /** The primary file is itself a stepq converted file (norms etc. read from it; no f32 layer weights). */
   stepqPrimary: boolean;
   prec: PrecisionState | null;
+  training?: TrainingSetup | null;
 }
 
 export class WeightStore {
@@ -144,6 +159,33 @@ export class WeightStore {
     this.src.prec = { setup, files, layers: [] };
   }
 
+  /**
+   * From now on linear()/conv() build trainable layers over f32 master weights and every tensor is registered
+   * as a parameter (this store and all its views). Not with per-step precisions.
+   */
+  useTraining(setup: TrainingSetup): void {
+    if (this.src.prec) throw new WeightError(`${this.src.label}: trainable layers cannot be combined with per-step precisions`);
+    if (this.src.stepqPrimary) throw new WeightError(`${this.src.label} is a stepq converted file; training needs the original f32 checkpoint`);
+    this.src.training = setup;
+  }
+
+  /** The f32 master tensors of a layer (persistent), registered as parameters. */
+  private masters(prefix: string, w: Float32Array, shape: number[], b: Float32Array | null): { weight: Tensor; bias: Tensor | null } {
+    const eng = this.engine;
+    const t = this.src.training!;
+    const weight = eng.persistent(() => eng.fromArray(w, shape));
+    const bias = b ? eng.persistent(() => eng.fromArray(b, [b.length])) : null;
+    t.register(`${this.prefix}${prefix}.weight`, weight);
+    if (bias) t.register(`${this.prefix}${prefix}.bias`, bias);
+    return { weight, bias };
+  }
+
+  private layerQuant(prefix: string): { qmax: number; range?: { min: number; max: number } | null } | undefined {
+    const q = this.src.training?.quant;
+    if (!q) return undefined;
+    return { qmax: q.qmax, range: q.ranges?.[this.prefix + prefix] ?? null };
+  }
+
   /** The precision setup (null: plain f32 weights). */
   get precisionSetup(): PrecisionSetup | null {
     return this.src.prec?.setup ?? null;
@@ -188,6 +230,13 @@ export class WeightStore {
   async linear(prefix: string, out: number, inF: number, opts: { bias?: boolean } = {}): Promise<LinearWeight> {
     if (this.src.prec) return this.switchLinear(prefix, out, inF, opts);
     const { w, b } = await this.linearF32(prefix, out, inF, opts);
+    if (this.src.training) {
+      const t = this.src.training;
+      const { weight, bias } = this.masters(prefix, w, [out, inF], b);
+      const layer = createTrainableLinear(this.engine, this.prefix + prefix, weight, bias, { quant: this.layerQuant(prefix) });
+      t.layers?.push(layer);
+      return layer;
+    }
     return this.engine.persistent(() => prepareLinear(this.engine, w, b, out, inF));
   }
 
@@ -306,6 +355,14 @@ export class WeightStore {
   async conv(prefix: string, shape: ConvShape, opts: ConvOptions = {}): Promise<ConvWeight> {
     if (this.src.prec) return this.switchConv(prefix, shape, opts);
     const { w, b, n } = await this.convF32(prefix, shape, opts);
+    if (this.src.training) {
+      if (opts.outputRange) throw new WeightError(`${this.prefix}${prefix}: a trainable conv cannot load a part of its output channels`);
+      const t = this.src.training;
+      const { weight, bias } = this.masters(prefix, w, [n, shape.cin, shape.kh, shape.kw], b);
+      const layer = createTrainableConv(this.engine, this.prefix + prefix, weight, bias, { ...shape, cout: n }, { stride: opts.stride, padding: opts.padding }, { quant: this.layerQuant(prefix) });
+      t.layers?.push(layer);
+      return layer;
+    }
     const { cin, kh, kw } = shape;
     return this.engine.persistent(() => prepareConv2d(this.engine, w, b, { cout: n, cin, kh, kw }, { stride: opts.stride ?? 1, padding: opts.padding ?? 0 }));
   }
@@ -381,7 +438,10 @@ export class WeightStore {
   async norm(prefix: string, channels: number): Promise<NormParams> {
     if (this.isRandom) {
       const eng = this.engine;
-      return eng.persistent(() => ({ gamma: eng.fromArray(new Float32Array(channels).fill(1), [channels]), beta: eng.zeros([channels]) }));
+      const p = eng.persistent(() => ({ gamma: eng.fromArray(new Float32Array(channels).fill(1), [channels]), beta: eng.zeros([channels]) }));
+      this.src.training?.register(`${this.prefix}${prefix}.weight`, p.gamma);
+      this.src.training?.register(`${this.prefix}${prefix}.bias`, p.beta);
+      return p;
     }
     return { gamma: await this.param(`${prefix}.weight`, [channels]), beta: await this.param(`${prefix}.bias`, [channels]) };
   }
@@ -395,6 +455,7 @@ export class WeightStore {
       await this.src.file!.readF32(this.prefix + name, t.f32());
       this.src.used.add(this.prefix + name);
     }
+    this.src.training?.register(this.prefix + name, t);
     return t;
   }
 

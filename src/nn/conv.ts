@@ -23,6 +23,8 @@ import {
 import { conv2dBf16, type ConvWeightBf16 } from "./bf16.ts";
 import { conv2dInt8, type ConvWeightInt8 } from "./int8.ts";
 import { selectVariant, type WeightSwitch } from "./switch.ts";
+import { runConv2dF32 } from "./gemm.ts";
+import { conv2dTrainable, freeTrainable, type TrainableConv } from "./trainable.ts";
 
 export type { ConvGeometry, ConvShape, Padding4 };
 
@@ -39,7 +41,7 @@ export interface ConvWeightF32 extends ConvGeometry {
 /** A per-step conv weight (see switch.ts). */
 export interface ConvWeightSwitch extends WeightSwitch<{ fp32?: ConvWeightF32; bf16?: ConvWeightBf16; int8?: ConvWeightInt8 }>, ConvGeometry {}
 
-export type ConvWeight = ConvWeightF32 | ConvWeightBf16 | ConvWeightInt8 | ConvWeightSwitch;
+export type ConvWeight = ConvWeightF32 | ConvWeightBf16 | ConvWeightInt8 | ConvWeightSwitch | TrainableConv;
 
 /** Prepacks a conv weight (torch layout [cout, cin, kh, kw]) and bias for conv2d(). */
 export function prepareConv2d(
@@ -69,7 +71,8 @@ export function prepareConv2d(
 export function freeConv2d(w: ConvWeight): void {
   if (w.kind === "switch") {
     for (const v of Object.values(w.variants)) if (v) freeConv2d(v);
-  } else freeWeightTensors(w);
+  } else if (w.kind === "train") freeTrainable(w);
+  else freeWeightTensors(w);
 }
 
 /** Output spatial size [Ho, Wo] of conv2d on an h x w input. */
@@ -83,12 +86,7 @@ export function conv2d(x: Tensor, w: ConvWeight, opts: { padding?: Padding4 } = 
   const padding = opts.padding ? pad4(opts.padding, "conv2d") : undefined;
   if (w.kind === "bf16") return conv2dBf16(x, w, padding ? { padding } : {});
   if (w.kind === "int8") return conv2dInt8(x, w, padding ? { padding } : {});
+  if (w.kind === "train") return conv2dTrainable(x, w, padding ?? w.padding);
   if (w.kind !== "f32") throw new Error(`conv2d: unsupported weight kind ${(w as { kind: string }).kind}`);
-  const pad = padding ?? w.padding;
-  const { B, H, W, Ho, Wo } = convInputSizes(x, w, pad, "conv2d");
-  if (x.dtype !== "f32") throw new Error(`conv2d: expected an f32 input, got ${x.dtype}`);
-  const y = x.engine.empty([B, Ho, Wo, w.cout]);
-  const { kc, mcT, pb } = gemmBlocking(B * Ho * Wo, w.cout, w.kh * w.kw * w.cin);
-  x.engine.run("conv2d_f32", x.ptr, B, H, W, w.cin, w.packed.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout, w.kh, w.kw, w.stride, pad[0], pad[1], w.zero.ptr, kc, mcT, pb);
-  return y;
+  return runConv2dF32(x, w, padding ?? w.padding);
 }

@@ -6,10 +6,12 @@
 // zero-padded; bias padded to the same width (zeros when the layer has none, so the kernel always adds).
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import { GEMM_NR, freeWeightTensors, gemmBlocking, packBias, packPanelsNK, panelsFor } from "./pack.ts";
+import { GEMM_NR, freeWeightTensors, packBias, packPanelsNK, panelsFor } from "./pack.ts";
 import { linearBf16, type LinearWeightBf16 } from "./bf16.ts";
 import { linearInt8, type LinearWeightInt8 } from "./int8.ts";
 import { selectVariant, type WeightSwitch } from "./switch.ts";
+import { runLinearF32 } from "./gemm.ts";
+import { freeTrainable, linearTrainable, type TrainableLinear } from "./trainable.ts";
 
 export interface LinearWeightF32 {
   readonly kind: "f32";
@@ -26,7 +28,7 @@ export interface LinearWeightSwitch extends WeightSwitch<{ fp32?: LinearWeightF3
   readonly inF: number;
 }
 
-export type LinearWeight = LinearWeightF32 | LinearWeightBf16 | LinearWeightInt8 | LinearWeightSwitch;
+export type LinearWeight = LinearWeightF32 | LinearWeightBf16 | LinearWeightInt8 | LinearWeightSwitch | TrainableLinear;
 
 /** Prepacks a linear layer's weight (torch layout [out, in]) and bias for linear(). */
 export function prepareLinear(eng: Engine, weight: Float32Array, bias: Float32Array | null, out: number, inF: number): LinearWeightF32 {
@@ -41,7 +43,8 @@ export function prepareLinear(eng: Engine, weight: Float32Array, bias: Float32Ar
 export function freeLinear(w: LinearWeight): void {
   if (w.kind === "switch") {
     for (const v of Object.values(w.variants)) if (v) freeLinear(v);
-  } else freeWeightTensors(w);
+  } else if (w.kind === "train") freeTrainable(w);
+  else freeWeightTensors(w);
 }
 
 /** y[..., out] = x[..., in] W^T + b. */
@@ -49,15 +52,9 @@ export function linear(x: Tensor, w: LinearWeight): Tensor {
   if (w.kind === "switch") return linear(x, selectVariant(w, x));
   if (w.kind === "bf16") return linearBf16(x, w);
   if (w.kind === "int8") return linearInt8(x, w);
-  const inF = x.shape[x.shape.length - 1];
-  if (x.shape.length < 1 || inF !== w.inF) throw new Error(`linear: expected input [..., ${w.inF}] (in features = ${w.inF}), got [${x.shape}]`);
-  if (x.dtype !== "f32") throw new Error(`linear: expected an f32 input, got ${x.dtype}`);
+  if (w.kind === "train") return linearTrainable(x, w);
   if (w.kind !== "f32") throw new Error(`linear: unsupported weight kind ${(w as { kind: string }).kind}`);
-  const M = x.size / inF;
-  const y = x.engine.empty([...x.shape.slice(0, -1), w.out]);
-  const { kc, mcT, pb } = gemmBlocking(M, w.out, inF);
-  x.engine.run("gemm_f32_packed", x.ptr, inF, w.packed.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, inF, kc, mcT, pb);
-  return y;
+  return runLinearF32(x, w);
 }
 
 export interface MatmulOptions {

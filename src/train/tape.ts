@@ -68,17 +68,21 @@ export class Tape implements GradRecorder {
 
   checkpoint<T extends Tensor | Tensor[]>(inputs: readonly Tensor[], fn: () => T): T {
     if (!this.checkpointing || this.suspended) return fn();
+    // kept before the block runs: it may free its inputs (an up block frees its skips)
+    for (const t of inputs) t.retain();
     this.suspended = true;
     let out: T;
     try {
       out = fn();
+    } catch (e) {
+      for (const t of inputs) t.release();
+      throw e;
     } finally {
       this.suspended = false;
     }
     const outputs = Array.isArray(out) ? (out as Tensor[]) : [out as Tensor];
     const ins = inputs.filter((t) => this.requiresGrad(t));
     // always recorded: parameters inside the block need their gradients even when no input does
-    for (const t of inputs) t.retain();
     for (const t of outputs) this.live.add(keyOf(t));
     this.ops.push({
       name: "checkpoint",
@@ -111,11 +115,11 @@ export class Tape implements GradRecorder {
 
   /**
    * Backpropagates: `seeds[i]` is the gradient of `outputs[i]` (e.g. dLoss/dPrediction). Parameter gradients
-   * are added to their .grad buffers; the tape is empty afterwards.
+   * are added to their .grad buffers; the tape is empty afterwards. Returns the gradients of `keep` (watched
+   * tensors, e.g. an input), which the caller owns and frees; every other activation gradient is freed.
    */
-  backward(outputs: readonly Tensor[], seeds: readonly Tensor[]): void {
-    const grads = this.run(outputs, seeds, []);
-    for (const g of grads.values()) g.free();
+  backward(outputs: readonly Tensor[], seeds: readonly Tensor[], keep: readonly Tensor[] = []): Map<Tensor, Tensor> {
+    return this.run(outputs, seeds, keep);
   }
 
   /**
@@ -159,15 +163,20 @@ export class Tape implements GradRecorder {
             grads.delete(k);
             if (!handedBack.has(base[j])) base[j].free();
           });
+          // one tensor handed to several inputs: every extra use gets its own copy, made before any
+          // accumulate (which may free the tensor it adds in)
+          const owned = gIn.map((g) => (g ? keyOf(g) : null));
           const seen = new Set<Tensor>();
-          gIn.forEach((g, j) => {
+          owned.forEach((o, j) => {
+            if (!o) return;
+            if (seen.has(o)) owned[j] = eng.persistent(() => clone(o));
+            else seen.add(o);
+          });
+          owned.forEach((o, j) => {
             const t = op.inputs[j];
-            if (!g) return;
-            let owned = keyOf(g);
-            if (seen.has(owned)) owned = eng.persistent(() => clone(owned)); // one tensor handed to two inputs
-            seen.add(owned);
-            if (!t || !this.requiresGrad(t)) owned.free();
-            else accumulate(t, owned);
+            if (!o) return;
+            if (!t || !this.requiresGrad(t)) o.free();
+            else accumulate(t, o);
           });
         } finally {
           for (const t of op.saved) t.release();
