@@ -18,6 +18,9 @@ export const INT8_FLAG_I16 = 1; // exact i16 path (baseline build, or activation
 export const INT8_FLAG_RAW = 2; // store the i32 accumulators instead of f32 outputs
 export const INT8_FLAG_FUSED = 4; // relaxed build: one fused relaxed dot per k-group
 
+/** peak_dot_i8: bytes of its `out` buffer per thread (16-byte checksum + 12 operand vectors). */
+export const PEAK_DOT_STRIDE = 256;
+
 /** unary_f32 op codes. */
 export const UNARY_SILU = 0; // x * sigmoid(alpha * x) (alpha 1: SiLU, 1.702: quick GELU)
 export const UNARY_GELU = 1; // exact erf GELU

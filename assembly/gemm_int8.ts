@@ -46,7 +46,7 @@
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
 import { splitStart, loadPart, storePart, rowPtr, onesI16x8 } from "./math";
-import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED } from "./abi";
+import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED, PEAK_DOT_STRIDE } from "./abi";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -406,27 +406,80 @@ export function conv2d_int8(
 }
 
 /**
- * Register-only loops measuring the INT8 multiply-add peak: 12 independent accumulators, iters iterations
- * of 12 "dots" of 16 multiply-adds (32 ops) each: iters * 384 ops per thread. variant 0: relaxed
- * i32x4.relaxed_dot_i8x16_i7x16_add_s; 1: i16x8.relaxed_dot_i8x16_i7x16_s + i32x4.dot_i16x8_s(., ones) + add
- * (the split sequence); 2: the baseline i16 path (2 x dot_i16x8_s + 2 adds). Variants 0 and 1 need the
- * relaxed build (the baseline build runs variant 2 for them). Operands depend on the loop (the
- * accumulators feed the multiplier) so nothing can be hoisted. Writes a checksum to out + tid * 16.
+ * Loops measuring the INT8 multiply-add peak: 12 independent accumulators, iters iterations of 12 "dots"
+ * of 16 multiply-adds (32 ops) each: iters * 384 ops per thread. variant & 3 = 0: the fused
+ * i32x4.relaxed_dot_i8x16_i7x16_add_s; 1: the split sequence (i16x8.relaxed_dot_i8x16_i7x16_s +
+ * i32x4.dot_i16x8_s(., ones) + add); 2: the baseline i16 path (2 x dot_i16x8_s + 2 adds). 0 and 1 need the
+ * relaxed build (the baseline build runs 2 for them).
+ * Throughput (variant & 4 == 0): each dot takes its own weight vector, loaded from L1 every iteration
+ * (out + tid * PEAK_DOT_STRIDE + 16 + 16j, written here), and one activation vector; the only loop-carried
+ * values are the 12 accumulators, so the dots are independent and the loop runs at the instruction's
+ * throughput (the loads keep the compiler from hoisting or merging the split sequence's products, and
+ * cost what a GEMM's operand loads cost). Chain (variant & 4): the old form, every dot's activation
+ * operand derived from accumulator 0 (a = s0 & 0x3f), so each iteration waits for the previous one's
+ * dot: it measures the instruction's latency, not its throughput (kept to show the difference).
+ * Writes a checksum to out + tid * PEAK_DOT_STRIDE.
  */
 export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: i32): void {
   const w = i8x16(1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16);
   const m7 = i8x16.splat(0x3f);
+  const base = out + usize(tid) * usize(PEAK_DOT_STRIDE);
+  const wb = base + 16;
+  const kind = ASC_FEATURE_RELAXED_SIMD ? variant & 3 : 2;
+  const chain = (variant & 4) != 0;
+  for (let j = 0; j < 12; j++) {
+    const wj = i8x16.add(w, i8x16.splat(i8(j)));
+    // the i16 loop reads them in the k-pair layout (k0,k1 of the 4 lanes, then k2,k3), so all three loops
+    // compute the same sums
+    v128.store(wb + (usize(j) << 4), kind == 2 ? i8x16.shuffle(wj, wj, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15) : wj);
+  }
   let s0 = i32x4.splat(0), s1 = i32x4.splat(1), s2 = i32x4.splat(2), s3 = i32x4.splat(3);
   let s4 = i32x4.splat(4), s5 = i32x4.splat(5), s6 = i32x4.splat(6), s7 = i32x4.splat(7);
   let s8 = i32x4.splat(8), s9 = i32x4.splat(9), s10 = i32x4.splat(10), s11 = i32x4.splat(11);
-  if (ASC_FEATURE_RELAXED_SIMD && variant == 0) {
+  if (kind == 0 && !chain) {
+    const a = i8x16(3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3);
+    for (let i = 0; i < iters; i++) {
+      s0 = qdot(v128.load(wb), a, s0); s1 = qdot(v128.load(wb, 16), a, s1); s2 = qdot(v128.load(wb, 32), a, s2);
+      s3 = qdot(v128.load(wb, 48), a, s3); s4 = qdot(v128.load(wb, 64), a, s4); s5 = qdot(v128.load(wb, 80), a, s5);
+      s6 = qdot(v128.load(wb, 96), a, s6); s7 = qdot(v128.load(wb, 112), a, s7); s8 = qdot(v128.load(wb, 128), a, s8);
+      s9 = qdot(v128.load(wb, 144), a, s9); s10 = qdot(v128.load(wb, 160), a, s10); s11 = qdot(v128.load(wb, 176), a, s11);
+    }
+  } else if (kind == 1 && !chain) {
+    const a = i8x16(3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3);
+    const ones = onesI16x8();
+    for (let i = 0; i < iters; i++) {
+      s0 = qdotSplit(v128.load(wb), a, s0, ones); s1 = qdotSplit(v128.load(wb, 16), a, s1, ones);
+      s2 = qdotSplit(v128.load(wb, 32), a, s2, ones); s3 = qdotSplit(v128.load(wb, 48), a, s3, ones);
+      s4 = qdotSplit(v128.load(wb, 64), a, s4, ones); s5 = qdotSplit(v128.load(wb, 80), a, s5, ones);
+      s6 = qdotSplit(v128.load(wb, 96), a, s6, ones); s7 = qdotSplit(v128.load(wb, 112), a, s7, ones);
+      s8 = qdotSplit(v128.load(wb, 128), a, s8, ones); s9 = qdotSplit(v128.load(wb, 144), a, s9, ones);
+      s10 = qdotSplit(v128.load(wb, 160), a, s10, ones); s11 = qdotSplit(v128.load(wb, 176), a, s11, ones);
+    }
+  } else if (!chain) {
+    // a = (3,1,4,1 | 5,9,2,6 | 5,3,5,8 | 9,7,9,3) as the other loops, split into k-pairs
+    const aP = i16x8(3, 1, 5, 9, 5, 3, 9, 7), aQ = i16x8(4, 1, 2, 6, 5, 8, 9, 3);
+    for (let i = 0; i < iters; i++) {
+      s0 = qdot16(v128.load8x8_s(wb), v128.load8x8_s(wb, 8), aP, aQ, s0);
+      s1 = qdot16(v128.load8x8_s(wb, 16), v128.load8x8_s(wb, 24), aP, aQ, s1);
+      s2 = qdot16(v128.load8x8_s(wb, 32), v128.load8x8_s(wb, 40), aP, aQ, s2);
+      s3 = qdot16(v128.load8x8_s(wb, 48), v128.load8x8_s(wb, 56), aP, aQ, s3);
+      s4 = qdot16(v128.load8x8_s(wb, 64), v128.load8x8_s(wb, 72), aP, aQ, s4);
+      s5 = qdot16(v128.load8x8_s(wb, 80), v128.load8x8_s(wb, 88), aP, aQ, s5);
+      s6 = qdot16(v128.load8x8_s(wb, 96), v128.load8x8_s(wb, 104), aP, aQ, s6);
+      s7 = qdot16(v128.load8x8_s(wb, 112), v128.load8x8_s(wb, 120), aP, aQ, s7);
+      s8 = qdot16(v128.load8x8_s(wb, 128), v128.load8x8_s(wb, 136), aP, aQ, s8);
+      s9 = qdot16(v128.load8x8_s(wb, 144), v128.load8x8_s(wb, 152), aP, aQ, s9);
+      s10 = qdot16(v128.load8x8_s(wb, 160), v128.load8x8_s(wb, 168), aP, aQ, s10);
+      s11 = qdot16(v128.load8x8_s(wb, 176), v128.load8x8_s(wb, 184), aP, aQ, s11);
+    }
+  } else if (kind == 0) {
     for (let i = 0; i < iters; i++) {
       const a = v128.and(s0, m7);
       s0 = qdot(w, a, s0); s1 = qdot(w, a, s1); s2 = qdot(w, a, s2); s3 = qdot(w, a, s3);
       s4 = qdot(w, a, s4); s5 = qdot(w, a, s5); s6 = qdot(w, a, s6); s7 = qdot(w, a, s7);
       s8 = qdot(w, a, s8); s9 = qdot(w, a, s9); s10 = qdot(w, a, s10); s11 = qdot(w, a, s11);
     }
-  } else if (ASC_FEATURE_RELAXED_SIMD && variant == 1) {
+  } else if (kind == 1) {
     const ones = onesI16x8();
     for (let i = 0; i < iters; i++) {
       const a = v128.and(s0, m7);
@@ -446,5 +499,5 @@ export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: 
   }
   let t = i32x4.add(i32x4.add(i32x4.add(s0, s1), i32x4.add(s2, s3)), i32x4.add(i32x4.add(s4, s5), i32x4.add(s6, s7)));
   t = i32x4.add(t, i32x4.add(i32x4.add(s8, s9), i32x4.add(s10, s11)));
-  v128.store(out + (usize(tid) << 4), t);
+  v128.store(base, t);
 }

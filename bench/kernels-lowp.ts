@@ -14,7 +14,8 @@ import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
 import { type Padding4 } from "../src/nn/pack.ts";
 import { actParamsFromRange, quantizeActivations } from "../src/nn/quant.ts";
 import { bf16Blocking, conv2dBf16, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/bf16.ts";
-import { conv2dInt8, int8Blocking, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
+import { PEAK_DOT_STRIDE, INT8_FLAG_FUSED, INT8_FLAG_I16 } from "../assembly/abi.ts";
+import { conv2dInt8, int8Blocking, preferFusedDot, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
 const QUICK = args.has("quick");
@@ -27,6 +28,8 @@ const KC = args.has("kc") ? Number(args.get("kc")) : 0;
 const MC = args.has("mc") ? Number(args.get("mc")) : 0;
 /** Panels per panel block (0: the kernels' default). */
 const PB = args.has("pb") ? Number(args.get("pb")) : 0;
+/** INT8 7-bit dot sequence on the relaxed build: fused, split, or auto (what the ops pick: preferFusedDot). */
+const DOT = (args.get("dot") ?? "auto") as "auto" | "fused" | "split";
 const now = () => performance.now() / 1000;
 
 function timeIt(fn: () => void): number {
@@ -55,7 +58,7 @@ function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
 
 /** Ops per second of a register-only loop kernel(iters, out) doing opsPerIter ops per iteration per thread. */
 function peak(eng: Engine, kernel: string, opsPerIter: number, ...extra: number[]): number {
-  const out = eng.zeros([eng.threads * 4]);
+  const out = eng.zeros([(eng.threads * PEAK_DOT_STRIDE) / 4]);
   let iters = 1 << 16;
   for (;;) {
     const t0 = now();
@@ -79,8 +82,9 @@ interface Case {
 const ACT = actParamsFromRange(-1, 1);
 const ACT_U8 = actParamsFromRange(-1, 1, 255);
 const actFor = (prec: Prec) => (prec === "int8u8" ? ACT_U8 : ACT);
-/** Kernel flags as the op picks them: i16 path for u8 activations or the baseline build, split dot otherwise. */
-const flagsFor = (eng: Engine, prec: Prec = "int8") => (eng.simd === "relaxed" && prec === "int8" ? 0 : 1);
+/** Kernel flags as the op picks them: i16 path for u8 activations or the baseline build, else the --dot sequence. */
+const flagsFor = (eng: Engine, prec: Prec = "int8") =>
+  eng.simd === "relaxed" && prec === "int8" ? (DOT === "fused" || (DOT === "auto" && preferFusedDot(eng)) ? INT8_FLAG_FUSED : 0) : INT8_FLAG_I16;
 
 /** Blocking (defaults or --kc/--mc) and a packing scratch buffer for a direct INT8 kernel call. */
 function int8Setup(eng: Engine, M: number, N: number, K: number) {
@@ -90,7 +94,7 @@ function int8Setup(eng: Engine, M: number, N: number, K: number) {
   const scratch = eng.empty([stride * eng.threads], "u8");
   return { kc, mcT, scratch: scratch.ptr, stride };
 }
-const int8Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined });
+const int8Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined, dot: DOT });
 const bf16Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined });
 function bf16Setup(eng: Engine, M: number, N: number, K: number) {
   const d = bf16Blocking(M, N, K);
@@ -192,11 +196,14 @@ for (const simd of SIMDS)
     const measurePeaks = () => {
       const put = (k: string, v: number) => (peaks[k] = Math.max(peaks[k] ?? 0, v));
       if (simd === "relaxed") {
-        put(`int8 relaxed_dot_add ${key}`, peak(eng, "peak_dot_i8", 384, 0));
+        put(`int8 fused dot ${key}`, peak(eng, "peak_dot_i8", 384, 0));
         put(`int8 split dot ${key}`, peak(eng, "peak_dot_i8", 384, 1));
+        put(`int8 fused chain ${key}`, peak(eng, "peak_dot_i8", 384, 4));
+        put(`int8 split chain ${key}`, peak(eng, "peak_dot_i8", 384, 5));
       }
       put(`int8 i16 dot ${key}`, peak(eng, "peak_dot_i8", 384, 2));
-      put(`int8 ${key}`, Math.max(...Object.entries(peaks).filter(([k]) => k.startsWith("int8 ") && k.endsWith(key) && k !== `int8 ${key}`).map(([, v]) => v)));
+      // the reference peak: the best throughput loop (the chain loops measure latency)
+      put(`int8 ${key}`, Math.max(...Object.entries(peaks).filter(([k]) => k.startsWith("int8 ") && k.endsWith(key) && k.includes(" dot ")).map(([, v]) => v)));
       put(`f32 ${key}`, peak(eng, "peak_fma_f32", 96));
     };
     measurePeaks();
@@ -227,7 +234,7 @@ for (const r of rows) {
   const i8 = rows.find((q) => q.case === r.case && q.simd === r.simd && q.threads === r.threads && q.prec === "int8");
   console.log(`${r.case.padEnd(46)}${r.prec.padEnd(8)}${r.simd.padEnd(9)}${lp(String(r.threads), 2)}${lp(r.kernelMs.toFixed(2), 9)}${lp(r.gopsKernel.toFixed(1), 7)}${lp((r.pctPeak ?? 0).toFixed(0), 5)}${lp(r.opMs.toFixed(2), 9)}${lp(r.gopsOp.toFixed(1), 8)}${lp(r.prec === "int8" || !i8 ? "" : (r.opMs / i8.opMs).toFixed(2), 8)}`);
 }
-console.log("int8 = 7-bit activations (relaxed build: split relaxed dot), int8u8 = full u8 activations (i16 dot path on both builds)");
+console.log(`int8 = 7-bit activations (relaxed build: dot=${DOT}), int8u8 = full u8 activations (i16 dot path on both builds)`);
 console.log("%pk: kernel vs the same build and thread count's register-only peak (int8: best peak_dot_i8 variant; bf16/f32: peak_fma_f32). int8 x: op time / INT8 op time.");
 // Accuracy of each precision on one linear layer (Gaussian activations, weights ~ N(0, 1/K)), against an
 // f64 product: what the 7-bit activation range costs compared with full u8.

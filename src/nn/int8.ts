@@ -74,17 +74,29 @@ export interface ConvWeightInt8 extends Omit<LinearWeightInt8, "kind" | "out" | 
 
 /**
  * Whether a layer runs the exact i16 kernel path (and so packs its weights in k-pairs): always on the
- * baseline build, and for u8 (qmax 255) activations, which the relaxed dot cannot take.
+ * baseline build; for 8-bit (qmax 255) activations unless this engine's fused dot is proven exact on them
+ * (int8Capabilities u8Exact: AVX-VNNI); and when asked (path "i16").
  */
-function usesI16Path(eng: Engine, qmax: number): boolean {
-  return qmax > 127 || eng.simd !== "relaxed";
+function usesI16Path(eng: Engine, qmax: number, path: Int8PathRequest = "auto"): boolean {
+  if (eng.simd !== "relaxed" || path === "i16") return true;
+  if (qmax <= 127) return false;
+  if (int8Capabilities(eng).u8Exact) return false;
+  if (path === "relaxed") throw new RangeError(`8-bit activations on the relaxed dot requested, but ${int8Capabilities(eng).u8Reason}`);
+  return true;
 }
 
+/**
+ * Kernel path request of a prepared INT8 layer: "auto" (the relaxed dot where exact, else i16), "i16" (the
+ * exact i16 path even where the relaxed dot would do: tests, comparisons), "relaxed" (fail rather than fall
+ * back to i16 for 8-bit activations).
+ */
+export type Int8PathRequest = "auto" | "i16" | "relaxed";
+
 /** Shared part of the INT8 prepares: qk is [N, K] in kernel k order (K padded), scales per channel. */
-function prepareInt8Common(eng: Engine, qk: Int8Array, scales: Float32Array, N: number, K: number, bias: ArrayLike<number> | null, act: ActQuantParams) {
+function prepareInt8Common(eng: Engine, qk: Int8Array, scales: Float32Array, N: number, K: number, bias: ArrayLike<number> | null, act: ActQuantParams, path: Int8PathRequest) {
   const a = normalizeActParams(act);
   const np8 = lowpPadded(N);
-  const i16Path = usesI16Path(eng, a.qmax);
+  const i16Path = usesI16Path(eng, a.qmax, path);
   const packed = eng.fromArray(packInt8Panels(qk, N, K, i16Path), [np8 * K], "i8");
   const weightSums = new Int32Array(N);
   for (let n = 0; n < N; n++) {
@@ -126,17 +138,17 @@ export function setInt8ActParams(w: LinearWeightInt8 | ConvWeightInt8, act: ActQ
  * INT8 linear weight from f32 w [out, in] (torch layout), optional bias [out] and the layer's calibrated
  * activation parameters (see actParamsFromRange).
  */
-export function prepareLinearInt8(eng: Engine, w: ArrayLike<number>, bias: ArrayLike<number> | null, out: number, inF: number, act: ActQuantParams): LinearWeightInt8 {
+export function prepareLinearInt8(eng: Engine, w: ArrayLike<number>, bias: ArrayLike<number> | null, out: number, inF: number, act: ActQuantParams, path: Int8PathRequest = "auto"): LinearWeightInt8 {
   checkDims("prepareLinearInt8", out, inF);
   const { q, scales } = quantizeWeightsPerChannel(w, out, inF);
   const kp = roundUp4(inF);
   const qk = new Int8Array(out * kp);
   for (let n = 0; n < out; n++) qk.set(q.subarray(n * inF, (n + 1) * inF), n * kp);
-  return { kind: "int8", out, inF, kp, ...prepareInt8Common(eng, qk, scales, out, kp, bias, act) };
+  return { kind: "int8", out, inF, kp, ...prepareInt8Common(eng, qk, scales, out, kp, bias, act, path) };
 }
 
 /** INT8 conv weight from f32 w [cout, cin, kh, kw] (torch layout). */
-export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: ArrayLike<number> | null, shape: ConvShape, opts: ConvOptions, act: ActQuantParams): ConvWeightInt8 {
+export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: ArrayLike<number> | null, shape: ConvShape, opts: ConvOptions, act: ActQuantParams, path: Int8PathRequest = "auto"): ConvWeightInt8 {
   const { cout, cin, kh, kw } = shape;
   checkDims("prepareConv2dInt8", cout, cin, kh, kw);
   const stride = opts.stride ?? 1;
@@ -144,42 +156,162 @@ export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: Array
   const { q, scales } = quantizeWeightsPerChannel(w, cout, cin * kh * kw);
   const cp = roundUp4(cin);
   const qk = convWeightToKOrder(q, shape, cp, new Int8Array(cout * kh * kw * cp));
-  const common = prepareInt8Common(eng, qk, scales, cout, kh * kw * cp, bias, act);
+  const common = prepareInt8Common(eng, qk, scales, cout, kh * kw * cp, bias, act, path);
   const padBuf = eng.empty([kw * cp + 16], "u8");
   padBuf.u8().fill(common.act.zeroPoint);
   return { kind: "int8", cout, cin, kh, kw, cp, stride, padding: pad4(opts.padding), padBuf, ...common };
 }
 
-const fusedDotFaster = new WeakMap<Engine, boolean>();
+/**
+ * What this engine's relaxed dot can do, measured once per engine (int8Capabilities):
+ * - fusedFaster: the fused relaxed dot-add beats the split sequence in the GEMM kernel itself (speed only;
+ *   both give the same exact sums on 7-bit activations). V8 lowers the fused form to one vpdpbusd where
+ *   the CPU has AVX-VNNI (V8 13.6+: Node 24, Deno 2.9) and to five instructions elsewhere.
+ * - u8Exact: the fused dot gives the exact u8 x s8 sum on activations with the top bit set (probe_dot_u8),
+ *   so layers with 8-bit activations (qmax 255) may run on it; where it does not (x86 without AVX-VNNI
+ *   saturates pair sums to i16, Arm reads the byte as signed) they take the exact i16 path.
+ */
+export interface Int8Capabilities {
+  fusedFaster: boolean;
+  u8Exact: boolean;
+  /** Kernel timings behind fusedFaster (G ops/s, best of several), for reports; 0 when not measured. */
+  fusedGops: number;
+  splitGops: number;
+  /** Why u8Exact is what it is (the first wrong lane, or "exact on N cases"). */
+  u8Reason: string;
+}
+
+const capabilities = new WeakMap<Engine, Int8Capabilities>();
+
+/** The engine's INT8 dot capabilities (measured on first use, then cached). */
+export function int8Capabilities(eng: Engine): Int8Capabilities {
+  let c = capabilities.get(eng);
+  if (!c) {
+    if (eng.simd !== "relaxed") c = { fusedFaster: false, u8Exact: false, fusedGops: 0, splitGops: 0, u8Reason: "baseline build (no relaxed dot)" };
+    else {
+      const u8 = probeU8Dot(eng);
+      c = { ...timeFusedVsSplit(eng), u8Exact: u8.ok, u8Reason: u8.reason };
+    }
+    capabilities.set(eng, c);
+  }
+  return c;
+}
 
 /**
- * Whether the fused relaxed dot-add beats the split sequence on this engine: both register-only loops
- * (peak_dot_i8 variants 0 and 1) run briefly, best of 5. Cached per engine; affects speed only.
+ * Replaces some of the engine's measured capabilities (tests: a failing probe; benchmarks: a forced dot
+ * sequence). Layers already prepared keep their packing, so call it before preparing weights.
  */
+export function overrideInt8Capabilities(eng: Engine, caps: Partial<Int8Capabilities>): void {
+  capabilities.set(eng, { ...int8Capabilities(eng), ...caps });
+}
+
+/** Whether the fused relaxed dot-add is the faster 7-bit sequence on this engine (int8Capabilities). */
 export function preferFusedDot(eng: Engine): boolean {
-  if (eng.simd !== "relaxed") return false;
-  let v = fusedDotFaster.get(eng);
-  if (v === undefined) {
-    const out = eng.alloc(16 * eng.threads);
-    try {
-      const time = (variant: number) => {
-        let best = Infinity;
-        for (let r = 0; r < 5; r++) {
-          const t0 = performance.now();
-          eng.run("peak_dot_i8", 2000, out, variant);
-          best = Math.min(best, performance.now() - t0);
-        }
-        return best;
-      };
-      time(0);
-      time(1);
-      v = time(0) < 0.9 * time(1);
-    } finally {
-      eng.free(out);
-    }
-    fusedDotFaster.set(eng, v);
+  return int8Capabilities(eng).fusedFaster;
+}
+
+/** Probe inputs: activations with the top bit set against weights of both signs, zero and non-zero accumulators. */
+export function u8ProbeCases(): { w: Int8Array; a: Uint8Array; acc: Int32Array }[] {
+  const cases: { w: Int8Array; a: Uint8Array; acc: Int32Array }[] = [];
+  const mk = (wf: (i: number) => number, af: (i: number) => number, acc: number[]) =>
+    cases.push({ w: Int8Array.from({ length: 16 }, (_, i) => wf(i)), a: Uint8Array.from({ length: 16 }, (_, i) => af(i)), acc: Int32Array.from(acc) });
+  mk(() => 127, () => 255, [0, 0, 0, 0]); // every pair sum 64770 > 32767
+  mk(() => -127, () => 255, [0, 1, -1, 1000]); // -64770 < -32768
+  mk((i) => (i & 1 ? -127 : 127), (i) => 128 + 8 * i, [7, -7, 1 << 20, -(1 << 20)]);
+  mk((i) => ((i * 37) % 255) - 127, (i) => 255 - 5 * i, [3, 5, 7, 11]);
+  let s = 12345;
+  const r = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 8) & 0xff;
+  for (let c = 0; c < 4; c++) mk(() => (r() % 255) - 127, () => 128 | r(), [r() - 128, r(), -r(), 0]);
+  return cases;
+}
+
+/** The exact u8 x s8 dot of a probe case (what the fused path must give for 8-bit activations). */
+export function u8DotExpected(c: { w: Int8Array; a: Uint8Array; acc: Int32Array }): Int32Array {
+  const out = new Int32Array(4);
+  for (let l = 0; l < 4; l++) {
+    let s = c.acc[l];
+    for (let j = 0; j < 4; j++) s += c.w[4 * l + j] * c.a[4 * l + j];
+    out[l] = s;
   }
-  return v;
+  return out;
+}
+
+/** Compares probe results (got[t][case] = 4 lanes, per thread) with the exact dots. */
+export function checkU8Probe(cases: ReturnType<typeof u8ProbeCases>, got: Int32Array[][]): { ok: boolean; reason: string } {
+  for (let t = 0; t < got.length; t++)
+    for (let c = 0; c < cases.length; c++) {
+      const want = u8DotExpected(cases[c]);
+      for (let l = 0; l < 4; l++)
+        if (got[t][c][l] !== want[l])
+          return { ok: false, reason: `fused dot on 8-bit activations is not exact here (thread ${t}, case ${c}, lane ${l}: ${got[t][c][l]}, exact ${want[l]})` };
+    }
+  return { ok: true, reason: `fused dot exact on 8-bit activations (${cases.length} cases x ${got.length} threads)` };
+}
+
+function probeU8Dot(eng: Engine): { ok: boolean; reason: string } {
+  const cases = u8ProbeCases();
+  const inp = eng.alloc(48 * cases.length), out = eng.alloc(16 * cases.length * eng.threads);
+  try {
+    const bytes = new Uint8Array(eng.memory.buffer);
+    cases.forEach((c, i) => {
+      bytes.set(new Uint8Array(c.w.buffer, c.w.byteOffset, 16), inp + 48 * i);
+      bytes.set(c.a, inp + 48 * i + 16);
+      bytes.set(new Uint8Array(c.acc.buffer, c.acc.byteOffset, 16), inp + 48 * i + 32);
+    });
+    eng.run("probe_dot_u8", inp, cases.length, out);
+    const got: Int32Array[][] = [];
+    for (let t = 0; t < eng.threads; t++)
+      got.push(cases.map((_, c) => new Int32Array(eng.memory.buffer.slice(out + 16 * (t * cases.length + c), out + 16 * (t * cases.length + c + 1)))));
+    return checkU8Probe(cases, got);
+  } finally {
+    eng.free(inp);
+    eng.free(out);
+  }
+}
+
+/**
+ * Times the INT8 GEMM kernel itself with the fused and the split 7-bit dot on a mid-sized product
+ * (M 256, K 512, N 128, all threads), alternating, best of 7 each: what the ops will run, so the choice
+ * follows the kernel's throughput on this engine and CPU, not a register loop's latency. About 10 ms.
+ */
+function timeFusedVsSplit(eng: Engine): { fusedFaster: boolean; fusedGops: number; splitGops: number } {
+  const M = 256, K = 512, N = 128;
+  const a = eng.alloc(M * K), w = eng.alloc(N * K), corr = eng.alloc(4 * N), scl = eng.alloc(4 * N), bias = eng.alloc(4 * N), y = eng.alloc(4 * M * N);
+  const { kc, mcT } = int8Blocking(M, N, K);
+  const stride = (mcT * 4 * kc + 63) & ~63;
+  const scratch = eng.alloc(stride * eng.threads);
+  try {
+    const bytes = new Uint8Array(eng.memory.buffer);
+    for (let i = 0; i < M * K; i++) bytes[a + i] = (i * 73) & 127;
+    for (let i = 0; i < N * K; i++) bytes[w + i] = ((i * 151) % 255) - 127;
+    bytes.fill(0, corr, corr + 4 * N);
+    const time = (flags: number) => {
+      const t0 = performance.now();
+      eng.run("gemm_int8_packed", a, K, w, corr, scl, bias, y, N, M, N, K, kc, mcT, 0, flags | INT8_FLAG_RAW, scratch, stride);
+      return performance.now() - t0;
+    };
+    time(INT8_FLAG_FUSED);
+    time(0);
+    let tf = Infinity, ts = Infinity;
+    for (let r = 0; r < 7; r++) {
+      tf = Math.min(tf, time(INT8_FLAG_FUSED));
+      ts = Math.min(ts, time(0));
+    }
+    const ops = 2 * M * N * K;
+    return { fusedFaster: tf < ts, fusedGops: ops / tf / 1e6, splitGops: ops / ts / 1e6 };
+  } finally {
+    for (const p of [a, w, corr, scl, bias, y, scratch]) eng.free(p);
+  }
+}
+
+/** The kernel path of a prepared INT8 layer on its engine: what ran, for reports. */
+export type Int8DotPath = "fused-8bit" | "fused-7bit" | "split-7bit" | "i16";
+
+/** The dot path an INT8 layer with activations 0..qmax takes on this engine (with `dot` as the ops default "auto"). */
+export function int8DotPath(eng: Engine, qmax: number, i16Path = usesI16Path(eng, qmax)): Int8DotPath {
+  if (i16Path) return "i16";
+  if (qmax > 127) return "fused-8bit";
+  return preferFusedDot(eng) ? "fused-7bit" : "split-7bit";
 }
 
 /** Largest K block of the INT8 kernels in bytes (weights block kc * N stays in L2 for N <= ~1280). */
@@ -201,13 +333,16 @@ export function int8Blocking(M: number, N: number, K: number): { kc: number; mcT
 }
 
 /** Runs an INT8 kernel (args before kc, mcT, pb, flags, scratch, stride) with its packing scratch. */
-function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, i16: boolean, args: number[]): void {
-  const flags = int8Flags(eng, i16, opts);
+function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, i16: boolean, qmax: number, args: number[]): void {
+  const flags = int8Flags(eng, i16, qmax, opts);
   withPacking(eng, M, K, int8Blocking(M, 0, K), opts, i16 ? 2 : 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, opts.pb ?? 0, flags, scratch, stride));
 }
 
-function int8Flags(eng: Engine, i16: boolean, opts: Int8RunOptions): number {
-  const fused = !i16 && (opts.dot === "fused" || ((opts.dot ?? "auto") === "auto" && preferFusedDot(eng)));
+function int8Flags(eng: Engine, i16: boolean, qmax: number, opts: Int8RunOptions): number {
+  // 8-bit activations off the i16 path only ever run fused (prepare checked the probe); the split sequence
+  // would saturate them (pmaddubsw), so asking for it is an error, never a silently wrong result
+  if (!i16 && qmax > 127 && opts.dot === "split") throw new RangeError("INT8: the split dot cannot take 8-bit activations (it saturates); use dot fused or auto");
+  const fused = !i16 && (qmax > 127 || opts.dot === "fused" || ((opts.dot ?? "auto") === "auto" && preferFusedDot(eng)));
   return (i16 ? INT8_FLAG_I16 : 0) | (opts.raw ? INT8_FLAG_RAW : 0) | (fused ? INT8_FLAG_FUSED : 0);
 }
 
@@ -224,7 +359,7 @@ export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: Int8RunOptions 
   if (M === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.kp);
   try {
-    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.i16Path, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
+    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.i16Path, w.act.qmax, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
   } finally {
     xq.free();
   }
@@ -240,7 +375,7 @@ export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: Int8RunOptions & 
   if (B === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.cp);
   try {
-    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.i16Path, [
+    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.i16Path, w.act.qmax, [
       xq.ptr, B, H, W, w.cp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
       w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr,
     ]);
