@@ -1,6 +1,7 @@
 // Every INT8 dot path the engine can pick, each forced in turn, against the plain TS integer reference
-// (exact accumulators), at 1 and 2 threads: fused 7-bit, split 7-bit, i16 (7- and 8-bit activations) and
-// fused 8-bit (only where this engine's probe proves the fused dot exact on 8-bit activations: AVX-VNNI).
+// (exact accumulators), at 1 and 2 threads: fused 7-bit, split 7-bit, i16 (7- and 8-bit activations),
+// fused 8-bit with int8 weights (only where the probe proves the fused dot exact on 8-bit activations:
+// AVX-VNNI), fused and split 8-bit with 7-bit weights (where the probe proves them exact: x86).
 // Also the probe itself (its check rejects the x86 fallback's saturated sums and Arm's signed reading),
 // its fallback (a failed probe sends 8-bit layers to the i16 path, never to a saturating one), the
 // capability report, and the peak loops (the three dot sequences compute the same sums).
@@ -69,8 +70,13 @@ function signedDot(c: { w: Int8Array; a: Uint8Array; acc: Int32Array }): Int32Ar
 
 describe("8-bit activation probe", () => {
   it("accepts the exact u8 x s8 dot and rejects saturated or signed results", () => {
-    const cases = u8ProbeCases();
+    const cases = u8ProbeCases(127);
     expect(cases.every((c) => c.a.every((v) => v >= 128))).toBe(true);
+    // with 7-bit weights the saturating sequence is exact, the signed reading is not
+    const c7 = u8ProbeCases(63);
+    expect(c7.every((c) => c.w.every((v) => Math.abs(v) <= 63) && c.a.every((v) => v >= 128))).toBe(true);
+    expect(checkU8Probe(c7, [c7.map(saturatingDot)]).ok).toBe(true);
+    expect(checkU8Probe(c7, [c7.map(signedDot)]).ok).toBe(false);
     expect(checkU8Probe(cases, [cases.map(u8DotExpected), cases.map(u8DotExpected)]).ok).toBe(true);
     const sat = checkU8Probe(cases, [cases.map(u8DotExpected), cases.map(saturatingDot)]);
     expect(sat.ok).toBe(false);
@@ -108,20 +114,28 @@ const CONV = { B: 2, H: 6, W: 7, cin: 9, cout: 12, k: 3, stride: 1, pad: [1, 1, 
 
 describe("each INT8 dot path forced in turn: exact, 1 and 2 threads", () => {
   const paths = [
-    { name: "fused 7-bit", qmax: 127, path: "auto", dot: "fused" },
-    { name: "split 7-bit", qmax: 127, path: "auto", dot: "split" },
-    { name: "i16 7-bit", qmax: 127, path: "i16", dot: "auto" },
-    { name: "i16 8-bit", qmax: 255, path: "i16", dot: "auto" },
-    { name: "fused 8-bit", qmax: 255, path: "relaxed", dot: "auto" },
+    { name: "fused 7-bit", qmax: 127, wq: 127, path: "auto", dot: "fused", cap: null },
+    { name: "split 7-bit", qmax: 127, wq: 127, path: "auto", dot: "split", cap: null },
+    { name: "i16 7-bit", qmax: 127, wq: 127, path: "i16", dot: "auto", cap: null },
+    { name: "i16 8-bit", qmax: 255, wq: 127, path: "i16", dot: "auto", cap: null },
+    { name: "i16 8-bit, 7-bit weights", qmax: 255, wq: 63, path: "i16", dot: "auto", cap: null },
+    { name: "fused 8-bit", qmax: 255, wq: 127, path: "relaxed", dot: "fused", cap: "u8Exact" },
+    { name: "fused 8-bit, 7-bit weights", qmax: 255, wq: 63, path: "relaxed", dot: "fused", cap: "u8w7Fused" },
+    { name: "split 8-bit, 7-bit weights", qmax: 255, wq: 63, path: "relaxed", dot: "split", cap: "u8w7Split" },
   ] as const;
   for (const p of paths)
     it(p.name, (ctx) => {
-      if (p.name === "fused 8-bit" && !engines.every((e) => int8Capabilities(e).u8Exact)) {
-        // not runnable here: a failed probe must refuse the path rather than saturate
-        for (const eng of engines) expect(() => prepareLinearInt8(eng, new Float32Array(8), null, 2, 4, actParamsFromRange(-1, 1, 255), "relaxed")).toThrow(/not exact/);
+      if (p.cap && !engines.every((e) => int8Capabilities(e)[p.cap!])) {
+        // not runnable here: a failed probe must refuse the sequence rather than saturate
+        for (const eng of engines) {
+          const act = actParamsFromRange(-1, 1, 255, p.wq);
+          const ex = int8Capabilities(eng);
+          if (!ex.u8w7Fused && !ex.u8w7Split && p.wq === 63 || p.wq === 127) expect(() => prepareLinearInt8(eng, new Float32Array(8), null, 2, 4, act, "relaxed")).toThrow(/not exact/);
+          else expect(() => linearInt8(eng.fromArray(new Float32Array(4), [1, 4]), prepareLinearInt8(eng, new Float32Array(8), null, 2, 4, act), { dot: p.dot })).toThrow(/not exact/);
+        }
         ctx.skip();
       }
-      const act = actParamsFromRange(-1.1, 2.2, p.qmax);
+      const act = actParamsFromRange(-1.1, 2.2, p.qmax, p.wq);
       for (const [M, K, N] of LIN) {
         const x = randArray(M * K, M + K, -1.5, 2.5), w = randArray(N * K, N * 3 + K, -0.2, 0.2);
         const ref = linearInt8Ref(x, w, null, M, K, N, act);
@@ -162,7 +176,7 @@ describe("each INT8 dot path forced in turn: exact, 1 and 2 threads", () => {
         const lf = prepareLinearInt8(eng, w, null, N, K, act);
         expect(lf.i16Path).toBe(false);
         expect(int8DotPath(eng, 255)).toBe("fused-8bit");
-        expect(() => linearInt8(eng.fromArray(x, [M, K]), lf, { dot: "split" })).toThrow(/saturates/);
+        expect(() => linearInt8(eng.fromArray(x, [M, K]), lf, { dot: "split" })).toThrow(/not exact/);
         freeWeightTensors(lf);
       } finally {
         overrideInt8Capabilities(eng, saved);
@@ -177,6 +191,8 @@ describe("each INT8 dot path forced in turn: exact, 1 and 2 threads", () => {
       expect(c.splitGops).toBeGreaterThan(0);
       expect(c.fusedFaster).toBe(c.fusedGops > c.splitGops);
       expect(int8DotPath(eng, 127)).toBe(c.fusedFaster ? "fused-7bit" : "split-7bit");
+      // x86 (this project's machines) passes the 7-bit-weight probe for the split sequence (pmaddubsw reads u8)
+      if (c.u8w7Split && c.u8w7Fused) expect(int8DotPath(eng, 255, 63)).toBe(c.fusedFaster ? "fused-8bit-w7" : "split-8bit-w7");
     }
   });
 });

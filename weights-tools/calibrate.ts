@@ -49,6 +49,8 @@ export interface CalibrateOptions {
   momentum?: number;
   /** Largest quantised activation INT8 layers will use: 127 (7-bit, default: the fast relaxed-dot path) or 255 (u8: exact i16 path, slower). */
   actQmax?: 127 | 255;
+  /** Weight range recorded with the ranges: 127 (int8, default) or 63 (7-bit weights, for 8-bit activations). */
+  weightQmax?: 127 | 63;
   /** Also record each layer's range per scheduler timestep (running min/max only). */
   perStep?: boolean;
   threads?: number;
@@ -162,6 +164,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
       seed0,
       observer: observer.info,
       actQmax: o.actQmax ?? ACT_QMAX_DEFAULT,
+      ...(o.weightQmax === 63 ? { weightQmax: 63 } : {}),
       created: new Date().toISOString(),
       layers: observer.layers(),
       ...(timesteps ? { timesteps } : {}),

@@ -150,6 +150,9 @@ export function convert(o: ConvertOptions): ConvertResult {
     // a converted int8 layer stores one input_scale / input_zero_point
     if (hasPerStepRanges(cal))
       throw new Error(`${calLabel} has per-step ranges (stepq calibrate --per-step), which converted int8 files cannot hold (one activation range per layer); convert with a calibration made without --per-step`);
+    // converted files hold int8 weights ([-127, 127]); 7-bit weights are quantised at load instead
+    if ((cal.weightQmax ?? 127) !== 127)
+      throw new Error(`${calLabel} asks for 7-bit weights (stepq calibrate --weight-bits 7), which converted int8 files do not hold; use the calibration with the original checkpoint`);
   }
   let unetDir = srcUnet;
   if (o.out && path.resolve(o.out) !== path.resolve(o.model)) {

@@ -40,7 +40,9 @@ Options:
                      averaging_constant 0.01); only with --observer ema
   --per-step         also record per-timestep ranges (minmax observer only; see above)
   --act-bits B       7 (default: activations 0..127, the fast relaxed-SIMD dot) or 8 (0..255: half the
-                     rounding error, exact i16 kernel path, slower on relaxed SIMD)
+                     rounding error; the relaxed dot where it is exact, else the slower exact i16 path)
+  --weight-bits B    8 (default: weights -127..127) or 7 (-63..63; with --act-bits 8 the relaxed dot is
+                     exact on x86 without AVX-VNNI too, so 8-bit activations run at full speed)
   --out FILE         output (default: DIR/unet/stepq-calibration.json, where generate/eval/bench look)
   --threads N        worker threads including the main one (default: all cores)
   --memory SIZE      engine memory (default: estimated)
@@ -65,6 +67,7 @@ export async function run(argv: string[]): Promise<number> {
     observer: { type: "string" },
     momentum: { type: "string" },
     "act-bits": { type: "string" },
+    "weight-bits": { type: "string" },
     "per-step": { type: "boolean" },
     out: { type: "string", short: "o" },
     threads: { type: "string", short: "t" },
@@ -96,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError("--per-step records running min/max per timestep; --observer ema does not apply (a moving average over one timestep's few calls would keep mostly the last prompt)");
   const momentum = numOpt(v.momentum as string | undefined, "momentum", DEFAULT_EMA_MOMENTUM, 0, 0.999999);
   const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", 7, 7, 8);
+  const weightBits = intOpt(v["weight-bits"] as string | undefined, "weight-bits", 8, 7, 8);
   const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
   const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
   const simd = (v.simd as string | undefined) ?? "auto";
@@ -124,6 +128,7 @@ export async function run(argv: string[]): Promise<number> {
     observer: obs === "ema" ? "ema-minmax" : "minmax",
     momentum,
     actQmax: actBits === 8 ? 255 : 127,
+    weightQmax: weightBits === 7 ? 63 : 127,
     perStep,
     threads,
     memoryBytes,

@@ -152,6 +152,8 @@ export interface Calibration {
   observer: ObserverInfo;
   /** Activations are quantised to 0..actQmax (7-bit by default, see src/nn/quant.ts). */
   actQmax: number;
+  /** Weights are quantised to [-weightQmax, weightQmax]: 127 (absent: int8) or 63 (7-bit, with 8-bit activations; src/nn/quant.ts). */
+  weightQmax?: number;
   created: string;
   /** Layer (checkpoint name without .weight) -> input range. */
   layers: Record<string, LayerRange>;
@@ -319,6 +321,7 @@ export function validateCalibration(c: unknown, what: string): Calibration {
     if (k !== undefined) throw new PrecisionError(`${what}: layer ${k} has per-step "steps" but the file has no "timesteps"`);
   }
   if (o.actQmax !== undefined && o.actQmax !== 127 && o.actQmax !== 255) throw new PrecisionError(`${what}: actQmax must be 127 or 255, got ${o.actQmax}`);
+  if (o.weightQmax !== undefined && o.weightQmax !== 127 && o.weightQmax !== 63) throw new PrecisionError(`${what}: weightQmax must be 127 or 63, got ${o.weightQmax}`);
   return o;
 }
 
@@ -364,7 +367,7 @@ export function defaultCalibrationPath(unetDir: string): string {
 export function actParamsFor(cal: Calibration, layer: string, label: string): Required<ActQuantParams> {
   const r = cal.layers[layer];
   if (!r) throw new PrecisionError(`${label}: no activation range for layer ${layer} (the calibration was made for another model? re-run stepq calibrate)`);
-  return actParamsFromRange(r.min, r.max, cal.actQmax ?? ACT_QMAX_DEFAULT);
+  return actParamsFromRange(r.min, r.max, cal.actQmax ?? ACT_QMAX_DEFAULT, cal.weightQmax ?? 127);
 }
 
 /** A layer's activation params at each of the calibration's timesteps, or null without per-step ranges. */
@@ -372,7 +375,7 @@ export function stepActParamsFor(cal: Calibration, layer: string, label: string)
   if (!hasPerStepRanges(cal)) return null;
   const r = cal.layers[layer];
   if (!r?.steps) throw new PrecisionError(`${label}: no per-step activation ranges for layer ${layer} (the calibration was made for another model? re-run stepq calibrate --per-step)`);
-  return r.steps.map((sr) => actParamsFromRange(sr.min, sr.max, cal.actQmax ?? ACT_QMAX_DEFAULT));
+  return r.steps.map((sr) => actParamsFromRange(sr.min, sr.max, cal.actQmax ?? ACT_QMAX_DEFAULT, cal.weightQmax ?? 127));
 }
 
 /**

@@ -4,7 +4,8 @@
 // src/nn/reference/lowp.ts implements the same numerics in plain TypeScript.
 //
 //   q_x = clamp(nearest(x * (1/sx)) + zp, 0, qmax)   (per tensor; qmax 127 by default, see quant.ts)
-//   q_w = per output channel symmetric int8 in [-127, 127], scale sw[n]
+//   q_w = per output channel symmetric in [-wq, wq], scale sw[n] (wq = act.weightQmax: 127 by default, 63
+//         for 8-bit activations on x86 without AVX-VNNI)
 //   y   = f32(sum_k q_x q_w - zp * sum_k q_w) * f32(sx * sw[n]) + bias[n]
 //
 // Activations are f32 NHWC tensors in and out.
@@ -58,7 +59,7 @@ export interface LinearWeightInt8 {
   /** f32 bias (0 if none), padded. */
   bias: Tensor;
   /** The activation params corr, scale (and a conv's padBuf) are currently prepared for (setInt8ActParams changes them). */
-  act: { scale: number; invScale: number; zeroPoint: number; qmax: number };
+  act: { scale: number; invScale: number; zeroPoint: number; qmax: number; weightQmax: number };
   weightScales: Float32Array;
   /** sum_k q_w[n] per channel (host copy), so corr can be remade for another zero point without the weights. */
   weightSums: Int32Array;
@@ -74,14 +75,14 @@ export interface ConvWeightInt8 extends Omit<LinearWeightInt8, "kind" | "out" | 
 
 /**
  * Whether a layer runs the exact i16 kernel path (and so packs its weights in k-pairs): always on the
- * baseline build; for 8-bit (qmax 255) activations unless this engine's fused dot is proven exact on them
- * (int8Capabilities u8Exact: AVX-VNNI); and when asked (path "i16").
+ * baseline build; for 8-bit (qmax 255) activations unless a relaxed sequence is proven exact on them for
+ * the layer's weight range (int8Capabilities); and when asked (path "i16").
  */
-function usesI16Path(eng: Engine, qmax: number, path: Int8PathRequest = "auto"): boolean {
+function usesI16Path(eng: Engine, qmax: number, weightQmax: number, path: Int8PathRequest = "auto"): boolean {
   if (eng.simd !== "relaxed" || path === "i16") return true;
-  if (qmax <= 127) return false;
-  if (int8Capabilities(eng).u8Exact) return false;
-  if (path === "relaxed") throw new RangeError(`8-bit activations on the relaxed dot requested, but ${int8Capabilities(eng).u8Reason}`);
+  const ex = exactSequences(eng, qmax, weightQmax);
+  if (ex.fused || ex.split) return false;
+  if (path === "relaxed") throw new RangeError(`8-bit activations with ${weightQmax <= 63 ? "7-bit" : "int8"} weights on the relaxed dot requested, but it is not exact here: ${int8Capabilities(eng).u8Reason}`);
   return true;
 }
 
@@ -96,7 +97,8 @@ export type Int8PathRequest = "auto" | "i16" | "relaxed";
 function prepareInt8Common(eng: Engine, qk: Int8Array, scales: Float32Array, N: number, K: number, bias: ArrayLike<number> | null, act: ActQuantParams, path: Int8PathRequest) {
   const a = normalizeActParams(act);
   const np8 = lowpPadded(N);
-  const i16Path = usesI16Path(eng, a.qmax, path);
+  const i16Path = usesI16Path(eng, a.qmax, a.weightQmax, path);
+  notePreparedPath(eng, int8DotPath(eng, a.qmax, a.weightQmax, i16Path));
   const packed = eng.fromArray(packInt8Panels(qk, N, K, i16Path), [np8 * K], "i8");
   const weightSums = new Int32Array(N);
   for (let n = 0; n < N; n++) {
@@ -127,8 +129,9 @@ function writeInt8ActTerms(corr: Tensor, scale: Tensor, weightSums: Int32Array, 
  */
 export function setInt8ActParams(w: LinearWeightInt8 | ConvWeightInt8, act: ActQuantParams): void {
   const a = normalizeActParams(act);
-  if (a.scale === w.act.scale && a.zeroPoint === w.act.zeroPoint && a.qmax === w.act.qmax) return;
+  if (a.scale === w.act.scale && a.zeroPoint === w.act.zeroPoint && a.qmax === w.act.qmax && a.weightQmax === w.act.weightQmax) return;
   if (a.qmax !== w.act.qmax) throw new RangeError(`setInt8ActParams: the layer was prepared for qmax ${w.act.qmax}, got ${a.qmax}`);
+  if (a.weightQmax !== w.act.weightQmax) throw new RangeError(`setInt8ActParams: the layer was prepared for weight qmax ${w.act.weightQmax}, got ${a.weightQmax}`);
   writeInt8ActTerms(w.corr, w.scale, w.weightSums, w.weightScales, a);
   if ("padBuf" in w) w.padBuf.u8().fill(a.zeroPoint);
   w.act = a;
@@ -140,7 +143,7 @@ export function setInt8ActParams(w: LinearWeightInt8 | ConvWeightInt8, act: ActQ
  */
 export function prepareLinearInt8(eng: Engine, w: ArrayLike<number>, bias: ArrayLike<number> | null, out: number, inF: number, act: ActQuantParams, path: Int8PathRequest = "auto"): LinearWeightInt8 {
   checkDims("prepareLinearInt8", out, inF);
-  const { q, scales } = quantizeWeightsPerChannel(w, out, inF);
+  const { q, scales } = quantizeWeightsPerChannel(w, out, inF, normalizeActParams(act).weightQmax);
   const kp = roundUp4(inF);
   const qk = new Int8Array(out * kp);
   for (let n = 0; n < out; n++) qk.set(q.subarray(n * inF, (n + 1) * inF), n * kp);
@@ -153,7 +156,7 @@ export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: Array
   checkDims("prepareConv2dInt8", cout, cin, kh, kw);
   const stride = opts.stride ?? 1;
   checkDims("prepareConv2dInt8 stride", stride);
-  const { q, scales } = quantizeWeightsPerChannel(w, cout, cin * kh * kw);
+  const { q, scales } = quantizeWeightsPerChannel(w, cout, cin * kh * kw, normalizeActParams(act).weightQmax);
   const cp = roundUp4(cin);
   const qk = convWeightToKOrder(q, shape, cp, new Int8Array(cout * kh * kw * cp));
   const common = prepareInt8Common(eng, qk, scales, cout, kh * kw * cp, bias, act, path);
@@ -168,16 +171,22 @@ export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: Array
  *   both give the same exact sums on 7-bit activations). V8 lowers the fused form to one vpdpbusd where
  *   the CPU has AVX-VNNI (V8 13.6+: Node 24, Deno 2.9) and to five instructions elsewhere.
  * - u8Exact: the fused dot gives the exact u8 x s8 sum on activations with the top bit set (probe_dot_u8),
- *   so layers with 8-bit activations (qmax 255) may run on it; where it does not (x86 without AVX-VNNI
- *   saturates pair sums to i16, Arm reads the byte as signed) they take the exact i16 path.
+ *   so layers with 8-bit activations (qmax 255) and int8 weights may run on it (AVX-VNNI's vpdpbusd).
+ * - u8w7Fused / u8w7Split: the fused / split sequence is exact on 8-bit activations with 7-bit weights
+ *   (|w| <= 63): x86 without AVX-VNNI (pmaddubsw reads the activation byte unsigned; 2 * 255 * 63 < 2^15,
+ *   so no pair sum saturates) and AVX-VNNI both pass; engines that read the byte as signed (Arm sdot,
+ *   AVX-VNNI-INT8's vpdpbssd) fail.
+ * A layer whose scheme no exact relaxed sequence covers takes the exact i16 path, never a saturated one.
  */
 export interface Int8Capabilities {
   fusedFaster: boolean;
   u8Exact: boolean;
+  u8w7Fused: boolean;
+  u8w7Split: boolean;
   /** Kernel timings behind fusedFaster (G ops/s, best of several), for reports; 0 when not measured. */
   fusedGops: number;
   splitGops: number;
-  /** Why u8Exact is what it is (the first wrong lane, or "exact on N cases"). */
+  /** What the 8-bit probe found (the first wrong lane of each check, or "exact"). */
   u8Reason: string;
 }
 
@@ -187,11 +196,8 @@ const capabilities = new WeakMap<Engine, Int8Capabilities>();
 export function int8Capabilities(eng: Engine): Int8Capabilities {
   let c = capabilities.get(eng);
   if (!c) {
-    if (eng.simd !== "relaxed") c = { fusedFaster: false, u8Exact: false, fusedGops: 0, splitGops: 0, u8Reason: "baseline build (no relaxed dot)" };
-    else {
-      const u8 = probeU8Dot(eng);
-      c = { ...timeFusedVsSplit(eng), u8Exact: u8.ok, u8Reason: u8.reason };
-    }
+    if (eng.simd !== "relaxed") c = { fusedFaster: false, u8Exact: false, u8w7Fused: false, u8w7Split: false, fusedGops: 0, splitGops: 0, u8Reason: "baseline build (no relaxed dot)" };
+    else c = { ...timeFusedVsSplit(eng), ...probeU8Dot(eng) };
     capabilities.set(eng, c);
   }
   return c;
@@ -210,23 +216,33 @@ export function preferFusedDot(eng: Engine): boolean {
   return int8Capabilities(eng).fusedFaster;
 }
 
-/** Probe inputs: activations with the top bit set against weights of both signs, zero and non-zero accumulators. */
-export function u8ProbeCases(): { w: Int8Array; a: Uint8Array; acc: Int32Array }[] {
-  const cases: { w: Int8Array; a: Uint8Array; acc: Int32Array }[] = [];
+export interface U8ProbeCase {
+  w: Int8Array;
+  a: Uint8Array;
+  acc: Int32Array;
+}
+
+/**
+ * Probe inputs: activations with the top bit set against weights of both signs, zero and non-zero
+ * accumulators; weightQmax 127: int8 weights (pair sums up to 64770), 63: 7-bit weights.
+ */
+export function u8ProbeCases(weightQmax: number): U8ProbeCase[] {
+  const cases: U8ProbeCase[] = [];
+  const W = weightQmax;
   const mk = (wf: (i: number) => number, af: (i: number) => number, acc: number[]) =>
     cases.push({ w: Int8Array.from({ length: 16 }, (_, i) => wf(i)), a: Uint8Array.from({ length: 16 }, (_, i) => af(i)), acc: Int32Array.from(acc) });
-  mk(() => 127, () => 255, [0, 0, 0, 0]); // every pair sum 64770 > 32767
-  mk(() => -127, () => 255, [0, 1, -1, 1000]); // -64770 < -32768
-  mk((i) => (i & 1 ? -127 : 127), (i) => 128 + 8 * i, [7, -7, 1 << 20, -(1 << 20)]);
-  mk((i) => ((i * 37) % 255) - 127, (i) => 255 - 5 * i, [3, 5, 7, 11]);
-  let s = 12345;
+  mk(() => W, () => 255, [0, 0, 0, 0]);
+  mk(() => -W, () => 255, [0, 1, -1, 1000]);
+  mk((i) => (i & 1 ? -W : W), (i) => 128 + 8 * i, [7, -7, 1 << 20, -(1 << 20)]);
+  mk((i) => ((i * 37) % (2 * W + 1)) - W, (i) => 255 - 5 * i, [3, 5, 7, 11]);
+  let s = 12345 + W;
   const r = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 8) & 0xff;
-  for (let c = 0; c < 4; c++) mk(() => (r() % 255) - 127, () => 128 | r(), [r() - 128, r(), -r(), 0]);
+  for (let c = 0; c < 4; c++) mk(() => (r() % (2 * W + 1)) - W, () => 128 | r(), [r() - 128, r(), -r(), 0]);
   return cases;
 }
 
-/** The exact u8 x s8 dot of a probe case (what the fused path must give for 8-bit activations). */
-export function u8DotExpected(c: { w: Int8Array; a: Uint8Array; acc: Int32Array }): Int32Array {
+/** The exact u8 x s8 dot of a probe case (what an exact sequence must give for 8-bit activations). */
+export function u8DotExpected(c: U8ProbeCase): Int32Array {
   const out = new Int32Array(4);
   for (let l = 0; l < 4; l++) {
     let s = c.acc[l];
@@ -236,21 +252,20 @@ export function u8DotExpected(c: { w: Int8Array; a: Uint8Array; acc: Int32Array 
   return out;
 }
 
-/** Compares probe results (got[t][case] = 4 lanes, per thread) with the exact dots. */
-export function checkU8Probe(cases: ReturnType<typeof u8ProbeCases>, got: Int32Array[][]): { ok: boolean; reason: string } {
+/** Compares probe results (got[thread][case] = 4 lanes) with the exact dots. */
+export function checkU8Probe(cases: U8ProbeCase[], got: Int32Array[][], what = "fused dot"): { ok: boolean; reason: string } {
   for (let t = 0; t < got.length; t++)
     for (let c = 0; c < cases.length; c++) {
       const want = u8DotExpected(cases[c]);
       for (let l = 0; l < 4; l++)
-        if (got[t][c][l] !== want[l])
-          return { ok: false, reason: `fused dot on 8-bit activations is not exact here (thread ${t}, case ${c}, lane ${l}: ${got[t][c][l]}, exact ${want[l]})` };
+        if (got[t][c][l] !== want[l]) return { ok: false, reason: `${what} not exact here (thread ${t}, case ${c}, lane ${l}: ${got[t][c][l]}, exact ${want[l]})` };
     }
-  return { ok: true, reason: `fused dot exact on 8-bit activations (${cases.length} cases x ${got.length} threads)` };
+  return { ok: true, reason: `${what} exact (${cases.length} cases x ${got.length} threads)` };
 }
 
-function probeU8Dot(eng: Engine): { ok: boolean; reason: string } {
-  const cases = u8ProbeCases();
-  const inp = eng.alloc(48 * cases.length), out = eng.alloc(16 * cases.length * eng.threads);
+/** Runs probe_dot_u8 on every thread: [thread][case] -> { fused, split } lanes. */
+function runU8Probe(eng: Engine, cases: U8ProbeCase[]): { fused: Int32Array[][]; split: Int32Array[][] } {
+  const inp = eng.alloc(48 * cases.length), out = eng.alloc(32 * cases.length * eng.threads);
   try {
     const bytes = new Uint8Array(eng.memory.buffer);
     cases.forEach((c, i) => {
@@ -259,14 +274,35 @@ function probeU8Dot(eng: Engine): { ok: boolean; reason: string } {
       bytes.set(new Uint8Array(c.acc.buffer, c.acc.byteOffset, 16), inp + 48 * i + 32);
     });
     eng.run("probe_dot_u8", inp, cases.length, out);
-    const got: Int32Array[][] = [];
-    for (let t = 0; t < eng.threads; t++)
-      got.push(cases.map((_, c) => new Int32Array(eng.memory.buffer.slice(out + 16 * (t * cases.length + c), out + 16 * (t * cases.length + c + 1)))));
-    return checkU8Probe(cases, got);
+    const lanes = (t: number, c: number, off: number) => new Int32Array(eng.memory.buffer.slice(out + 32 * (t * cases.length + c) + off, out + 32 * (t * cases.length + c) + off + 16));
+    const fused: Int32Array[][] = [], split: Int32Array[][] = [];
+    for (let t = 0; t < eng.threads; t++) {
+      fused.push(cases.map((_, c) => lanes(t, c, 0)));
+      split.push(cases.map((_, c) => lanes(t, c, 16)));
+    }
+    return { fused, split };
   } finally {
     eng.free(inp);
     eng.free(out);
   }
+}
+
+function probeU8Dot(eng: Engine): Pick<Int8Capabilities, "u8Exact" | "u8w7Fused" | "u8w7Split" | "u8Reason"> {
+  const c8 = u8ProbeCases(127), c7 = u8ProbeCases(63);
+  const r8 = runU8Probe(eng, c8), r7 = runU8Probe(eng, c7);
+  const a = checkU8Probe(c8, r8.fused, "fused dot, 8-bit activations x int8 weights:");
+  const b = checkU8Probe(c7, r7.fused, "fused dot, 8-bit activations x 7-bit weights:");
+  const c = checkU8Probe(c7, r7.split, "split dot, 8-bit activations x 7-bit weights:");
+  return { u8Exact: a.ok, u8w7Fused: b.ok, u8w7Split: c.ok, u8Reason: [a.reason, b.reason, c.reason].join("; ") };
+}
+
+/** Which relaxed dot sequences compute a layer's sums exactly on this engine (7-bit activations: both). */
+export function exactSequences(eng: Engine, qmax: number, weightQmax: number): { fused: boolean; split: boolean } {
+  if (eng.simd !== "relaxed") return { fused: false, split: false };
+  if (qmax <= 127) return { fused: true, split: true };
+  const c = int8Capabilities(eng);
+  if (weightQmax <= 63) return { fused: c.u8w7Fused, split: c.u8w7Split };
+  return { fused: c.u8Exact, split: false };
 }
 
 /**
@@ -304,14 +340,52 @@ function timeFusedVsSplit(eng: Engine): { fusedFaster: boolean; fusedGops: numbe
   }
 }
 
-/** The kernel path of a prepared INT8 layer on its engine: what ran, for reports. */
-export type Int8DotPath = "fused-8bit" | "fused-7bit" | "split-7bit" | "i16";
+/**
+ * The kernel path of a prepared INT8 layer on its engine, for reports: "i16", or the relaxed sequence and
+ * scheme: "fused-7bit", "split-7bit" (7-bit activations), "fused-8bit" (8-bit activations, int8 weights),
+ * "fused-8bit-w7", "split-8bit-w7" (8-bit activations, 7-bit weights).
+ */
+export type Int8DotPath = "fused-8bit" | "fused-8bit-w7" | "split-8bit-w7" | "fused-7bit" | "split-7bit" | "i16";
 
-/** The dot path an INT8 layer with activations 0..qmax takes on this engine (with `dot` as the ops default "auto"). */
-export function int8DotPath(eng: Engine, qmax: number, i16Path = usesI16Path(eng, qmax)): Int8DotPath {
+/** The dot path an INT8 layer with this scheme takes on this engine with `dot` "auto" (the ops' default). */
+export function int8DotPath(eng: Engine, qmax: number, weightQmax = 127, i16Path = usesI16Path(eng, qmax, weightQmax)): Int8DotPath {
   if (i16Path) return "i16";
-  if (qmax > 127) return "fused-8bit";
-  return preferFusedDot(eng) ? "fused-7bit" : "split-7bit";
+  const fused = pickFused(eng, exactSequences(eng, qmax, weightQmax), "auto");
+  if (qmax <= 127) return fused ? "fused-7bit" : "split-7bit";
+  return weightQmax <= 63 ? (fused ? "fused-8bit-w7" : "split-8bit-w7") : "fused-8bit";
+}
+
+/** Fused or split among the exact sequences: the requested one (an error if not exact), else the faster. */
+function pickFused(eng: Engine, ex: { fused: boolean; split: boolean }, dot: "auto" | "fused" | "split"): boolean {
+  if (dot === "fused" && !ex.fused) throw new RangeError(`INT8: the fused dot is not exact for this layer's scheme here (${int8Capabilities(eng).u8Reason})`);
+  if (dot === "split" && !ex.split) throw new RangeError(`INT8: the split dot is not exact for this layer's scheme here (it saturates 8-bit activations with int8 weights, or reads them signed)`);
+  if (dot !== "auto") return dot === "fused";
+  return ex.fused && (!ex.split || preferFusedDot(eng));
+}
+
+const preparedPaths = new WeakMap<Engine, Partial<Record<Int8DotPath, number>>>();
+
+function notePreparedPath(eng: Engine, p: Int8DotPath): void {
+  const m = preparedPaths.get(eng) ?? {};
+  m[p] = (m[p] ?? 0) + 1;
+  preparedPaths.set(eng, m);
+}
+
+/**
+ * INT8 layers prepared on this engine so far, by the dot path they run (what ran: `bench --json`
+ * int8_dot_paths, the generate progress line). Counts every prepare, including re-prepares.
+ */
+export function int8PreparedPaths(eng: Engine): Partial<Record<Int8DotPath, number>> {
+  return { ...(preparedPaths.get(eng) ?? {}) };
+}
+
+/** One line for reports: the prepared layers by path, the kernel timings behind fused/split, the 8-bit probe. */
+export function int8PathSummary(eng: Engine): string {
+  const paths = Object.entries(int8PreparedPaths(eng)).map(([k, v]) => `${k} x ${v}`).join(", ") || "no INT8 layers";
+  if (eng.simd !== "relaxed") return `${paths} (baseline build)`;
+  const c = int8Capabilities(eng);
+  const u8 = c.u8Exact ? "8-bit activations exact on the fused dot" : c.u8w7Split || c.u8w7Fused ? "8-bit activations exact only with 7-bit weights" : "8-bit activations take the i16 path";
+  return `${paths} (kernel: fused dot ${c.fusedGops.toFixed(0)} vs split ${c.splitGops.toFixed(0)} G ops/s; ${u8})`;
 }
 
 /** Largest K block of the INT8 kernels in bytes (weights block kc * N stays in L2 for N <= ~1280). */
@@ -333,16 +407,15 @@ export function int8Blocking(M: number, N: number, K: number): { kc: number; mcT
 }
 
 /** Runs an INT8 kernel (args before kc, mcT, pb, flags, scratch, stride) with its packing scratch. */
-function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, i16: boolean, qmax: number, args: number[]): void {
-  const flags = int8Flags(eng, i16, qmax, opts);
+function runInt8(eng: Engine, kernel: string, M: number, K: number, opts: Int8RunOptions, i16: boolean, act: { qmax: number; weightQmax: number }, args: number[]): void {
+  const flags = int8Flags(eng, i16, act, opts);
   withPacking(eng, M, K, int8Blocking(M, 0, K), opts, i16 ? 2 : 1, true, (kc, mcT, scratch, stride) => eng.run(kernel, ...args, kc, mcT, opts.pb ?? 0, flags, scratch, stride));
 }
 
-function int8Flags(eng: Engine, i16: boolean, qmax: number, opts: Int8RunOptions): number {
-  // 8-bit activations off the i16 path only ever run fused (prepare checked the probe); the split sequence
-  // would saturate them (pmaddubsw), so asking for it is an error, never a silently wrong result
-  if (!i16 && qmax > 127 && opts.dot === "split") throw new RangeError("INT8: the split dot cannot take 8-bit activations (it saturates); use dot fused or auto");
-  const fused = !i16 && (qmax > 127 || opts.dot === "fused" || ((opts.dot ?? "auto") === "auto" && preferFusedDot(eng)));
+function int8Flags(eng: Engine, i16: boolean, act: { qmax: number; weightQmax: number }, opts: Int8RunOptions): number {
+  // off the i16 path, only a sequence proven exact for the layer's scheme runs (pickFused throws on a
+  // forced one that is not): never a silently saturated result
+  const fused = !i16 && pickFused(eng, exactSequences(eng, act.qmax, act.weightQmax), opts.dot ?? "auto");
   return (i16 ? INT8_FLAG_I16 : 0) | (opts.raw ? INT8_FLAG_RAW : 0) | (fused ? INT8_FLAG_FUSED : 0);
 }
 
@@ -359,7 +432,7 @@ export function linearInt8(x: Tensor, w: LinearWeightInt8, opts: Int8RunOptions 
   if (M === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.kp);
   try {
-    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.i16Path, w.act.qmax, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
+    runInt8(eng, "gemm_int8_packed", M, w.kp, opts, w.i16Path, w.act, [xq.ptr, w.kp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.out, M, w.out, w.kp]);
   } finally {
     xq.free();
   }
@@ -375,7 +448,7 @@ export function conv2dInt8(x: Tensor, w: ConvWeightInt8, opts: Int8RunOptions & 
   if (B === 0) return y;
   const xq = quantizeActivations(eng, x, w.act, w.cp);
   try {
-    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.i16Path, w.act.qmax, [
+    runInt8(eng, "conv2d_int8", B * Ho * Wo, w.kh * w.kw * w.cp, opts, w.i16Path, w.act, [
       xq.ptr, B, H, W, w.cp, w.packed.ptr, w.corr.ptr, w.scale.ptr, w.bias.ptr, y.ptr, w.cout, Ho, Wo, w.cout,
       w.kh, w.kw, w.stride, p[0], p[1], w.padBuf.ptr,
     ]);
