@@ -23,6 +23,7 @@ import {
 import { freeWeightTensors } from "../src/nn/pack.ts";
 import { conv2dInt8Ref, linearInt8Ref } from "../src/nn/reference/lowp.ts";
 import { PEAK_DOT_STRIDE } from "../assembly/abi.ts";
+import { actParamsFor, validateCalibration, CALIBRATION_FORMAT, CALIBRATION_VERSION } from "../src/models/precision.ts";
 
 function randArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   let s = seed >>> 0;
@@ -219,5 +220,18 @@ describe("peak_dot_i8", () => {
       base.close();
     }
     out.free();
+  });
+});
+
+describe("calibration files record the activation and weight bits", () => {
+  const cal = (extra: object) => ({
+    format: CALIBRATION_FORMAT, version: CALIBRATION_VERSION, model: "m", steps: 1, guidance: 1, scheduler: "pndm", prompts: 1, unetCalls: 1, seed0: 0,
+    observer: { type: "minmax", per: "UNet call" }, created: "now", layers: { a: { min: -1, max: 2 } }, ...extra,
+  });
+  it("weightQmax 63 with actQmax 255 reaches the layer params; absent means int8 weights; other values are refused", () => {
+    const p = actParamsFor(validateCalibration(cal({ actQmax: 255, weightQmax: 63 }), "t"), "a", "t");
+    expect(p).toEqual(actParamsFromRange(-1, 2, 255, 63));
+    expect(actParamsFor(validateCalibration(cal({ actQmax: 127 }), "t"), "a", "t").weightQmax).toBe(127);
+    expect(() => validateCalibration(cal({ actQmax: 255, weightQmax: 100 }), "t")).toThrow(/weightQmax/);
   });
 });
