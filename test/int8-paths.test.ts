@@ -7,7 +7,7 @@
 // capability report, and the peak loops (the three dot sequences compute the same sums).
 import { describe, it, expect, afterAll, beforeAll } from "vitest";
 import { Engine } from "../src/runtime/engine.ts";
-import { actParamsFromRange } from "../src/nn/quant.ts";
+import { actParamsFromRange, quantizeWeightsPerChannel } from "../src/nn/quant.ts";
 import {
   checkU8Probe,
   conv2dInt8,
@@ -23,7 +23,7 @@ import {
 import { freeWeightTensors } from "../src/nn/pack.ts";
 import { conv2dInt8Ref, linearInt8Ref } from "../src/nn/reference/lowp.ts";
 import { PEAK_DOT_STRIDE } from "../assembly/abi.ts";
-import { actParamsFor, validateCalibration, CALIBRATION_FORMAT, CALIBRATION_VERSION } from "../src/models/precision.ts";
+import { actParamsFor, validateCalibration, weightsForQuantized, CALIBRATION_FORMAT, CALIBRATION_VERSION } from "../src/models/precision.ts";
 
 function randArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   let s = seed >>> 0;
@@ -233,5 +233,18 @@ describe("calibration files record the activation and weight bits", () => {
     expect(p).toEqual(actParamsFromRange(-1, 2, 255, 63));
     expect(actParamsFor(validateCalibration(cal({ actQmax: 127 }), "t"), "a", "t").weightQmax).toBe(127);
     expect(() => validateCalibration(cal({ actQmax: 255, weightQmax: 100 }), "t")).toThrow(/weightQmax/);
+  });
+});
+
+describe("7-bit weights survive conversion", () => {
+  it("weightsForQuantized(q, s, qmax 63) quantises back to the same q and scales", () => {
+    const out = 9, per = 37;
+    const w = randArray(out * per, 99, -0.4, 0.4);
+    for (let k = 0; k < per; k++) w[4 * per + k] = 0; // an all-zero channel
+    const a = quantizeWeightsPerChannel(w, out, per, 63);
+    expect(Math.max(...Array.from(a.q, Math.abs))).toBe(63);
+    const b = quantizeWeightsPerChannel(weightsForQuantized(a.q, a.scales, out, per, 63), out, per, 63);
+    expect(Array.from(b.q)).toEqual(Array.from(a.q));
+    expect(Array.from(b.scales)).toEqual(Array.from(a.scales));
   });
 });

@@ -29,7 +29,7 @@ import {
   MinMaxObserver,
   type Calibration,
 } from "../src/models/precision.ts";
-import { ACT_QMAX_DEFAULT } from "../src/nn/quant.ts";
+import { INT8_CALIBRATION_DEFAULT } from "../src/nn/quant.ts";
 
 export interface CalibrateOptions {
   /** diffusers pipeline folder. */
@@ -163,8 +163,8 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
       unetCalls: observer.calls,
       seed0,
       observer: observer.info,
-      actQmax: o.actQmax ?? ACT_QMAX_DEFAULT,
-      ...(o.weightQmax === 63 ? { weightQmax: 63 } : {}),
+      actQmax: o.actQmax ?? INT8_CALIBRATION_DEFAULT.actQmax,
+      ...((o.weightQmax ?? INT8_CALIBRATION_DEFAULT.weightQmax) === 63 ? { weightQmax: 63 } : {}),
       created: new Date().toISOString(),
       layers: observer.layers(),
       ...(timesteps ? { timesteps } : {}),

@@ -86,7 +86,7 @@ export function convertFile(src: string, dst: string, precision: ConvertPrecisio
           out.push({ name: t.name, dtype: "BF16", shape: t.shape, data: new Uint8Array(bits.buffer) });
         } else {
           const n = t.shape[0];
-          const { q, scales } = quantizeWeightsPerChannel(w, n, w.length / n);
+          const { q, scales } = quantizeWeightsPerChannel(w, n, w.length / n, cal!.weightQmax ?? 127);
           const act = actParamsFor(cal!, layer, calLabel);
           out.push({ name: t.name, dtype: "I8", shape: t.shape, data: q });
           out.push({ name: `${layer}.weight_scale`, dtype: "F32", shape: [n], data: f32Bytes(scales) });
@@ -107,7 +107,9 @@ export function convertFile(src: string, dst: string, precision: ConvertPrecisio
     if (precision === "bf16") meta.weight_format = "BF16 (round to nearest even); biases F32";
     else {
       meta.act_qmax = String(cal!.actQmax ?? ACT_QMAX_DEFAULT);
-      meta.weight_quantization = "int8 symmetric per output channel: q = clamp(round_half_even(w / s), -127, 127), s = f32(max|w| / 127) (weight_scale)";
+      const wq = cal!.weightQmax ?? 127;
+      meta.weight_qmax = String(wq);
+      meta.weight_quantization = `int8 symmetric per output channel: q = clamp(round_half_even(w / s), -${wq}, ${wq}), s = f32(max|w| / ${wq}) (weight_scale)`;
       meta.activation_quantization = `asymmetric per tensor: q = clamp(round(x / input_scale) + input_zero_point, 0, ${meta.act_qmax})`;
       meta.calibration = JSON.stringify({ model: cal!.model, steps: cal!.steps, guidance: cal!.guidance, scheduler: cal!.scheduler, prompts: cal!.prompts, observer: cal!.observer, created: cal!.created });
     }
@@ -150,9 +152,6 @@ export function convert(o: ConvertOptions): ConvertResult {
     // a converted int8 layer stores one input_scale / input_zero_point
     if (hasPerStepRanges(cal))
       throw new Error(`${calLabel} has per-step ranges (stepq calibrate --per-step), which converted int8 files cannot hold (one activation range per layer); convert with a calibration made without --per-step`);
-    // converted files hold int8 weights ([-127, 127]); 7-bit weights are quantised at load instead
-    if ((cal.weightQmax ?? 127) !== 127)
-      throw new Error(`${calLabel} asks for 7-bit weights (stepq calibrate --weight-bits 7), which converted int8 files do not hold; use the calibration with the original checkpoint`);
   }
   let unetDir = srcUnet;
   if (o.out && path.resolve(o.out) !== path.resolve(o.model)) {

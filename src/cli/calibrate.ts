@@ -5,6 +5,7 @@ import { parse, intOpt, numOpt, sizeOpt, UsageError } from "./args.ts";
 import { resolveDefaultModel, DEFAULT_MODEL } from "../pipeline/pipeline.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { writeCalibration } from "../models/precision.ts";
+import { INT8_CALIBRATION_DEFAULT } from "../nn/quant.ts";
 import { calibrate, defaultCalibrationOut, defaultCalibrationPrompts, readPromptsFile, DEFAULT_EMA_MOMENTUM } from "../../weights-tools/calibrate.ts";
 
 export const summary = "record per-layer activation ranges for INT8 (writes unet/stepq-calibration.json)";
@@ -98,8 +99,8 @@ export async function run(argv: string[]): Promise<number> {
   if (perStep && obs !== "minmax")
     throw new UsageError("--per-step records running min/max per timestep; --observer ema does not apply (a moving average over one timestep's few calls would keep mostly the last prompt)");
   const momentum = numOpt(v.momentum as string | undefined, "momentum", DEFAULT_EMA_MOMENTUM, 0, 0.999999);
-  const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", 7, 7, 8);
-  const weightBits = intOpt(v["weight-bits"] as string | undefined, "weight-bits", 8, 7, 8);
+  const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", INT8_CALIBRATION_DEFAULT.actQmax === 255 ? 8 : 7, 7, 8);
+  const weightBits = intOpt(v["weight-bits"] as string | undefined, "weight-bits", INT8_CALIBRATION_DEFAULT.weightQmax === 63 ? 7 : 8, 7, 8);
   const threads = v.threads === undefined ? undefined : intOpt(v.threads as string, "threads", 1, 1, 256);
   const memoryBytes = v.memory === undefined ? undefined : sizeOpt(v.memory as string, 0);
   const simd = (v.simd as string | undefined) ?? "auto";

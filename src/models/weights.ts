@@ -41,6 +41,7 @@ import {
   weightsForQuantized,
   MissingCalibrationError,
   SYNTHETIC_ACT_RANGE,
+  SYNTHETIC_ACT_BITS,
   type Calibration,
   type PrecisionContext,
 } from "./precision.ts";
@@ -237,7 +238,7 @@ export class WeightStore {
           variants.bf16 = prepareLinearBf16(eng, r.w, r.b, out, inF);
         } else if (st.files.int8) {
           const r = this.stepqInt8(prefix, [[out, inF], [out, inF, 1, 1]], out);
-          variants.int8 = prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF), r.b, out, inF, r.act);
+          variants.int8 = prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF, r.act.weightQmax), r.b, out, inF, r.act);
         } else variants.int8 = prepareLinearInt8(eng, f32!.w, f32!.b, out, inF, act!);
       }
     });
@@ -248,7 +249,7 @@ export class WeightStore {
   /** INT8 activation params of a layer built from the checkpoint (calibration, synthetic, or an error). */
   private actParams(name: string): ActQuantParams {
     const s = this.src.prec!.setup;
-    if (s.calibration === "synthetic") return actParamsFromRange(SYNTHETIC_ACT_RANGE[0], SYNTHETIC_ACT_RANGE[1]);
+    if (s.calibration === "synthetic") return actParamsFromRange(SYNTHETIC_ACT_RANGE[0], SYNTHETIC_ACT_RANGE[1], SYNTHETIC_ACT_BITS.actQmax, SYNTHETIC_ACT_BITS.weightQmax);
     if (!s.calibration) throw new MissingCalibrationError(s.calibrationFile ?? "(no calibration file given)", s.modelHint);
     return actParamsFor(s.calibration, name, s.calibrationFile ?? "calibration");
   }
@@ -309,8 +310,10 @@ export class WeightStore {
     const scale = f32("input_scale", 1)[0];
     const zp = this.stepqTensor("int8", `${prefix}.input_zero_point`, [[1]], "I32").data;
     const zeroPoint = new DataView(zp.buffer, zp.byteOffset, 4).getInt32(0, true);
-    const qmax = Number(this.src.prec!.files.int8!.file.metadata.act_qmax ?? 127);
-    return { q, scales, b: this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax } };
+    const meta = this.src.prec!.files.int8!.file.metadata;
+    const qmax = Number(meta.act_qmax ?? 127);
+    const weightQmax = Number(meta.weight_qmax ?? 127);
+    return { q, scales, b: this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax, weightQmax } };
   }
 
   /** A conv layer: `${prefix}.weight` [cout, cin, kh, kw] and `${prefix}.bias` [cout] if present. */
@@ -379,7 +382,7 @@ export class WeightStore {
           const r = this.stepqInt8(prefix, [[cout, cin, kh, kw]], cout);
           const q = n !== cout ? r.q.slice(o0 * per, o1 * per) : r.q;
           const sc = n !== cout ? r.scales.slice(o0, o1) : r.scales;
-          variants.int8 = prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per), r.b && n !== cout ? r.b.slice(o0, o1) : r.b, sh, co, r.act);
+          variants.int8 = prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per, r.act.weightQmax), r.b && n !== cout ? r.b.slice(o0, o1) : r.b, sh, co, r.act);
         } else variants.int8 = prepareConv2dInt8(eng, f32!.w, f32!.b, sh, co, act!);
       }
     });

@@ -35,6 +35,12 @@ export interface ActQuantParams {
 /** Default weight range: int8 [-127, 127]. */
 export const WEIGHT_QMAX_DEFAULT = 127;
 
+/**
+ * The activation and weight ranges a new calibration records by default (stepq calibrate --act-bits /
+ * --weight-bits; files without the fields keep meaning 7-bit activations and int8 weights).
+ */
+export const INT8_CALIBRATION_DEFAULT: { actQmax: 127 | 255; weightQmax: 127 | 63 } = { actQmax: 127, weightQmax: 127 };
+
 // ---------------------------------------------------------------------------------------------
 // BF16
 
