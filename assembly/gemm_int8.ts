@@ -51,7 +51,7 @@
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
 import { splitStart, loadPart, storePart, rowPtr, onesI16x8 } from "./math";
-import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED, PEAK_DOT_STRIDE } from "./abi";
+import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED, INT8_FLAG_SPLAT_LOAD, PEAK_DOT_STRIDE } from "./abi";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -203,27 +203,54 @@ function qTile(
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
   const end = ap + (usize(k1 - k0) << 2);
   let w0: v128, w1: v128, a: v128;
-  // Activations: one 4-byte broadcast load per row (load32_splat is a pure load on x86, no shuffle port),
-  // 2 weight loads per k-group: 6 loads per 8 dots. (The shuffle form, one 16-byte load and 4 pshufd, ran
-  // 3-4% slower with the split dot and 8% slower with the fused one on Zen 4 under Node 24.)
-  if (ASC_FEATURE_RELAXED_SIMD && (flags & (INT8_FLAG_I16 | INT8_FLAG_FUSED)) == INT8_FLAG_FUSED) {
-    for (; ap < end; ap += 16) {
-      w0 = v128.load(bq); w1 = v128.load(bq, 16);
-      a = v128.load32_splat(ap); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-      a = v128.load32_splat(ap, 4); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-      a = v128.load32_splat(ap, 8); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-      a = v128.load32_splat(ap, 12); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-      bq += 32;
+  // Activations, two forms of the same products (which is faster depends on the engine: src/nn/int8.ts times
+  // both once): flags & INT8_FLAG_SPLAT_LOAD: one 4-byte broadcast load per row (v128.load32_splat: 6 loads,
+  // no shuffle per 8 dots; 3-8% faster on Zen 4 under Node 24 and Deno); else one 16-byte load and 4 lane
+  // shuffles (3 loads + 4 pshufd per 8 dots; ~20% faster under Node 20's V8 11).
+  const fused = (flags & (INT8_FLAG_I16 | INT8_FLAG_FUSED)) == INT8_FLAG_FUSED;
+  if (ASC_FEATURE_RELAXED_SIMD && (flags & INT8_FLAG_SPLAT_LOAD) != 0) {
+    if (fused) {
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(ap); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(ap, 4); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(ap, 8); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(ap, 12); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        bq += 32;
+      }
+    } else {
+      const ones = onesI16x8();
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(ap); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
+        a = v128.load32_splat(ap, 4); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
+        a = v128.load32_splat(ap, 8); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
+        a = v128.load32_splat(ap, 12); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
+        bq += 32;
+      }
     }
   } else if (ASC_FEATURE_RELAXED_SIMD) {
-    const ones = onesI16x8();
-    for (; ap < end; ap += 16) {
-      w0 = v128.load(bq); w1 = v128.load(bq, 16);
-      a = v128.load32_splat(ap); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
-      a = v128.load32_splat(ap, 4); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
-      a = v128.load32_splat(ap, 8); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
-      a = v128.load32_splat(ap, 12); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
-      bq += 32;
+    if (fused) {
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        const av = v128.load(ap);
+        a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        bq += 32;
+      }
+    } else {
+      const ones = onesI16x8();
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        const av = v128.load(ap);
+        a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
+        a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
+        a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
+        a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
+        bq += 32;
+      }
     }
   }
   if (k1 == K && (flags & INT8_FLAG_RAW) == 0) {
@@ -386,7 +413,7 @@ function qBlock(
 /**
  * y[M, N] (row stride ldy floats) = dequant(A[M, K] (u8, row stride lda bytes) x W^T) + bias, W packed as
  * above, K a multiple of 4. kc: K block in bytes (0 = all); mcT: row block in 4-row tiles (0 = all);
- * pb: panels per panel block (0 = as many as fit INT8_W_BLOCK weight bytes); flags: 1 = i16 path (required for 8-bit activations unless a relaxed sequence is proven exact), 2 = store raw i32 accumulators, 4 = fused
+ * pb: panels per panel block (0 = as many as fit INT8_W_BLOCK weight bytes); flags: 1 = i16 path (required for 8-bit activations unless a relaxed sequence is proven exact), 2 = store raw i32 accumulators, 8 = broadcast-load activations (relaxed paths; else shuffles), 4 = fused
  * relaxed dot-add instead of the split sequence. scratch: nt blocks of scrStride >= mcT * 4 * kc bytes
  * (with kc, mcT as used: kc clamped to K and rounded up to 4, mcT = 0 meaning all of a thread's tiles).
  */

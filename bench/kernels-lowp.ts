@@ -14,7 +14,7 @@ import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
 import { type Padding4 } from "../src/nn/pack.ts";
 import { actParamsFromRange, quantizeActivations } from "../src/nn/quant.ts";
 import { bf16Blocking, conv2dBf16, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/bf16.ts";
-import { PEAK_DOT_STRIDE, INT8_FLAG_FUSED, INT8_FLAG_I16 } from "../assembly/abi.ts";
+import { PEAK_DOT_STRIDE, INT8_FLAG_FUSED, INT8_FLAG_I16, INT8_FLAG_SPLAT_LOAD } from "../assembly/abi.ts";
 import { conv2dInt8, int8Blocking, int8Capabilities, preferFusedDot, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
@@ -85,7 +85,9 @@ const ACT_U8W7 = actParamsFromRange(-1, 1, 255, 63);
 const actFor = (prec: Prec) => (prec === "int8u8" ? ACT_U8 : prec === "int8a8w7" ? ACT_U8W7 : ACT);
 /** Kernel flags as the op picks them: i16 path for u8 activations or the baseline build, else the --dot sequence. */
 const flagsFor = (eng: Engine, prec: Prec = "int8", i16Path = false) =>
-  eng.simd === "relaxed" && !i16Path ? (prec === "int8u8" || DOT === "fused" || (DOT === "auto" && preferFusedDot(eng)) ? INT8_FLAG_FUSED : 0) : INT8_FLAG_I16;
+  eng.simd === "relaxed" && !i16Path
+    ? (prec === "int8u8" || DOT === "fused" || (DOT === "auto" && preferFusedDot(eng)) ? INT8_FLAG_FUSED : 0) | (int8Capabilities(eng).splatLoads ? INT8_FLAG_SPLAT_LOAD : 0)
+    : INT8_FLAG_I16;
 
 /** Blocking (defaults or --kc/--mc) and a packing scratch buffer for a direct INT8 kernel call. */
 function int8Setup(eng: Engine, M: number, N: number, K: number) {
@@ -271,11 +273,10 @@ const accuracy: Record<string, number> = {};
   };
   const x = eng.fromArray(xf, [M, K]);
   accuracy["bf16"] = relRms(linearBf16(x, prepareLinearBf16(eng, wf, null, N, K)).f32());
-  accuracy["int8, 7-bit activations (default)"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 127))).f32());
-  accuracy["int8, u8 activations"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255))).f32());
-  // A scheme the split dot could run exactly without AVX-VNNI (pmaddubsw reads the activation byte as
-  // unsigned; 2 * 255 * 64 < 32768, so pair sums never saturate): u8 activations x 7-bit weights (+-63).
-  // Plain TS (quantise, then an exact integer product), to weigh the bit moved from activations to weights.
+  accuracy["int8, 7-bit activations, int8 weights"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 127))).f32());
+  accuracy["int8, u8 activations, int8 weights"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255))).f32());
+  accuracy["int8, u8 activations, 7-bit weights (default)"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255, 63))).f32());
+  // The same three schemes in plain TS (quantise, then an exact integer product), as a check on the rows above.
   const quantRef = (actQmax: number, wQmax: number) => {
     const a = actParamsFromRange(lo, hi, actQmax);
     const qx = xf.map((v) => Math.min(actQmax, Math.max(0, Math.round(v / a.scale) + a.zeroPoint)));

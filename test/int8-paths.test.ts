@@ -146,6 +146,14 @@ describe("each INT8 dot path forced in turn: exact, 1 and 2 threads", () => {
           const xt = eng.fromArray(x, [M, K]);
           expectSame(linearInt8(xt, lw, { raw: true, dot: p.dot }).i32(), ref.acc, `${p.name} linear ${M}x${K}x${N} T${eng.threads}`);
           expectSame(linearInt8(xt, lw, { raw: true, dot: p.dot, kc: 8, mcT: 1 }).i32(), ref.acc, `${p.name} blocked T${eng.threads}`);
+          // the other activation-operand form (broadcast loads vs shuffles) gives the same sums
+          const saved = { ...int8Capabilities(eng) };
+          overrideInt8Capabilities(eng, { splatLoads: !saved.splatLoads });
+          try {
+            expectSame(linearInt8(xt, lw, { raw: true, dot: p.dot }).i32(), ref.acc, `${p.name} splatLoads=${!saved.splatLoads} T${eng.threads}`);
+          } finally {
+            overrideInt8Capabilities(eng, saved);
+          }
           freeWeightTensors(lw);
         }
       }

@@ -11,7 +11,7 @@
 // Activations are f32 NHWC tensors in and out.
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
-import { INT8_FLAG_FUSED, INT8_FLAG_I16, INT8_FLAG_RAW } from "../../assembly/abi.ts";
+import { INT8_FLAG_FUSED, INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_SPLAT_LOAD } from "../../assembly/abi.ts";
 import {
   checkDims,
   convInputSizes,
@@ -180,6 +180,8 @@ export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: Array
  */
 export interface Int8Capabilities {
   fusedFaster: boolean;
+  /** The kernel's activation operands by broadcast loads (faster on V8 13+) rather than lane shuffles (V8 11). */
+  splatLoads: boolean;
   u8Exact: boolean;
   u8w7Fused: boolean;
   u8w7Split: boolean;
@@ -196,7 +198,7 @@ const capabilities = new WeakMap<Engine, Int8Capabilities>();
 export function int8Capabilities(eng: Engine): Int8Capabilities {
   let c = capabilities.get(eng);
   if (!c) {
-    if (eng.simd !== "relaxed") c = { fusedFaster: false, u8Exact: false, u8w7Fused: false, u8w7Split: false, fusedGops: 0, splitGops: 0, u8Reason: "baseline build (no relaxed dot)" };
+    if (eng.simd !== "relaxed") c = { fusedFaster: false, splatLoads: false, u8Exact: false, u8w7Fused: false, u8w7Split: false, fusedGops: 0, splitGops: 0, u8Reason: "baseline build (no relaxed dot)" };
     else c = { ...timeFusedVsSplit(eng), ...probeU8Dot(eng) };
     capabilities.set(eng, c);
   }
@@ -306,11 +308,12 @@ export function exactSequences(eng: Engine, qmax: number, weightQmax: number): {
 }
 
 /**
- * Times the INT8 GEMM kernel itself with the fused and the split 7-bit dot on a mid-sized product
- * (M 256, K 512, N 128, all threads), alternating, best of 7 each: what the ops will run, so the choice
- * follows the kernel's throughput on this engine and CPU, not a register loop's latency. About 10 ms.
+ * Times the INT8 GEMM kernel itself with the fused and the split 7-bit dot, each with the activations
+ * broadcast-loaded and shuffled (INT8_FLAG_SPLAT_LOAD), on a mid-sized product (M 256, K 512, N 128, all
+ * threads), interleaved, best of 7 each: what the ops will run, so the choice follows the kernel's speed on
+ * this engine and CPU, not a register loop's. About 20 ms once per engine.
  */
-function timeFusedVsSplit(eng: Engine): { fusedFaster: boolean; fusedGops: number; splitGops: number } {
+function timeFusedVsSplit(eng: Engine): Pick<Int8Capabilities, "fusedFaster" | "splatLoads" | "fusedGops" | "splitGops"> {
   const M = 256, K = 512, N = 128;
   const a = eng.alloc(M * K), w = eng.alloc(N * K), corr = eng.alloc(4 * N), scl = eng.alloc(4 * N), bias = eng.alloc(4 * N), y = eng.alloc(4 * M * N);
   const { kc, mcT } = int8Blocking(M, N, K);
@@ -321,20 +324,19 @@ function timeFusedVsSplit(eng: Engine): { fusedFaster: boolean; fusedGops: numbe
     for (let i = 0; i < M * K; i++) bytes[a + i] = (i * 73) & 127;
     for (let i = 0; i < N * K; i++) bytes[w + i] = ((i * 151) % 255) - 127;
     bytes.fill(0, corr, corr + 4 * N);
+    const variants = [INT8_FLAG_FUSED, 0, INT8_FLAG_FUSED | INT8_FLAG_SPLAT_LOAD, INT8_FLAG_SPLAT_LOAD];
+    const best = variants.map(() => Infinity);
     const time = (flags: number) => {
       const t0 = performance.now();
       eng.run("gemm_int8_packed", a, K, w, corr, scl, bias, y, N, M, N, K, kc, mcT, 0, flags | INT8_FLAG_RAW, scratch, stride);
       return performance.now() - t0;
     };
-    time(INT8_FLAG_FUSED);
-    time(0);
-    let tf = Infinity, ts = Infinity;
-    for (let r = 0; r < 7; r++) {
-      tf = Math.min(tf, time(INT8_FLAG_FUSED));
-      ts = Math.min(ts, time(0));
-    }
+    for (const f of variants) time(f);
+    for (let r = 0; r < 7; r++) variants.forEach((f, i) => (best[i] = Math.min(best[i], time(f))));
+    const splat = Math.min(best[2], best[3]) < Math.min(best[0], best[1]);
+    const tf = splat ? best[2] : best[0], ts = splat ? best[3] : best[1];
     const ops = 2 * M * N * K;
-    return { fusedFaster: tf < ts, fusedGops: ops / tf / 1e6, splitGops: ops / ts / 1e6 };
+    return { fusedFaster: tf < ts, splatLoads: splat, fusedGops: ops / tf / 1e6, splitGops: ops / ts / 1e6 };
   } finally {
     for (const p of [a, w, corr, scl, bias, y, scratch]) eng.free(p);
   }
@@ -385,7 +387,7 @@ export function int8PathSummary(eng: Engine): string {
   if (eng.simd !== "relaxed") return `${paths} (baseline build)`;
   const c = int8Capabilities(eng);
   const u8 = c.u8Exact ? "8-bit activations exact on the fused dot" : c.u8w7Split || c.u8w7Fused ? "8-bit activations exact only with 7-bit weights" : "8-bit activations take the i16 path";
-  return `${paths} (kernel: fused dot ${c.fusedGops.toFixed(0)} vs split ${c.splitGops.toFixed(0)} G ops/s; ${u8})`;
+  return `${paths} (kernel: fused dot ${c.fusedGops.toFixed(0)} vs split ${c.splitGops.toFixed(0)} G ops/s, activations by ${c.splatLoads ? "broadcast loads" : "shuffles"}; ${u8})`;
 }
 
 /** Largest K block of the INT8 kernels in bytes (weights block kc * N stays in L2 for N <= ~1280). */
@@ -416,7 +418,8 @@ function int8Flags(eng: Engine, i16: boolean, act: { qmax: number; weightQmax: n
   // off the i16 path, only a sequence proven exact for the layer's scheme runs (pickFused throws on a
   // forced one that is not): never a silently saturated result
   const fused = !i16 && pickFused(eng, exactSequences(eng, act.qmax, act.weightQmax), opts.dot ?? "auto");
-  return (i16 ? INT8_FLAG_I16 : 0) | (opts.raw ? INT8_FLAG_RAW : 0) | (fused ? INT8_FLAG_FUSED : 0);
+  const splat = !i16 && int8Capabilities(eng).splatLoads;
+  return (i16 ? INT8_FLAG_I16 : 0) | (opts.raw ? INT8_FLAG_RAW : 0) | (fused ? INT8_FLAG_FUSED : 0) | (splat ? INT8_FLAG_SPLAT_LOAD : 0);
 }
 
 /**
