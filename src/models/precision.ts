@@ -150,7 +150,7 @@ export interface Calibration {
   unetCalls: number;
   seed0: number;
   observer: ObserverInfo;
-  /** Activations are quantised to 0..actQmax (7-bit by default, see src/nn/quant.ts). */
+  /** Activations are quantised to 0..actQmax: 255 (new calibrations by default) or 127 (src/nn/quant.ts INT8_CALIBRATION_DEFAULT). */
   actQmax: number;
   /** Weights are quantised to [-weightQmax, weightQmax]: 127 (absent: int8) or 63 (7-bit, with 8-bit activations; src/nn/quant.ts). */
   weightQmax?: number;
