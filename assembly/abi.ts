@@ -17,6 +17,10 @@ export const INT8_KGROUP = 4;
 export const INT8_FLAG_I16 = 1; // exact i16 path (baseline build, or activations above 127)
 export const INT8_FLAG_RAW = 2; // store the i32 accumulators instead of f32 outputs
 export const INT8_FLAG_FUSED = 4; // relaxed build: one fused relaxed dot per k-group
+export const INT8_FLAG_SPLAT_LOAD = 8; // relaxed build: activations by broadcast loads instead of shuffles
+
+/** peak_dot_i8: bytes of its `out` buffer per thread (16-byte checksum + 12 operand vectors). */
+export const PEAK_DOT_STRIDE = 256;
 
 /** unary_f32 op codes. */
 export const UNARY_SILU = 0; // x * sigmoid(alpha * x) (alpha 1: SiLU, 1.702: quick GELU)

@@ -28,15 +28,20 @@
 // Partial sums live in y as i32 between K blocks. Integer sums: results never depend on the blocking.
 //
 // Inner products, per output tile of 4 rows x 8 channels (8 i32x4 accumulators), one k-group per step:
-//   relaxed build, activations 7-bit (0..127), flags & 1 == 0: weights are the signed i8 operand and
-//     activations the 7-bit operand, the only inputs for which the relaxed dot is deterministic on every
-//     CPU (x86 pmaddubsw/vpdpbusd, Arm sdot/usdot); on x86 the i16 pair sums stay within 2*127*127 < 32767
-//     so nothing saturates: the result is exact. Two instruction sequences for the same sum:
+//   relaxed build, flags & 1 == 0 (weights in the k4 layout): weights are the signed i8 operand, activations
+//     the "i7" operand. Two instruction sequences for the same sum:
 //       flags & 4 (FUSED): acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(w, splat(4 activation bytes), acc)
 //       otherwise (split): acc += i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a), ones)
-//     V8 expands the fused form to 5 instructions on x86 without AVX-VNNI (it rebuilds a ones vector each
-//     time), the split form to 3, so the runtime measures which is faster (lowp.ts preferFusedDot).
-//   otherwise (baseline build, or flags & 1 = activations up to 255; weights in the k-pair layout):
+//     With 7-bit activations (0..127) both are exact on every CPU (x86 pmaddubsw/vpdpbusd, Arm sdot/usdot;
+//     on x86 the i16 pair sums stay within 2*127*127 < 32767). With 8-bit activations they are exact only
+//     where src/nn/int8.ts's probe (assembly/probe.ts probe_dot_u8) says so: the fused dot with int8
+//     weights on AVX-VNNI (vpdpbusd); both sequences with 7-bit weights (|w| <= 63, pair sums <= 2*255*63)
+//     on x86 (pmaddubsw reads the byte unsigned); elsewhere such layers take the i16 path. The kernel
+//     itself does not care: it multiplies the bytes it is given.
+//     V8 lowers the fused form to one vpdpbusd with AVX-VNNI (V8 13.6+) and to five instructions without
+//     it (rebuilding a ones vector each time), the split form to three, so the runtime times the kernel
+//     with both once per engine and takes the faster (src/nn/int8.ts int8Capabilities).
+//   otherwise (baseline build, or flags & 1; weights in the k-pair layout):
 //     weights sign-extended to i16, activations zero-extended to i16 while packing, i32x4.dot_i16x8_s:
 //     exact for all u8 activations. Tiles run as two 2-row halves (4 accumulators) to fit the registers.
 //   Both compute the same exact integer sums, so with 7-bit activations the two builds agree bit for bit.
@@ -46,7 +51,7 @@
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
 import { splitStart, loadPart, storePart, rowPtr, onesI16x8 } from "./math";
-import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED } from "./abi";
+import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED, INT8_FLAG_SPLAT_LOAD, PEAK_DOT_STRIDE } from "./abi";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -198,26 +203,54 @@ function qTile(
   let bq = wp + ((usize(p) * usize(K) + usize(k0)) << 3);
   const end = ap + (usize(k1 - k0) << 2);
   let w0: v128, w1: v128, a: v128;
-  if (ASC_FEATURE_RELAXED_SIMD && (flags & (INT8_FLAG_I16 | INT8_FLAG_FUSED)) == INT8_FLAG_FUSED) {
-    for (; ap < end; ap += 16) {
-      w0 = v128.load(bq); w1 = v128.load(bq, 16);
-      const av = v128.load(ap);
-      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
-      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
-      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
-      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
-      bq += 32;
+  // Activations, two forms of the same products (which is faster depends on the engine: src/nn/int8.ts times
+  // both once): flags & INT8_FLAG_SPLAT_LOAD: one 4-byte broadcast load per row (v128.load32_splat: 6 loads,
+  // no shuffle per 8 dots; 3-8% faster on Zen 4 under Node 24 and Deno); else one 16-byte load and 4 lane
+  // shuffles (3 loads + 4 pshufd per 8 dots; ~20% faster under Node 20's V8 11).
+  const fused = (flags & (INT8_FLAG_I16 | INT8_FLAG_FUSED)) == INT8_FLAG_FUSED;
+  if (ASC_FEATURE_RELAXED_SIMD && (flags & INT8_FLAG_SPLAT_LOAD) != 0) {
+    if (fused) {
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(ap); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = v128.load32_splat(ap, 4); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = v128.load32_splat(ap, 8); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = v128.load32_splat(ap, 12); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        bq += 32;
+      }
+    } else {
+      const ones = onesI16x8();
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        a = v128.load32_splat(ap); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
+        a = v128.load32_splat(ap, 4); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
+        a = v128.load32_splat(ap, 8); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
+        a = v128.load32_splat(ap, 12); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
+        bq += 32;
+      }
     }
   } else if (ASC_FEATURE_RELAXED_SIMD) {
-    const ones = onesI16x8();
-    for (; ap < end; ap += 16) {
-      w0 = v128.load(bq); w1 = v128.load(bq, 16);
-      const av = v128.load(ap);
-      a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
-      a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
-      a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
-      a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
-      bq += 32;
+    if (fused) {
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        const av = v128.load(ap);
+        a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdot(w0, a, c00); c01 = qdot(w1, a, c01);
+        a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdot(w0, a, c10); c11 = qdot(w1, a, c11);
+        a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdot(w0, a, c20); c21 = qdot(w1, a, c21);
+        a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdot(w0, a, c30); c31 = qdot(w1, a, c31);
+        bq += 32;
+      }
+    } else {
+      const ones = onesI16x8();
+      for (; ap < end; ap += 16) {
+        w0 = v128.load(bq); w1 = v128.load(bq, 16);
+        const av = v128.load(ap);
+        a = i32x4.shuffle(av, av, 0, 0, 0, 0); c00 = qdotSplit(w0, a, c00, ones); c01 = qdotSplit(w1, a, c01, ones);
+        a = i32x4.shuffle(av, av, 1, 1, 1, 1); c10 = qdotSplit(w0, a, c10, ones); c11 = qdotSplit(w1, a, c11, ones);
+        a = i32x4.shuffle(av, av, 2, 2, 2, 2); c20 = qdotSplit(w0, a, c20, ones); c21 = qdotSplit(w1, a, c21, ones);
+        a = i32x4.shuffle(av, av, 3, 3, 3, 3); c30 = qdotSplit(w0, a, c30, ones); c31 = qdotSplit(w1, a, c31, ones);
+        bq += 32;
+      }
     }
   }
   if (k1 == K && (flags & INT8_FLAG_RAW) == 0) {
@@ -380,7 +413,7 @@ function qBlock(
 /**
  * y[M, N] (row stride ldy floats) = dequant(A[M, K] (u8, row stride lda bytes) x W^T) + bias, W packed as
  * above, K a multiple of 4. kc: K block in bytes (0 = all); mcT: row block in 4-row tiles (0 = all);
- * pb: panels per panel block (0 = as many as fit INT8_W_BLOCK weight bytes); flags: 1 = i16 path (required for activations above 127), 2 = store raw i32 accumulators, 4 = fused
+ * pb: panels per panel block (0 = as many as fit INT8_W_BLOCK weight bytes); flags: 1 = i16 path (required for 8-bit activations unless a relaxed sequence is proven exact), 2 = store raw i32 accumulators, 8 = broadcast-load activations (relaxed paths; else shuffles), 4 = fused
  * relaxed dot-add instead of the split sequence. scratch: nt blocks of scrStride >= mcT * 4 * kc bytes
  * (with kc, mcT as used: kc clamped to K and rounded up to 4, mcT = 0 meaning all of a thread's tiles).
  */
@@ -406,27 +439,85 @@ export function conv2d_int8(
 }
 
 /**
- * Register-only loops measuring the INT8 multiply-add peak: 12 independent accumulators, iters iterations
- * of 12 "dots" of 16 multiply-adds (32 ops) each: iters * 384 ops per thread. variant 0: relaxed
- * i32x4.relaxed_dot_i8x16_i7x16_add_s; 1: i16x8.relaxed_dot_i8x16_i7x16_s + i32x4.dot_i16x8_s(., ones) + add
- * (the split sequence); 2: the baseline i16 path (2 x dot_i16x8_s + 2 adds). Variants 0 and 1 need the
- * relaxed build (the baseline build runs variant 2 for them). Operands depend on the loop (the
- * accumulators feed the multiplier) so nothing can be hoisted. Writes a checksum to out + tid * 16.
+ * Loops measuring the INT8 multiply-add peak: 12 independent accumulators, iters iterations of 12 "dots"
+ * of 16 multiply-adds (32 ops) each: iters * 384 ops per thread. variant & 3 = 0: the fused
+ * i32x4.relaxed_dot_i8x16_i7x16_add_s; 1: the split sequence (i16x8.relaxed_dot_i8x16_i7x16_s +
+ * i32x4.dot_i16x8_s(., ones) + add); 2: the baseline i16 path (2 x dot_i16x8_s + 2 adds). 0 and 1 need the
+ * relaxed build (the baseline build runs 2 for them).
+ * Throughput (variant & 4 == 0): each dot takes its own weight vector, loaded from L1 every iteration
+ * (out + tid * PEAK_DOT_STRIDE + 16 + 16j, written here), and one activation vector; the only loop-carried
+ * values are the 12 accumulators, so the dots are independent and the loop runs at the instruction's
+ * throughput (the loads keep the compiler from hoisting or merging the split sequence's products, and
+ * cost what a GEMM's operand loads cost). Chain (variant & 4): the old form, every dot's activation
+ * operand derived from accumulator 0 (a = s0 & 0x3f), so each iteration waits for the previous one's
+ * dot: it measures the instruction's latency, not its throughput (kept to show the difference).
+ * Writes a checksum to out + tid * PEAK_DOT_STRIDE.
  */
 export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: i32): void {
   const w = i8x16(1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16);
   const m7 = i8x16.splat(0x3f);
+  const base = out + usize(tid) * usize(PEAK_DOT_STRIDE);
+  const wb = base + 16;
+  const kind = ASC_FEATURE_RELAXED_SIMD ? variant & 3 : 2;
+  const chain = (variant & 4) != 0;
+  for (let j = 0; j < 12; j++) {
+    const wj = i8x16.add(w, i8x16.splat(i8(j)));
+    // the i16 loop reads them in the k-pair layout (k0,k1 of the 4 lanes, then k2,k3), so all three loops
+    // compute the same sums
+    v128.store(wb + (usize(j) << 4), kind == 2 ? i8x16.shuffle(wj, wj, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15) : wj);
+  }
   let s0 = i32x4.splat(0), s1 = i32x4.splat(1), s2 = i32x4.splat(2), s3 = i32x4.splat(3);
   let s4 = i32x4.splat(4), s5 = i32x4.splat(5), s6 = i32x4.splat(6), s7 = i32x4.splat(7);
   let s8 = i32x4.splat(8), s9 = i32x4.splat(9), s10 = i32x4.splat(10), s11 = i32x4.splat(11);
-  if (ASC_FEATURE_RELAXED_SIMD && variant == 0) {
+  // the activation operand: written to memory and loaded once, so it lives in a register (V8 13+ rebuilds
+  // a v128.const at every use inside a loop, which would cost more than the dots)
+  v128.store(base, i8x16(3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3));
+  v128.store(base + 208, i16x8(3, 1, 5, 9, 5, 3, 9, 7)); // the same values as k-pairs for the i16 loop
+  v128.store(base + 224, i16x8(4, 1, 2, 6, 5, 8, 9, 3));
+  if (kind == 0 && !chain) {
+    const a = v128.load(base);
+    for (let i = 0; i < iters; i++) {
+      s0 = qdot(v128.load(wb), a, s0); s1 = qdot(v128.load(wb, 16), a, s1); s2 = qdot(v128.load(wb, 32), a, s2);
+      s3 = qdot(v128.load(wb, 48), a, s3); s4 = qdot(v128.load(wb, 64), a, s4); s5 = qdot(v128.load(wb, 80), a, s5);
+      s6 = qdot(v128.load(wb, 96), a, s6); s7 = qdot(v128.load(wb, 112), a, s7); s8 = qdot(v128.load(wb, 128), a, s8);
+      s9 = qdot(v128.load(wb, 144), a, s9); s10 = qdot(v128.load(wb, 160), a, s10); s11 = qdot(v128.load(wb, 176), a, s11);
+    }
+  } else if (kind == 1 && !chain) {
+    const a = v128.load(base);
+    const ones = onesI16x8();
+    for (let i = 0; i < iters; i++) {
+      s0 = qdotSplit(v128.load(wb), a, s0, ones); s1 = qdotSplit(v128.load(wb, 16), a, s1, ones);
+      s2 = qdotSplit(v128.load(wb, 32), a, s2, ones); s3 = qdotSplit(v128.load(wb, 48), a, s3, ones);
+      s4 = qdotSplit(v128.load(wb, 64), a, s4, ones); s5 = qdotSplit(v128.load(wb, 80), a, s5, ones);
+      s6 = qdotSplit(v128.load(wb, 96), a, s6, ones); s7 = qdotSplit(v128.load(wb, 112), a, s7, ones);
+      s8 = qdotSplit(v128.load(wb, 128), a, s8, ones); s9 = qdotSplit(v128.load(wb, 144), a, s9, ones);
+      s10 = qdotSplit(v128.load(wb, 160), a, s10, ones); s11 = qdotSplit(v128.load(wb, 176), a, s11, ones);
+    }
+  } else if (!chain) {
+    // a = (3,1,4,1 | 5,9,2,6 | 5,3,5,8 | 9,7,9,3) as the other loops, split into k-pairs
+    const aP = v128.load(base + 208), aQ = v128.load(base + 224);
+    for (let i = 0; i < iters; i++) {
+      s0 = qdot16(v128.load8x8_s(wb), v128.load8x8_s(wb, 8), aP, aQ, s0);
+      s1 = qdot16(v128.load8x8_s(wb, 16), v128.load8x8_s(wb, 24), aP, aQ, s1);
+      s2 = qdot16(v128.load8x8_s(wb, 32), v128.load8x8_s(wb, 40), aP, aQ, s2);
+      s3 = qdot16(v128.load8x8_s(wb, 48), v128.load8x8_s(wb, 56), aP, aQ, s3);
+      s4 = qdot16(v128.load8x8_s(wb, 64), v128.load8x8_s(wb, 72), aP, aQ, s4);
+      s5 = qdot16(v128.load8x8_s(wb, 80), v128.load8x8_s(wb, 88), aP, aQ, s5);
+      s6 = qdot16(v128.load8x8_s(wb, 96), v128.load8x8_s(wb, 104), aP, aQ, s6);
+      s7 = qdot16(v128.load8x8_s(wb, 112), v128.load8x8_s(wb, 120), aP, aQ, s7);
+      s8 = qdot16(v128.load8x8_s(wb, 128), v128.load8x8_s(wb, 136), aP, aQ, s8);
+      s9 = qdot16(v128.load8x8_s(wb, 144), v128.load8x8_s(wb, 152), aP, aQ, s9);
+      s10 = qdot16(v128.load8x8_s(wb, 160), v128.load8x8_s(wb, 168), aP, aQ, s10);
+      s11 = qdot16(v128.load8x8_s(wb, 176), v128.load8x8_s(wb, 184), aP, aQ, s11);
+    }
+  } else if (kind == 0) {
     for (let i = 0; i < iters; i++) {
       const a = v128.and(s0, m7);
       s0 = qdot(w, a, s0); s1 = qdot(w, a, s1); s2 = qdot(w, a, s2); s3 = qdot(w, a, s3);
       s4 = qdot(w, a, s4); s5 = qdot(w, a, s5); s6 = qdot(w, a, s6); s7 = qdot(w, a, s7);
       s8 = qdot(w, a, s8); s9 = qdot(w, a, s9); s10 = qdot(w, a, s10); s11 = qdot(w, a, s11);
     }
-  } else if (ASC_FEATURE_RELAXED_SIMD && variant == 1) {
+  } else if (kind == 1) {
     const ones = onesI16x8();
     for (let i = 0; i < iters; i++) {
       const a = v128.and(s0, m7);
@@ -446,5 +537,5 @@ export function peak_dot_i8(tid: i32, nt: i32, iters: i32, out: usize, variant: 
   }
   let t = i32x4.add(i32x4.add(i32x4.add(s0, s1), i32x4.add(s2, s3)), i32x4.add(i32x4.add(s4, s5), i32x4.add(s6, s7)));
   t = i32x4.add(t, i32x4.add(i32x4.add(s8, s9), i32x4.add(s10, s11)));
-  v128.store(out + (usize(tid) << 4), t);
+  v128.store(base, t);
 }

@@ -14,19 +14,22 @@ import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
 import { type Padding4 } from "../src/nn/pack.ts";
 import { actParamsFromRange, quantizeActivations } from "../src/nn/quant.ts";
 import { bf16Blocking, conv2dBf16, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/bf16.ts";
-import { conv2dInt8, int8Blocking, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
+import { PEAK_DOT_STRIDE, INT8_FLAG_FUSED, INT8_FLAG_I16, INT8_FLAG_SPLAT_LOAD } from "../assembly/abi.ts";
+import { conv2dInt8, int8Blocking, int8Capabilities, preferFusedDot, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
 const QUICK = args.has("quick");
 const MIN_TIME = QUICK ? 0.15 : 0.6;
 const THREADS = (args.get("threads") ?? "1,2").split(",").map(Number);
 const ONLY = args.get("only");
-const PRECS = (args.get("prec") ?? "int8,int8u8,bf16,f32").split(",") as Prec[];
+const PRECS = (args.get("prec") ?? "int8,int8a8w7,int8u8,bf16,f32").split(",") as Prec[];
 const SIMDS = (args.get("simd") ?? "relaxed,baseline").split(",") as SimdVariant[];
 const KC = args.has("kc") ? Number(args.get("kc")) : 0;
 const MC = args.has("mc") ? Number(args.get("mc")) : 0;
 /** Panels per panel block (0: the kernels' default). */
 const PB = args.has("pb") ? Number(args.get("pb")) : 0;
+/** INT8 7-bit dot sequence on the relaxed build: fused, split, or auto (what the ops pick: preferFusedDot). */
+const DOT = (args.get("dot") ?? "auto") as "auto" | "fused" | "split";
 const now = () => performance.now() / 1000;
 
 function timeIt(fn: () => void): number {
@@ -55,7 +58,7 @@ function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
 
 /** Ops per second of a register-only loop kernel(iters, out) doing opsPerIter ops per iteration per thread. */
 function peak(eng: Engine, kernel: string, opsPerIter: number, ...extra: number[]): number {
-  const out = eng.zeros([eng.threads * 4]);
+  const out = eng.zeros([(eng.threads * PEAK_DOT_STRIDE) / 4]);
   let iters = 1 << 16;
   for (;;) {
     const t0 = now();
@@ -68,7 +71,7 @@ function peak(eng: Engine, kernel: string, opsPerIter: number, ...extra: number[
   return (eng.threads * iters * opsPerIter) / dt / 1e9;
 }
 
-type Prec = "int8" | "int8u8" | "bf16" | "f32";
+type Prec = "int8" | "int8u8" | "int8a8w7" | "bf16" | "f32";
 interface Case {
   name: string;
   ops: number;
@@ -78,9 +81,13 @@ interface Case {
 
 const ACT = actParamsFromRange(-1, 1);
 const ACT_U8 = actParamsFromRange(-1, 1, 255);
-const actFor = (prec: Prec) => (prec === "int8u8" ? ACT_U8 : ACT);
-/** Kernel flags as the op picks them: i16 path for u8 activations or the baseline build, split dot otherwise. */
-const flagsFor = (eng: Engine, prec: Prec = "int8") => (eng.simd === "relaxed" && prec === "int8" ? 0 : 1);
+const ACT_U8W7 = actParamsFromRange(-1, 1, 255, 63);
+const actFor = (prec: Prec) => (prec === "int8u8" ? ACT_U8 : prec === "int8a8w7" ? ACT_U8W7 : ACT);
+/** Kernel flags as the op picks them: i16 path for u8 activations or the baseline build, else the --dot sequence. */
+const flagsFor = (eng: Engine, prec: Prec = "int8", i16Path = false) =>
+  eng.simd === "relaxed" && !i16Path
+    ? (prec === "int8u8" || DOT === "fused" || (DOT === "auto" && preferFusedDot(eng)) ? INT8_FLAG_FUSED : 0) | (int8Capabilities(eng).splatLoads ? INT8_FLAG_SPLAT_LOAD : 0)
+    : INT8_FLAG_I16;
 
 /** Blocking (defaults or --kc/--mc) and a packing scratch buffer for a direct INT8 kernel call. */
 function int8Setup(eng: Engine, M: number, N: number, K: number) {
@@ -90,7 +97,7 @@ function int8Setup(eng: Engine, M: number, N: number, K: number) {
   const scratch = eng.empty([stride * eng.threads], "u8");
   return { kc, mcT, scratch: scratch.ptr, stride };
 }
-const int8Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined });
+const int8Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined, dot: DOT });
 const bf16Opts = () => ({ kc: KC || undefined, mcT: MC || undefined, pb: PB || undefined });
 function bf16Setup(eng: Engine, M: number, N: number, K: number) {
   const d = bf16Blocking(M, N, K);
@@ -109,13 +116,13 @@ function gemmCase(M: number, K: number, N: number): Case {
       const x = eng.fromArray(xf, [M, K]);
       const w = rand(N * K, 1, -0.1, 0.1), b = rand(N, 2);
       const y = eng.empty([M, N]);
-      if (prec === "int8" || prec === "int8u8") {
+      if (prec.startsWith("int8")) {
         const lw = prepareLinearInt8(eng, w, b, N, K, actFor(prec));
         const xq = quantizeActivations(eng, x, actFor(prec), lw.kp);
         const bl = int8Setup(eng, M, N, lw.kp);
         return {
           op: () => eng.scope(() => void linearInt8(x, lw, int8Opts())),
-          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, PB, flagsFor(eng, prec), bl.scratch, bl.stride),
+          kernel: () => eng.run("gemm_int8_packed", xq.ptr, lw.kp, lw.packed.ptr, lw.corr.ptr, lw.scale.ptr, lw.bias.ptr, y.ptr, N, M, N, lw.kp, bl.kc, bl.mcT, PB, flagsFor(eng, prec, lw.i16Path), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
@@ -145,13 +152,13 @@ function convCase(B: number, H: number, W: number, cin: number, cout: number, k:
       const w = rand(cout * cin * k * k, 6, -0.05, 0.05), b = rand(cout, 7);
       const y = eng.empty([B, Ho, Wo, cout]);
       const shape = { cout, cin, kh: k, kw: k };
-      if (prec === "int8" || prec === "int8u8") {
+      if (prec.startsWith("int8")) {
         const cw = prepareConv2dInt8(eng, w, b, shape, { stride, padding: pad }, actFor(prec));
         const xq = quantizeActivations(eng, x, actFor(prec), cw.cp);
         const bl = int8Setup(eng, B * Ho * Wo, cout, k * k * cw.cp);
         return {
           op: () => eng.scope(() => void conv2dInt8(x, cw, int8Opts())),
-          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, PB, flagsFor(eng, prec), bl.scratch, bl.stride),
+          kernel: () => eng.run("conv2d_int8", xq.ptr, B, H, W, cw.cp, cw.packed.ptr, cw.corr.ptr, cw.scale.ptr, cw.bias.ptr, y.ptr, cout, Ho, Wo, cout, k, k, stride, pad[0], pad[1], cw.padBuf.ptr, bl.kc, bl.mcT, PB, flagsFor(eng, prec, cw.i16Path), bl.scratch, bl.stride),
         };
       }
       if (prec === "bf16") {
@@ -192,11 +199,14 @@ for (const simd of SIMDS)
     const measurePeaks = () => {
       const put = (k: string, v: number) => (peaks[k] = Math.max(peaks[k] ?? 0, v));
       if (simd === "relaxed") {
-        put(`int8 relaxed_dot_add ${key}`, peak(eng, "peak_dot_i8", 384, 0));
+        put(`int8 fused dot ${key}`, peak(eng, "peak_dot_i8", 384, 0));
         put(`int8 split dot ${key}`, peak(eng, "peak_dot_i8", 384, 1));
+        put(`int8 fused chain ${key}`, peak(eng, "peak_dot_i8", 384, 4));
+        put(`int8 split chain ${key}`, peak(eng, "peak_dot_i8", 384, 5));
       }
       put(`int8 i16 dot ${key}`, peak(eng, "peak_dot_i8", 384, 2));
-      put(`int8 ${key}`, Math.max(...Object.entries(peaks).filter(([k]) => k.startsWith("int8 ") && k.endsWith(key) && k !== `int8 ${key}`).map(([, v]) => v)));
+      // the reference peak: the best throughput loop (the chain loops measure latency)
+      put(`int8 ${key}`, Math.max(...Object.entries(peaks).filter(([k]) => k.startsWith("int8 ") && k.endsWith(key) && k.includes(" dot ")).map(([, v]) => v)));
       put(`f32 ${key}`, peak(eng, "peak_fma_f32", 96));
     };
     measurePeaks();
@@ -215,6 +225,11 @@ for (const simd of SIMDS)
   }
 
 for (const r of rows) r.pctPeak = (100 * r.gopsKernel) / peaks[`${r.prec.startsWith("int8") ? "int8" : "f32"} ${r.simd}/${r.threads}`];
+{
+  const e = await Engine.create({ threads: 1, simd: "relaxed", memoryBytes: 16 << 20 });
+  console.log(`int8 dot capabilities (relaxed, 1 thread): ${JSON.stringify(int8Capabilities(e))}`);
+  e.close();
+}
 const os = await import("node:os");
 const cpu = os.cpus()[0]?.model ?? "?";
 const load = os.loadavg().map((v) => v.toFixed(2)).join(" ");
@@ -227,7 +242,7 @@ for (const r of rows) {
   const i8 = rows.find((q) => q.case === r.case && q.simd === r.simd && q.threads === r.threads && q.prec === "int8");
   console.log(`${r.case.padEnd(46)}${r.prec.padEnd(8)}${r.simd.padEnd(9)}${lp(String(r.threads), 2)}${lp(r.kernelMs.toFixed(2), 9)}${lp(r.gopsKernel.toFixed(1), 7)}${lp((r.pctPeak ?? 0).toFixed(0), 5)}${lp(r.opMs.toFixed(2), 9)}${lp(r.gopsOp.toFixed(1), 8)}${lp(r.prec === "int8" || !i8 ? "" : (r.opMs / i8.opMs).toFixed(2), 8)}`);
 }
-console.log("int8 = 7-bit activations (relaxed build: split relaxed dot), int8u8 = full u8 activations (i16 dot path on both builds)");
+console.log(`int8 = 7-bit activations (relaxed build: dot=${DOT}), int8a8w7 = 8-bit activations x 7-bit weights (relaxed dot where the probe proves it exact), int8u8 = 8-bit activations x int8 weights (fused dot where exact (AVX-VNNI), else i16)`);
 console.log("%pk: kernel vs the same build and thread count's register-only peak (int8: best peak_dot_i8 variant; bf16/f32: peak_fma_f32). int8 x: op time / INT8 op time.");
 // Accuracy of each precision on one linear layer (Gaussian activations, weights ~ N(0, 1/K)), against an
 // f64 product: what the 7-bit activation range costs compared with full u8.
@@ -258,11 +273,33 @@ const accuracy: Record<string, number> = {};
   };
   const x = eng.fromArray(xf, [M, K]);
   accuracy["bf16"] = relRms(linearBf16(x, prepareLinearBf16(eng, wf, null, N, K)).f32());
-  accuracy["int8, 7-bit activations (default)"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 127))).f32());
-  accuracy["int8, u8 activations"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255))).f32());
+  accuracy["int8, 7-bit activations, int8 weights"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 127))).f32());
+  accuracy["int8, u8 activations, int8 weights"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255))).f32());
+  accuracy["int8, u8 activations, 7-bit weights (default)"] = relRms(linearInt8(x, prepareLinearInt8(eng, wf, null, N, K, actParamsFromRange(lo, hi, 255, 63))).f32());
+  // The same three schemes in plain TS (quantise, then an exact integer product), as a check on the rows above.
+  const quantRef = (actQmax: number, wQmax: number) => {
+    const a = actParamsFromRange(lo, hi, actQmax);
+    const qx = xf.map((v) => Math.min(actQmax, Math.max(0, Math.round(v / a.scale) + a.zeroPoint)));
+    const y = new Float32Array(M * N);
+    for (let n = 0; n < N; n++) {
+      let mx = 0;
+      for (let k = 0; k < K; k++) mx = Math.max(mx, Math.abs(wf[n * K + k]));
+      const sw = mx / wQmax;
+      const qw = Array.from({ length: K }, (_, k) => Math.round(wf[n * K + k] / sw));
+      for (let m = 0; m < M; m++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) acc += (qx[m * K + k] - a.zeroPoint) * qw[k];
+        y[m * N + n] = acc * a.scale * sw;
+      }
+    }
+    return relRms(y);
+  };
+  accuracy["(ref) u8 activations, 7-bit weights"] = quantRef(255, 63);
+  accuracy["(ref) 7-bit activations, 8-bit weights"] = quantRef(127, 127);
+  accuracy["(ref) u8 activations, 8-bit weights"] = quantRef(255, 127);
   eng.close();
   console.log(`accuracy on a ${M}x${K}x${N} linear, x ~ N(0,1) (per-tensor range [${lo.toFixed(2)}, ${hi.toFixed(2)}]), w ~ N(0,1/K); relative RMS error vs f64:`);
-  for (const [k, v] of Object.entries(accuracy)) console.log(`  ${k.padEnd(36)} ${(v * 100).toFixed(3)} %`);
+  for (const [k, v] of Object.entries(accuracy)) console.log(`  ${k.padEnd(40)} ${(v * 100).toFixed(3)} %`);
 }
 
 const dir = path.resolve("bench/results");

@@ -9,6 +9,8 @@
 // tier otherwise).
 // Run: node bench/sd15.mjs [--precisions int8,bf16,fp32] [--runtimes node,deno] [--threads 2] [--iters 3]
 //                          [--warmup 1] [--size 64] [--profile]
+// A runtime NAME=PATH (e.g. node24=/work/tools/node24) runs that Node binary on dist/cli.js directly with
+// --no-liftoff (and --experimental-wasm-relaxed-simd where it still exists), without the launcher.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -40,7 +42,7 @@ function parseArgs(argv) {
     else throw new Error(`unknown option ${a} (see --help)`);
   }
   for (const p of o.precisions) if (!["fp32", "bf16", "int8"].includes(p)) throw new Error(`bad precision ${p}`);
-  for (const r of o.runtimes) if (!["node", "deno"].includes(r)) throw new Error(`bad runtime ${r}`);
+  for (const r of o.runtimes) if (!["node", "deno"].includes(r) && !/^node[\w.-]*=/.test(r)) throw new Error(`bad runtime ${r}`);
   return o;
 }
 
@@ -48,11 +50,17 @@ const opts = parseArgs(process.argv.slice(2));
 if (!fs.existsSync(path.join(root, "dist", "cli.js"))) throw new Error("dist/cli.js missing: run `npm run build` first");
 const deno = path.join(root, "node_modules", ".bin", "deno");
 
+/** A Node binary on dist/cli.js: --no-liftoff, plus the relaxed-SIMD flag where that Node still has it. */
+function nodeBinary(exe, args) {
+  const flagged = spawnSync(exe, ["--experimental-wasm-relaxed-simd", "-e", "0"]).status === 0;
+  return [exe, [...(flagged ? ["--experimental-wasm-relaxed-simd"] : []), "--no-liftoff", path.join(root, "dist", "cli.js"), ...args]];
+}
+
 const runs = [];
 for (const runtime of opts.runtimes)
   for (const precision of opts.precisions) {
     const args = ["bench", "unet", "--config", "sd15", "--precision", precision, "--threads", String(opts.threads), "--iters", String(opts.iters), "--warmup", String(opts.warmup), "--size", String(opts.size), "--json", ...(opts.profile ? ["--profile"] : [])];
-    const [cmd, full] = runtime === "node" ? [process.execPath, [path.join(root, "bin", "stepq.js"), ...args]] : [deno, ["run", "-A", "--v8-flags=--no-liftoff", path.join(root, "src", "cli", "main.ts"), ...args]];
+    const [cmd, full] = runtime === "node" ? [process.execPath, [path.join(root, "bin", "stepq.js"), ...args]] : runtime === "deno" ? [deno, ["run", "-A", "--v8-flags=--no-liftoff", path.join(root, "src", "cli", "main.ts"), ...args]] : nodeBinary(runtime.split("=")[1], args);
     process.stderr.write(`sd15: ${runtime} ${precision} ...\n`);
     const r = spawnSync(cmd, full, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
     if (r.status !== 0) {
@@ -64,7 +72,7 @@ for (const runtime of opts.runtimes)
 
 const mib = (b) => (b / 2 ** 20).toFixed(0);
 console.log(`SD 1.5 UNet, batch 2, ${opts.size}x${opts.size} latents, ${opts.threads} threads, ${os.cpus()[0]?.model} x${os.cpus().length}`);
-console.log("runtime  precision  median s  min s    engine peak MiB  peak RSS MiB  CPU share  simd");
+console.log("runtime  precision  median s  min s    engine peak MiB  peak RSS MiB  CPU share  simd     int8 dot");
 for (const r of runs) {
   if (r.error) {
     console.log(`${r.runtime.padEnd(9)}${r.precision.padEnd(11)}failed (${r.error})`);
@@ -72,7 +80,7 @@ for (const r of runs) {
   }
   const j = r.result;
   console.log(
-    `${r.runtime.padEnd(9)}${r.precision.padEnd(11)}${j.seconds_per_call.toFixed(2).padEnd(10)}${j.seconds_min.toFixed(2).padEnd(9)}${mib(j.peak_bytes).padEnd(17)}${(j.max_rss_bytes ? mib(j.max_rss_bytes) : "-").padEnd(14)}${(j.cpu_share ?? 0).toFixed(2).padEnd(11)}${j.simd}`,
+    `${r.runtime.split("=")[0].padEnd(9)}${r.precision.padEnd(11)}${j.seconds_per_call.toFixed(2).padEnd(10)}${j.seconds_min.toFixed(2).padEnd(9)}${mib(j.peak_bytes).padEnd(17)}${(j.max_rss_bytes ? mib(j.max_rss_bytes) : "-").padEnd(14)}${(j.cpu_share ?? 0).toFixed(2).padEnd(11)}${j.simd.padEnd(9)}${j.int8_dot ?? ""}`,
   );
 }
 fs.mkdirSync(path.join(root, "bench", "results"), { recursive: true });

@@ -56,7 +56,7 @@ describe("calibration of fashion-sd-tiny", () => {
   it("one range per conv/linear layer, finite and ordered, every UNet call observed", async () => {
     // PNDM: 3 steps = 4 UNet calls per prompt
     expect(cal.unetCalls).toBe(8);
-    expect(cal).toMatchObject({ steps: 3, guidance: 4, prompts: 2, scheduler: "pndm", actQmax: 127 });
+    expect(cal).toMatchObject({ steps: 3, guidance: 4, prompts: 2, scheduler: "pndm", actQmax: 255, weightQmax: 63 });
     // the default observer: running min/max (onnxruntime's MinMax); min/max are the extremes seen
     expect(cal.observer).toMatchObject({ type: "minmax" });
     const st = await SafetensorsFile.open(path.join(model, "unet", "diffusion_pytorch_model.safetensors"));

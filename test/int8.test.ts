@@ -80,8 +80,10 @@ describe("INT8 quantisation helpers", () => {
         expect(p.scale).toBe(Math.fround(p.scale));
       }
     }
-    expect(actParamsFromRange(-1, 3)).toEqual({ scale: Math.fround(4 / 127), zeroPoint: 32, qmax: 127 });
-    expect(actParamsFromRange(-1, 3, 255)).toEqual({ scale: Math.fround(4 / 255), zeroPoint: 64, qmax: 255 });
+    expect(actParamsFromRange(-1, 3)).toEqual({ scale: Math.fround(4 / 127), zeroPoint: 32, qmax: 127, weightQmax: 127 });
+    expect(actParamsFromRange(-1, 3, 255)).toEqual({ scale: Math.fround(4 / 255), zeroPoint: 64, qmax: 255, weightQmax: 127 });
+    expect(actParamsFromRange(-1, 3, 255, 63).weightQmax).toBe(63);
+    expect(() => actParamsFromRange(-1, 3, 255, 100)).toThrow(/weight qmax/);
     expect(() => actParamsFromRange(-1, 3, 200)).toThrow(/qmax/);
   });
 

@@ -22,7 +22,7 @@
 import * as path from "node:path";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { CALIBRATION_FORMAT, CALIBRATION_VERSION, defaultCalibrationPath, MinMaxObserver, type Calibration } from "../src/models/calibration.ts";
-import { ACT_QMAX_DEFAULT } from "../src/nn/quant.ts";
+import { INT8_CALIBRATION_DEFAULT } from "../src/nn/quant.ts";
 
 export interface CalibrateOptions {
   /** diffusers pipeline folder. */
@@ -42,6 +42,8 @@ export interface CalibrateOptions {
   momentum?: number;
   /** Largest quantised activation INT8 layers will use: 127 (7-bit, default: the fast relaxed-dot path) or 255 (u8: exact i16 path, slower). */
   actQmax?: 127 | 255;
+  /** Weight range recorded with the ranges: 127 (int8, default) or 63 (7-bit weights, for 8-bit activations). */
+  weightQmax?: 127 | 63;
   /** Also record each layer's range per scheduler timestep (running min/max only). */
   perStep?: boolean;
   threads?: number;
@@ -108,7 +110,8 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
       unetCalls: observer.calls,
       seed0,
       observer: observer.info,
-      actQmax: o.actQmax ?? ACT_QMAX_DEFAULT,
+      actQmax: o.actQmax ?? INT8_CALIBRATION_DEFAULT.actQmax,
+      ...((o.weightQmax ?? INT8_CALIBRATION_DEFAULT.weightQmax) === 63 ? { weightQmax: 63 } : {}),
       created: new Date().toISOString(),
       layers: observer.layers(),
       ...(timesteps ? { timesteps } : {}),

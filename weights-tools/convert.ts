@@ -77,7 +77,7 @@ export async function convertFile(src: string, dst: string, precision: ConvertPr
           out.push({ name: t.name, dtype: "BF16", shape: t.shape, data: new Uint8Array(bits.buffer) });
         } else {
           const n = t.shape[0];
-          const { q, scales } = quantizeWeightsPerChannel(w, n, w.length / n);
+          const { q, scales } = quantizeWeightsPerChannel(w, n, w.length / n, cal!.weightQmax ?? 127);
           const act = actParamsFor(cal!, layer, calLabel);
           out.push({ name: t.name, dtype: "I8", shape: t.shape, data: q });
           out.push({ name: `${layer}.weight_scale`, dtype: "F32", shape: [n], data: f32Bytes(scales) });
@@ -98,7 +98,9 @@ export async function convertFile(src: string, dst: string, precision: ConvertPr
     if (precision === "bf16") meta.weight_format = "BF16 (round to nearest even); biases F32";
     else {
       meta.act_qmax = String(cal!.actQmax ?? ACT_QMAX_DEFAULT);
-      meta.weight_quantization = "int8 symmetric per output channel: q = clamp(round_half_even(w / s), -127, 127), s = f32(max|w| / 127) (weight_scale)";
+      const wq = cal!.weightQmax ?? 127;
+      meta.weight_qmax = String(wq);
+      meta.weight_quantization = `int8 symmetric per output channel: q = clamp(round_half_even(w / s), -${wq}, ${wq}), s = f32(max|w| / ${wq}) (weight_scale)`;
       meta.activation_quantization = `asymmetric per tensor: q = clamp(round(x / input_scale) + input_zero_point, 0, ${meta.act_qmax})`;
       meta.calibration = JSON.stringify({ model: cal!.model, steps: cal!.steps, guidance: cal!.guidance, scheduler: cal!.scheduler, prompts: cal!.prompts, observer: cal!.observer, created: cal!.created });
     }

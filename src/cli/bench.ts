@@ -161,6 +161,7 @@ export function formatUNet(r: UNetBenchResult): string {
     `  memory        engine peak ${mib(r.peak_bytes)} (weights ${mib(r.weight_bytes)}, engine size ${mib(r.capacity_bytes)}); RSS ${mib(r.rss_bytes)}` +
       (r.max_rss_bytes ? `, peak RSS ${mib(r.max_rss_bytes)}` : ""),
     `  runtime       ${r.runtime} (V8 ${r.v8}), ${r.simd} SIMD, ${r.threads} thread${r.threads > 1 ? "s" : ""}; model built in ${r.build_seconds.toFixed(1)} s`,
+    ...(r.int8_dot ? [`  int8 dot      ${r.int8_dot}`] : []),
     `  machine       load average ${r.load_before ?? "?"} before the timed calls, ${r.load_after ?? "?"} after (this process included); ` +
       `CPU share ${r.cpu_share === null ? "?" : `${Math.round(r.cpu_share * 100)}%`} of ${r.threads} x wall time (below ~90%: other processes took the cores)`,
   ];

@@ -1,4 +1,5 @@
 // stepq generate: text to PNG with a diffusers Stable Diffusion folder (default: the shipped fashion-sd-tiny).
+import { int8PathSummary } from "../nn/int8.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
@@ -171,6 +172,7 @@ export async function run(argv: string[]): Promise<number> {
       `stepq: ${w}x${h}, ${sched.name} ${steps} steps, guidance ${guidance}, ${latents ? `latents ${v.latents}` : `seed ${seed}${seedGiven ? "" : " (random)"}`}, ` +
         `precision ${schedule}`,
     );
+    if (schedule.used.includes("int8")) log(`stepq: int8 dot path: ${int8PathSummary(eng)}`);
     const tty = process.stderr.isTTY && !quiet;
     const res = await pipe.generate({
       prompt,

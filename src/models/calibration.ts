@@ -8,7 +8,7 @@
 // Readers that ignore the fields use the global ranges, which is still correct, so the version stays 1.
 // Converted int8 files hold one range per layer: stepq convert refuses per-step files.
 import type { Tensor } from "../runtime/tensor.ts";
-import { ACT_QMAX_DEFAULT, actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
+import { ACT_QMAX_DEFAULT, INT8_CALIBRATION_DEFAULT, actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { readJsonObject } from "../io/json.ts";
 import { fileExists, joinLocation } from "../io/source.ts";
 import { writeFileAtomic } from "../io/files.ts";
@@ -59,8 +59,10 @@ export interface Calibration {
   unetCalls: number;
   seed0: number;
   observer: ObserverInfo;
-  /** Activations are quantised to 0..actQmax (7-bit by default, see src/nn/quant.ts). */
+  /** Activations are quantised to 0..actQmax: 255 (new calibrations by default) or 127 (src/nn/quant.ts INT8_CALIBRATION_DEFAULT). */
   actQmax: number;
+  /** Weights are quantised to [-weightQmax, weightQmax]: 127 (absent: int8) or 63 (7-bit, with 8-bit activations; src/nn/quant.ts). */
+  weightQmax?: number;
   created: string;
   /** Layer (checkpoint name without .weight) -> input range. */
   layers: Record<string, LayerRange>;
@@ -228,6 +230,7 @@ export function validateCalibration(c: unknown, what: string): Calibration {
     if (k !== undefined) throw new PrecisionError(`${what}: layer ${k} has per-step "steps" but the file has no "timesteps"`);
   }
   if (o.actQmax !== undefined && o.actQmax !== 127 && o.actQmax !== 255) throw new PrecisionError(`${what}: actQmax must be 127 or 255, got ${o.actQmax}`);
+  if (o.weightQmax !== undefined && o.weightQmax !== 127 && o.weightQmax !== 63) throw new PrecisionError(`${what}: weightQmax must be 127 or 63, got ${o.weightQmax}`);
   return o;
 }
 
@@ -269,7 +272,7 @@ export function defaultCalibrationPath(unetDir: string): string {
 export function actParamsFor(cal: Calibration, layer: string, label: string): Required<ActQuantParams> {
   const r = cal.layers[layer];
   if (!r) throw new PrecisionError(`${label}: no activation range for layer ${layer} (the calibration was made for another model? re-run stepq calibrate)`);
-  return actParamsFromRange(r.min, r.max, cal.actQmax ?? ACT_QMAX_DEFAULT);
+  return actParamsFromRange(r.min, r.max, cal.actQmax ?? ACT_QMAX_DEFAULT, cal.weightQmax ?? 127);
 }
 
 /** A layer's activation params at each of the calibration's timesteps, or null without per-step ranges. */
@@ -277,7 +280,7 @@ export function stepActParamsFor(cal: Calibration, layer: string, label: string)
   if (!hasPerStepRanges(cal)) return null;
   const r = cal.layers[layer];
   if (!r?.steps) throw new PrecisionError(`${label}: no per-step activation ranges for layer ${layer} (the calibration was made for another model? re-run stepq calibrate --per-step)`);
-  return r.steps.map((sr) => actParamsFromRange(sr.min, sr.max, cal.actQmax ?? ACT_QMAX_DEFAULT));
+  return r.steps.map((sr) => actParamsFromRange(sr.min, sr.max, cal.actQmax ?? ACT_QMAX_DEFAULT, cal.weightQmax ?? 127));
 }
 
 /**
@@ -285,4 +288,6 @@ export function stepActParamsFor(cal: Calibration, layer: string, label: string)
  * (random-weight latency benchmarks only): [-8, 8].
  */
 export const SYNTHETIC_ACT_RANGE: [number, number] = [-8, 8];
+/** The activation / weight ranges of the synthetic INT8 layers: those a new calibration gets by default (quant.ts). */
+export const SYNTHETIC_ACT_BITS = INT8_CALIBRATION_DEFAULT;
 

@@ -33,34 +33,35 @@ function f32Step(x: number, steps: number): number {
 }
 
 /**
- * f32 weights [out, per] that quantise (quantizeWeightsPerChannel: s = f32(max|w| / 127), q = round(w / s))
- * to exactly the given q and per-channel scales: q * s, with every |q| = 127 entry set to an f32 m for
- * which f32(m / 127) is s (such an m exists: s was made that way from the original weights). So INT8 layers
+ * f32 weights [out, per] that quantise (quantizeWeightsPerChannel: s = f32(max|w| / qmax), q = round(w / s))
+ * to exactly the given q and per-channel scales: q * s, with every |q| = qmax entry set to an f32 m for
+ * which f32(m / qmax) is s (such an m exists: s was made that way from the original weights). qmax: 127
+ * (int8 weights) or 63 (7-bit weights). So INT8 layers
  * of a converted file go through the nn prepare functions (whatever packing the kernels use) and come out
  * bit-identical to the ones quantised from the original checkpoint, with no calibration needed.
  */
-export function weightsForQuantized(q: Int8Array, scales: Float32Array, out: number, per: number): Float32Array {
+export function weightsForQuantized(q: Int8Array, scales: Float32Array, out: number, per: number, qmax = 127): Float32Array {
   if (q.length !== out * per || scales.length !== out) throw new RangeError(`weightsForQuantized: ${q.length} weights / ${scales.length} scales for [${out}, ${per}]`);
   const w = new Float32Array(q.length);
   for (let o = 0; o < out; o++) {
     const s = scales[o];
     if (!(s > 0) || !Number.isFinite(s)) throw new RangeError(`weightsForQuantized: channel ${o} has scale ${s}`);
     let hasMax = false;
-    for (let k = 0; k < per; k++) if (q[o * per + k] === 127 || q[o * per + k] === -127) hasMax = true;
+    for (let k = 0; k < per; k++) if (q[o * per + k] === qmax || q[o * per + k] === -qmax) hasMax = true;
     if (!hasMax) {
-      // only an all-zero channel (scale 1) has no +-127 entry
-      for (let k = 0; k < per; k++) if (q[o * per + k] !== 0) throw new RangeError(`weightsForQuantized: channel ${o} has no +-127 entry: not symmetric per-channel int8`);
+      // only an all-zero channel (scale 1) has no +-qmax entry
+      for (let k = 0; k < per; k++) if (q[o * per + k] !== 0) throw new RangeError(`weightsForQuantized: channel ${o} has no +-${qmax} entry: not symmetric per-channel with range ${qmax}`);
       if (s !== 1) throw new RangeError(`weightsForQuantized: all-zero channel ${o} with scale ${s} (expected 1)`);
       continue;
     }
-    const c = Math.fround(127 * s);
+    const c = Math.fround(qmax * s);
     let m = NaN;
     for (let d = 0; d <= 8 && m !== m; d++)
-      for (const cand of d ? [f32Step(c, d), f32Step(c, -d)] : [c]) if (Math.fround(cand / 127) === s) { m = cand; break; }
+      for (const cand of d ? [f32Step(c, d), f32Step(c, -d)] : [c]) if (Math.fround(cand / qmax) === s) { m = cand; break; }
     if (m !== m) throw new RangeError(`weightsForQuantized: no f32 maximum gives scale ${s} for channel ${o}`);
     for (let k = 0; k < per; k++) {
       const v = q[o * per + k];
-      w[o * per + k] = v === 127 ? m : v === -127 ? -m : Math.fround(v * s);
+      w[o * per + k] = v === qmax ? m : v === -qmax ? -m : Math.fround(v * s);
     }
   }
   return w;

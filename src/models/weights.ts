@@ -32,7 +32,7 @@ import { prepareConv2dInt8, prepareLinearInt8 } from "../nn/int8.ts";
 import { createTrainableConv, createTrainableLinear, type TrainableConv, type TrainableLinear } from "../nn/trainable.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { Rng } from "../runtime/random.ts";
-import { actParamsFor, hasPerStepRanges, stepActParamsFor, MissingCalibrationError, SYNTHETIC_ACT_RANGE, type Calibration } from "./calibration.ts";
+import { actParamsFor, hasPerStepRanges, stepActParamsFor, MissingCalibrationError, SYNTHETIC_ACT_RANGE, SYNTHETIC_ACT_BITS, type Calibration } from "./calibration.ts";
 import { checkStepqMetadata, isStepqFile, weightsForQuantized } from "./converted.ts";
 import { PrecisionError, type PrecisionContext } from "./precision.ts";
 
@@ -276,7 +276,7 @@ export class WeightStore {
         variants.bf16 = eng.persistent(() => prepareLinearBf16(eng, r.w, r.b, out, inF));
       } else if (st.files.int8) {
         const r = await this.stepqInt8(prefix, shapes, out);
-        variants.int8 = eng.persistent(() => prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF), r.b, out, inF, r.act));
+        variants.int8 = eng.persistent(() => prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF, r.act.weightQmax), r.b, out, inF, r.act));
       } else variants.int8 = eng.persistent(() => prepareLinearInt8(eng, f32!.w, f32!.b, out, inF, act!));
     }
     st.layers.push(name);
@@ -286,7 +286,7 @@ export class WeightStore {
   /** INT8 activation params of a layer built from the checkpoint (calibration, synthetic, or an error). */
   private actParams(name: string): ActQuantParams {
     const s = this.src.prec!.setup;
-    if (s.calibration === "synthetic") return actParamsFromRange(SYNTHETIC_ACT_RANGE[0], SYNTHETIC_ACT_RANGE[1]);
+    if (s.calibration === "synthetic") return actParamsFromRange(SYNTHETIC_ACT_RANGE[0], SYNTHETIC_ACT_RANGE[1], SYNTHETIC_ACT_BITS.actQmax, SYNTHETIC_ACT_BITS.weightQmax);
     if (!s.calibration) throw new MissingCalibrationError(s.calibrationFile ?? "(no calibration file given)", s.modelHint);
     return actParamsFor(s.calibration, name, s.calibrationFile ?? "calibration");
   }
@@ -347,8 +347,10 @@ export class WeightStore {
     const scale = (await f32("input_scale", 1))[0];
     const zp = (await this.stepqTensor("int8", `${prefix}.input_zero_point`, [[1]], "I32")).data;
     const zeroPoint = new DataView(zp.buffer, zp.byteOffset, 4).getInt32(0, true);
-    const qmax = Number(this.src.prec!.files.int8!.file.metadata.act_qmax ?? 127);
-    return { q, scales, b: await this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax } };
+    const meta = this.src.prec!.files.int8!.file.metadata;
+    const qmax = Number(meta.act_qmax ?? 127);
+    const weightQmax = Number(meta.weight_qmax ?? 127);
+    return { q, scales, b: await this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax, weightQmax } };
   }
 
   /** A conv layer: `${prefix}.weight` [cout, cin, kh, kw] and `${prefix}.bias` [cout] if present. */
@@ -425,7 +427,7 @@ export class WeightStore {
         const q = n !== cout ? r.q.slice(o0 * per, o1 * per) : r.q;
         const sc = n !== cout ? r.scales.slice(o0, o1) : r.scales;
         const b = r.b && n !== cout ? r.b.slice(o0, o1) : r.b;
-        variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per), b, sh, co, r.act));
+        variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per, r.act.weightQmax), b, sh, co, r.act));
       } else variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, f32!.w, f32!.b, sh, co, act!));
     }
     st.layers.push(name);

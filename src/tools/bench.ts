@@ -15,6 +15,7 @@
 //
 // Nothing here checks results against a reference (the tests and `stepq verify` do); it only checks that
 // the output is finite, so a benchmark of a broken build does not pass as a fast one.
+import { int8PathSummary, int8PreparedPaths } from "../nn/int8.ts";
 import { Engine, type SimdVariant } from "../runtime/engine.ts";
 import { loadAverage, rssBytes, maxRssBytes, cpuSeconds, runtimeName, v8Version } from "../runtime/env.ts";
 import { absoluteLocation, fileExists, joinLocation, statLocation } from "../io/source.ts";
@@ -183,6 +184,9 @@ export interface UNetBenchResult {
    * calibration; latency is the same, outputs are not meaningful); null for fp32/bf16.
    */
   act_ranges: "calibrated" | "synthetic" | null;
+  /** int8: the prepared INT8 layers by kernel dot path (fused-8bit, fused-7bit, split-7bit, i16), and a one-line summary. */
+  int8_dot_paths?: Record<string, number>;
+  int8_dot?: string;
   params: number;
   batch: number;
   latent_size: number;
@@ -388,6 +392,7 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
       load_after: loadAverage(),
       cpu_share: cpu0 !== null && cpu1 !== null ? Math.round(((cpu1 - cpu0) / (seconds.reduce((a, b) => a + b, 0) * eng.threads)) * 1000) / 1000 : null,
       output_finite: finite,
+      ...(precision === "int8" ? { int8_dot_paths: int8PreparedPaths(eng), int8_dot: int8PathSummary(eng) } : {}),
     };
     if (prof) {
       const wallMs = seconds.reduce((a, b) => a + b, 0) * 1000;

@@ -260,7 +260,7 @@ function int8Buffers(eng: Engine, N: number, K: number, per: number, act: ActQua
   return {
     int8: {
       packed: eng.zeros([np8 * K], "i8"),
-      i16Path: usesI16Path(eng, a.qmax),
+      i16Path: usesI16Path(eng, a.qmax, a.weightQmax),
       corr: eng.zeros([np8], "i32"),
       scale: eng.zeros([np8], "f32"),
       bias: eng.zeros([np8], "f32"),

@@ -33,7 +33,7 @@ function int8Epilogue(acc: Int32Array, M: number, N: number, sx: number, sw: Flo
 export function linearInt8Ref(x: ArrayLike<number>, w: ArrayLike<number>, bias: ArrayLike<number> | null, M: number, inF: number, out: number, act: ActQuantParams): { y: Float32Array; acc: Int32Array } {
   const a = normalizeActParams(act);
   const qx = quantizeActRef(x, act);
-  const { q, scales } = quantizeWeightsPerChannel(w, out, inF);
+  const { q, scales } = quantizeWeightsPerChannel(w, out, inF, a.weightQmax);
   const acc = new Int32Array(M * out);
   for (let m = 0; m < M; m++)
     for (let n = 0; n < out; n++) {
@@ -49,7 +49,7 @@ export function conv2dInt8Ref(x: ArrayLike<number>, w: ArrayLike<number>, bias: 
   const { batch, h, w: W, cin, cout, kh, kw, stride, padding } = s;
   const a = normalizeActParams(act);
   const qx = quantizeActRef(x, act);
-  const { q, scales } = quantizeWeightsPerChannel(w, cout, cin * kh * kw);
+  const { q, scales } = quantizeWeightsPerChannel(w, cout, cin * kh * kw, normalizeActParams(act).weightQmax);
   const [ho, wo] = convOutSize(h, W, kh, kw, stride, padding);
   const M = batch * ho * wo;
   const acc = new Int32Array(M * cout);
