@@ -2,7 +2,7 @@
 // on the same shape (same flop count 2*M*N*K each), and the QAT student step's extra passes.
 // Run: sh bench/backward-dense.sh [--quick] [--only=REGEX] [--mc=N] [--simd=relaxed|baseline|both] [--wait=S] [--no-qat]
 // (builds the kernels, bundles this file, runs it under node --experimental-wasm-relaxed-simd --no-liftoff).
-// Prints a table and writes bench/results/backward.json.
+// Prints a table and writes bench/results/backward-dense.json.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as os from "node:os";
@@ -263,5 +263,5 @@ if (qatResults.length) {
 }
 const dir = path.resolve("bench/results");
 fs.mkdirSync(dir, { recursive: true });
-fs.writeFileSync(path.join(dir, "backward.json"), JSON.stringify({ date: new Date().toISOString(), cpu, node: process.version, loadAverage: os.loadavg(), mc: MC, results, qat: qatResults }, null, 2));
-console.log(`wrote ${path.join(dir, "backward.json")}`);
+fs.writeFileSync(path.join(dir, "backward-dense.json"), JSON.stringify({ date: new Date().toISOString(), cpu, node: process.version, loadAverage: os.loadavg(), mc: MC, results, qat: qatResults }, null, 2));
+console.log(`wrote ${path.join(dir, "backward-dense.json")}`);

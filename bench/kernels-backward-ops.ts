@@ -1,6 +1,6 @@
 // Backward-op benchmark: every backward next to its forward on the same shape, 1 vs 2 threads, baseline vs
 // relaxed SIMD. Run: sh bench/backward-ops.sh [--quick] [--threads=1,2] [--rounds=3] [--only=attention]
-// [--simd=relaxed]. Prints a table and writes bench/results/backward.json.
+// [--simd=relaxed]. Prints a table and writes bench/results/backward-ops.json.
 // Work counted: GroupNorm/LayerNorm bytes moved (forward: read x twice, write y; backward: read x and dy
 // twice, write dx); attention FLOPs 4·B·H·Lq·Lk·D forward and 10·B·H·Lq·Lk·D backward (recomputing S, then
 // dP = dO Vᵀ, dV = PᵀdO, dK = dSᵀQ, dQ = dS K: what the kernel executes, the usual 2.5x of the forward).
@@ -236,5 +236,5 @@ const outDir = path.join(process.cwd(), "bench", "results");
 fs.mkdirSync(outDir, { recursive: true });
 const os = await import("node:os");
 const meta = { date: new Date().toISOString(), node: process.version, quick: QUICK, rounds: ROUNDS, cpu: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() };
-fs.writeFileSync(path.join(outDir, "backward.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
-console.log(`wrote bench/results/backward.json`);
+fs.writeFileSync(path.join(outDir, "backward-ops.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
+console.log(`wrote bench/results/backward-ops.json`);

@@ -327,9 +327,8 @@ for (const simd of ["baseline", "relaxed"] as const) {
       expect(Math.abs(fdW - dotf(dw, vw)) / Math.abs(fdW)).toBeLessThan(1e-4);
     });
 
-    it("repack helpers give the same packed weights as prepareLinear / prepareConv2d", () => {
-      const e = engines[1];
-      e.scope(() => {
+    it("repack helpers give the same packed weights as prepareLinear / prepareConv2d (1, 2, 4 threads)", () => {
+      for (const e of engines) e.scope(() => {
         const w = randn(37 * 11, 61), b = randn(37, 62);
         const ref = prepareLinear(e, w, b, 37, 11);
         const dst = prepareLinear(e, new Float32Array(37 * 11), null, 37, 11);

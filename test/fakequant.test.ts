@@ -105,7 +105,7 @@ function actFor(lo: number, hi: number, qmax: number): ActQuantParams {
   return actParamsFromRange(lo, hi, qmax);
 }
 
-/** Weights with a few exact ties (w / s = k + 0.5) and an all-zero channel, so rounding paths are exercised. */
+/** Random weights with an all-zero channel (scale 1, q = 0). (Exact .5 ties are exercised by the quantize_weight_i8_packed test.) */
 function weightsFor(out: number, per: number, seed: number): Float32Array {
   const w = randArray(out * per, seed, -0.5, 0.5);
   if (out > 2) w.fill(0, per, 2 * per);
@@ -312,6 +312,27 @@ describe("fake quantisation kernels vs the TS references", () => {
     for (const o of outs) for (let k = 0; k < 2; k++) expectBits(o[k], outs[0][k], "across builds and threads");
   });
 
+  it("engine ranges (minmax_chunks_f32, both builds, 1, 2, 4 threads): tensorRange ignores NaN; per-channel ranges and scales match quantizeWeightsPerChannel", () => {
+    for (const e of engines) e.scope(() => {
+      const x = randArray(20000, 31, -2, 5);
+      x[17] = NaN;
+      x[19999] = 7;
+      x[4096] = -9;
+      expect(tensorRange(e.fromArray(x, [20000]))).toEqual({ min: -9, max: 7 });
+      const N = 7, K = 37;
+      const w = randArray(N * K, 32, -0.3, 0.2);
+      w.fill(0, K, 2 * K);
+      const r = channelRanges(e.fromArray(w, [N, K]), N);
+      for (let n = 0; n < N; n++) {
+        const row = w.subarray(n * K, (n + 1) * K);
+        expect(r.min[n]).toBe(Math.min(...row));
+        expect(r.max[n]).toBe(Math.max(...row));
+      }
+      expectBits(weightScalesFromRanges(r), quantizeWeightsPerChannel(w, N, K).scales, "scales from ranges");
+      expect(weightScalesFromRanges(r)[1]).toBe(1); // all-zero channel
+    });
+  });
+
   it("quantize_weight_i8_packed: q, q*s and sum q as the engine's quantiser (ties round half to even)", () => {
     const e = engines[0];
     const N = 6, per = 3 * 9;
@@ -412,13 +433,7 @@ describe("student layers' backward (masked STE) vs the dense references on dequa
     });
 });
 
-describe("observers and the weight-scale formula", () => {
-  let e: Engine;
-  beforeAll(async () => {
-    e = await Engine.create({ threads: 2, memoryBytes: 32 << 20 });
-  });
-  afterAll(() => e.close());
-
+describe("observers (torch.ao moving average)", () => {
   it("moving-average min/max in float32 with averaging constant 0.01 (torch.ao)", () => {
     expect(OBSERVER_AVERAGING_CONSTANT).toBe(0.01);
     let r = movingAverageMinMax(null, { min: -1, max: 2 });
@@ -435,26 +450,5 @@ describe("observers and the weight-scale formula", () => {
     const pc = movingAverageMinMaxPerChannel({ min: new Float32Array([-1, 0]), max: new Float32Array([1, 4]) }, { min: new Float32Array([-2, -1]), max: new Float32Array([3, 2]) }, 0.5);
     expect(Array.from(pc.min)).toEqual([-1.5, -0.5]);
     expect(Array.from(pc.max)).toEqual([2, 3]);
-  });
-
-  it("engine ranges: tensorRange ignores NaN; per-channel ranges and scales match quantizeWeightsPerChannel", () => {
-    e.scope(() => {
-      const x = randArray(20000, 31, -2, 5);
-      x[17] = NaN;
-      x[19999] = 7;
-      x[4096] = -9;
-      expect(tensorRange(e.fromArray(x, [20000]))).toEqual({ min: -9, max: 7 });
-      const N = 7, K = 37;
-      const w = randArray(N * K, 32, -0.3, 0.2);
-      w.fill(0, K, 2 * K);
-      const r = channelRanges(e.fromArray(w, [N, K]), N);
-      for (let n = 0; n < N; n++) {
-        const row = w.subarray(n * K, (n + 1) * K);
-        expect(r.min[n]).toBe(Math.min(...row));
-        expect(r.max[n]).toBe(Math.max(...row));
-      }
-      expectBits(weightScalesFromRanges(r), quantizeWeightsPerChannel(w, N, K).scales, "scales from ranges");
-      expect(weightScalesFromRanges(r)[1]).toBe(1); // all-zero channel
-    });
   });
 });
