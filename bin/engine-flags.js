@@ -12,7 +12,8 @@
 // is slower without --no-liftoff (a call stays in the tier it started in): Node 24 int8 17.2 s vs 11.3 s,
 // fp32 29.3 s vs 18.3 s; Node 22 int8 17.2 vs 11.9 s, fp32 25.2 vs 18.0 s; every later call the same
 // (10.7 / 17.3-17.8 s). About 1% of a 50-step SD 1.5 image: not worth a second process on every command,
-// so Node 22+ gets no flags and runs the CLI in-process. (2-core Zen 5 VM, shared: timings +-15%.)
+// so Node 22+ gets no flags and runs the CLI in-process. (2-core AMD EPYC VM shared with other jobs: the
+// timings are +-15%.)
 // The engine's startup probe stays the judge: whatever the flags, it falls back to baseline SIMD if the
 // relaxed ops are missing or wrong.
 // Deno (which reports a Node version for compatibility) takes V8 flags differently and needs none (README).

@@ -31,7 +31,7 @@ if [ "$installed" != "pngjs stepq " ]; then
 fi
 
 npx --no-install stepq generate --prompt "a photo of a bag" --out bag.png 2>gen.log || { cat gen.log >&2; exit 1; }
-seed=$(sed -n 's/.* seed \([0-9]*\),.*/\1/p' gen.log | head -1)
+seed=$(sed -n 's/.* seed \([0-9][0-9]*\).*/\1/p' gen.log | head -1)
 [ -n "$seed" ] || { echo "package: FAIL: no seed in the generate output:" >&2; cat gen.log >&2; exit 1; }
 (cd "$root" && node bin/stepq.js generate --prompt "a photo of a bag" --seed "$seed" --out "$work/repo.png" -q)
 cmp bag.png "$work/repo.png" || { echo "package: FAIL: the installed package's PNG differs from the repo CLI's (seed $seed)" >&2; exit 1; }
