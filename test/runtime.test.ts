@@ -6,7 +6,7 @@ describe("engine runtime", () => {
   const engines: Engine[] = [];
   afterAll(() => engines.forEach((e) => e.close()));
 
-  it("selects relaxed SIMD when the probe passes (this process runs with --no-liftoff)", async () => {
+  it("selects relaxed SIMD when the probe passes (this process runs with the launcher's flags, bin/engine-flags.js)", async () => {
     const e = await Engine.create({ threads: 2, simd: "auto", memoryBytes: 64 << 20 });
     engines.push(e);
     expect(e.probe.ok).toBe(true);
