@@ -4,10 +4,13 @@
 #        sh bench/gemm.sh peak [--threads=N]              f32 SIMD peak only
 set -e
 cd "$(dirname "$0")/.."
+# the V8 flags this Node needs for the engine (bin/engine-flags.js), plus --no-liftoff so a long kernel call
+# never stays in the baseline tier during a measurement
+FLAGS=$(node --input-type=module -e 'import { engineFlags } from "./bin/engine-flags.js"; console.log([...new Set([...engineFlags(), "--no-liftoff"])].join(" "))')
 script=kernels-gemm
 if [ "$1" = "peak" ]; then script=peak; shift; fi
 node scripts/build.mjs --wasm-only > /dev/null
 mkdir -p build/bench
 npx esbuild "bench/$script.ts" --bundle --platform=node --format=esm --target=node20 --outfile="build/bench/$script.mjs" --log-level=warning
 cp src/runtime/worker.js build/bench/worker.js
-exec node --experimental-wasm-relaxed-simd --no-liftoff "build/bench/$script.mjs" "$@"
+exec node $FLAGS "build/bench/$script.mjs" "$@"
