@@ -3,6 +3,7 @@
 // node --experimental-wasm-relaxed-simd --no-liftoff). Prints a table and writes bench/results/gemm.json.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { writeFileAtomic } from "../src/io/files.ts";
 import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { prepareLinear, linear, matmul } from "../src/nn/linear.ts";
 import { gemmBlocking } from "../src/nn/pack.ts";
@@ -239,5 +240,5 @@ console.log("GF/s: flops of the whole op / best wall time over repeats (one op c
 
 const dir = path.resolve("bench/results");
 fs.mkdirSync(dir, { recursive: true });
-fs.writeFileSync(path.join(dir, "gemm.json"), JSON.stringify({ date: new Date().toISOString(), cpu, node: process.version, loadAverage: os.loadavg(), peaks, results, blockingOverride: { kc: KC, mc: MC } }, null, 2));
+writeFileAtomic(path.join(dir, "gemm.json"), JSON.stringify({ date: new Date().toISOString(), cpu, node: process.version, loadAverage: os.loadavg(), peaks, results, blockingOverride: { kc: KC, mc: MC } }, null, 2));
 console.log(`wrote ${path.join(dir, "gemm.json")}`);

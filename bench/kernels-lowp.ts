@@ -8,6 +8,7 @@
 //   round activations while packing them, so for BF16 op = kernel + allocation).
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { writeFileAtomic } from "../src/io/files.ts";
 import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { prepareLinear, linear } from "../src/nn/linear.ts";
 import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
@@ -304,5 +305,5 @@ const accuracy: Record<string, number> = {};
 
 const dir = path.resolve("bench/results");
 fs.mkdirSync(dir, { recursive: true });
-fs.writeFileSync(path.join(dir, "lowp.json"), JSON.stringify({ date: new Date().toISOString(), cpu, cores: os.cpus().length, loadAverage: os.loadavg(), node: process.version, blocking: { kc: KC, mc: MC }, peaks, rows, accuracy }, null, 2));
+writeFileAtomic(path.join(dir, "lowp.json"), JSON.stringify({ date: new Date().toISOString(), cpu, cores: os.cpus().length, loadAverage: os.loadavg(), node: process.version, blocking: { kc: KC, mc: MC }, peaks, rows, accuracy }, null, 2));
 console.log(`wrote ${path.join(dir, "lowp.json")}`);

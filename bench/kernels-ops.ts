@@ -4,6 +4,7 @@
 // --no-liftoff). Prints a table and writes bench/results/ops.json.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { writeFileAtomic } from "../src/io/files.ts";
 import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { groupNorm, layerNorm } from "../src/nn/norm.ts";
 import { attention, softmax } from "../src/nn/attention.ts";
@@ -190,5 +191,5 @@ const outDir = path.join(process.cwd(), "bench", "results");
 fs.mkdirSync(outDir, { recursive: true });
 const os = await import("node:os");
 const meta = { date: new Date().toISOString(), node: process.version, quick: QUICK, rounds: ROUNDS, cpu: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() };
-fs.writeFileSync(path.join(outDir, "ops.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
+writeFileAtomic(path.join(outDir, "ops.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
 console.log(`wrote bench/results/ops.json`);

@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const asc = path.join(root, "node_modules", ".bin", "asc");
 fs.mkdirSync(path.join(root, "build"), { recursive: true });
-for (const target of ["simd", "relaxed"]) {
+// --dist-only: bundle dist/ without recompiling the kernels (tests that run dist/cli.js refresh it this way)
+for (const target of process.argv.includes("--dist-only") ? [] : ["simd", "relaxed"]) {
   const t0 = Date.now();
   execFileSync(asc, ["assembly/index.ts", "--config", "asconfig.json", "--target", target], { cwd: root, stdio: "inherit" });
   console.log(`build: build/stepq-${target}.wasm (${fs.statSync(path.join(root, "build", `stepq-${target}.wasm`)).size} bytes, ${Date.now() - t0} ms)`);

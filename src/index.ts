@@ -70,6 +70,8 @@ export { SafetensorsFile, SafetensorsError, writeSafetensors, type TensorInfo, t
 export { loadPipelineIndex, loadComponentConfig, findWeights, DiffusersError, type PipelineIndex } from "./io/diffusers.ts";
 export { openSource, SourceError, type ByteSource } from "./io/source.ts";
 export { encodePng, decodePng, writePng, readPng } from "./io/png.ts";
+export { writeFileAtomic, copyFileAtomic, WriteError } from "./io/files.ts";
+export { checkOutputFile, checkOutputFolder, OutputError, type OutputKind } from "./io/outputs.ts";
 export { openGolden, maxAbsRelToMax, type GoldenSet } from "./io/golden.ts";
 export { resolveDefaultModel, defaultModelCandidates, DEFAULT_MODEL } from "./io/places.ts";
 

@@ -17,6 +17,8 @@ import { findWeights } from "../src/io/diffusers.ts";
 import { f32ArrayToBf16Bits, quantizeWeightsPerChannel, ACT_QMAX_DEFAULT } from "../src/nn/quant.ts";
 import { actParamsFor, CALIBRATION_FILE, defaultCalibrationPath, hasPerStepRanges, MissingCalibrationError, readCalibration, writeCalibration, type Calibration } from "../src/models/calibration.ts";
 import { STEPQ_FORMAT, STEPQ_FORMAT_VERSION, stepqWeightsName } from "../src/models/converted.ts";
+import { copyFileAtomic } from "../src/io/files.ts";
+import { checkOutputFile, checkOutputFolder, OutputError, realPathOf } from "../src/io/outputs.ts";
 
 export type ConvertPrecision = "bf16" | "int8";
 
@@ -31,6 +33,12 @@ export interface ConvertOptions {
   out?: string;
   /** Calibration for int8 (default: <unet>/stepq-calibration.json). */
   calibration?: string;
+  /**
+   * Write into an `out` folder that exists and is neither empty nor an earlier convert output (files of the
+   * same names are replaced), or over converted files that are not safetensors. Never allows an `out` that is
+   * inside the model folder.
+   */
+  force?: boolean;
   onProgress?: (message: string) => void;
 }
 
@@ -111,18 +119,27 @@ export async function convertFile(src: string, dst: string, precision: ConvertPr
   }
 }
 
+/** Puts src (a file, or a folder recursively) at dst: hard links where possible, else copies; each file atomically. */
 function linkOrCopy(src: string, dst: string): void {
   if (fs.statSync(src).isDirectory()) {
     fs.mkdirSync(dst, { recursive: true });
     for (const f of fs.readdirSync(src)) linkOrCopy(path.join(src, f), path.join(dst, f));
     return;
   }
-  if (fs.existsSync(dst)) fs.rmSync(dst);
+  copyFileAtomic(src, dst);
+}
+
+/** Whether `dir` looks like a folder an earlier convert wrote: its unet holds stepq files and no original checkpoint. */
+function isConvertOutput(dir: string, isPipeline: boolean): boolean {
+  if (isPipeline && !fs.existsSync(path.join(dir, "model_index.json"))) return false;
+  const unet = isPipeline ? path.join(dir, "unet") : dir;
+  let names: string[];
   try {
-    fs.linkSync(src, dst);
+    names = fs.readdirSync(unet).filter((f) => f.endsWith(".safetensors"));
   } catch {
-    fs.copyFileSync(src, dst);
+    return false;
   }
+  return names.length > 0 && names.every((f) => f.startsWith("stepq-"));
 }
 
 /** Converts the UNet of a model (see the file header); returns what was written. */
@@ -144,23 +161,38 @@ export async function convert(o: ConvertOptions): Promise<ConvertResult> {
     if (hasPerStepRanges(cal))
       throw new Error(`${calLabel} has per-step ranges (stepq calibrate --per-step), which converted int8 files cannot hold (one activation range per layer); convert with a calibration made without --per-step`);
   }
+  // where the files go, checked before anything is written: in place (the model's own unet folder, whose
+  // stepq-*.safetensors this command owns), or a new folder outside the model (symlinks resolved: an --out
+  // that leads into the model folder would copy the model into itself)
+  const inPlace = !o.out || realPathOf(o.out) === realPathOf(o.model);
+  const isPipeline = fs.existsSync(path.join(o.model, "model_index.json"));
+  if (inPlace) {
+    for (const p of precisions) {
+      try {
+        checkOutputFile(path.join(srcUnet, stepqWeightsName(p)), { kind: "safetensors", flag: "convert output", owned: true, force: o.force });
+      } catch (e) {
+        throw e instanceof OutputError && /cannot write in/.test(e.message) ? new OutputError(`${e.message}; pass --out DIR`) : e;
+      }
+    }
+  } else {
+    checkOutputFolder(o.out!, { flag: "--out", readFolders: [o.model], force: o.force });
+    const existing = fs.existsSync(o.out!) ? fs.readdirSync(o.out!) : [];
+    if (existing.length && !isConvertOutput(o.out!, isPipeline) && !o.force)
+      throw new OutputError(`--out ${o.out}: the folder exists and holds files that are not an earlier stepq convert output (${existing.slice(0, 3).join(", ")}${existing.length > 3 ? ", ..." : ""}); give a new folder, or pass --force to replace files of the same names`);
+  }
   let unetDir = srcUnet;
-  if (o.out && path.resolve(o.out) !== path.resolve(o.model)) {
-    const isPipeline = fs.existsSync(path.join(o.model, "model_index.json"));
-    fs.mkdirSync(o.out, { recursive: true });
+  if (!inPlace) {
+    const out = o.out!;
+    fs.mkdirSync(out, { recursive: true });
     if (isPipeline) {
-      for (const f of fs.readdirSync(o.model)) if (f !== "unet") linkOrCopy(path.join(o.model, f), path.join(o.out, f));
-      unetDir = path.join(o.out, "unet");
-    } else unetDir = o.out;
+      for (const f of fs.readdirSync(o.model)) if (f !== "unet") linkOrCopy(path.join(o.model, f), path.join(out, f));
+      unetDir = path.join(out, "unet");
+    } else unetDir = out;
     fs.mkdirSync(unetDir, { recursive: true });
+    for (const p of precisions) checkOutputFile(path.join(unetDir, stepqWeightsName(p)), { kind: "safetensors", flag: "convert output", owned: true, force: o.force });
     linkOrCopy(path.join(srcUnet, "config.json"), path.join(unetDir, "config.json"));
     if (cal) writeCalibration(path.join(unetDir, CALIBRATION_FILE), cal);
-    progress(`writing into ${path.resolve(o.out)} (other components ${isPipeline ? "linked or copied" : "not needed"})`);
-  }
-  try {
-    fs.accessSync(unetDir, fs.constants.W_OK);
-  } catch {
-    throw new Error(`cannot write into ${unetDir}; pass --out DIR`);
+    progress(`writing into ${path.resolve(out)} (other components ${isPipeline ? "linked or copied" : "not needed"})`);
   }
   const files: ConvertResult["files"] = [];
   for (const p of precisions) {

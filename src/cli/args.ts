@@ -1,4 +1,5 @@
 // Small helpers for the CLI: option parsing with clear errors, number checks, and the usage text.
+import * as fs from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
 export class UsageError extends Error {}
@@ -57,3 +58,22 @@ export function engineFlags(v: { threads?: unknown; memory?: unknown; simd?: unk
   if (!["auto", "relaxed", "baseline"].includes(simd)) throw new UsageError(`--simd must be auto, relaxed or baseline, got "${simd}"`);
   return { threads, memoryBytes, simd: simd as EngineFlags["simd"] };
 }
+
+/**
+ * An input file named by a flag (--latents, --calibration, --prompts, ...): it must exist and be a regular
+ * file, else a usage error naming the flag (exit 2). Returns the path.
+ */
+export function inputFile(flag: string, file: string): string {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    throw new UsageError(`${flag} ${file}: no such file`);
+  }
+  if (st.isDirectory()) throw new UsageError(`${flag} ${file}: is a folder, not a file`);
+  if (!st.isFile()) throw new UsageError(`${flag} ${file}: not a regular file (a device, FIFO or socket)`);
+  return file;
+}
+
+/** --force: the option of every command that writes files (see src/io/outputs.ts for what it allows). */
+export const FORCE_OPTION = { force: { type: "boolean" } } as const;

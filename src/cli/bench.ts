@@ -1,7 +1,6 @@
 // stepq bench: UNet latency (per call, peak memory, optional time by kernel) and whole-image timings.
 // The measuring is in src/pipeline/bench.ts; this file parses options and prints.
-import * as fs from "node:fs";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, inputFile } from "./args.ts";
 import { benchImage, benchUNet, PRECISIONS, type ImageBenchResult, type Precision, type UNetBenchResult } from "../tools/bench.ts";
 import { DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
@@ -80,7 +79,7 @@ function commonOpts(v: Record<string, unknown>, anySpec = false) {
   const precision = (v.precision as string | undefined) ?? "fp32";
   if (!anySpec && !(PRECISIONS as readonly string[]).includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
   const calibration = v.calibration as string | undefined;
-  if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
+  if (calibration !== undefined) inputFile("--calibration", calibration);
   return { threads, memoryBytes, simd, precision: precision as Precision, calibration };
 }
 

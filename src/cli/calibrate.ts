@@ -1,7 +1,8 @@
 // stepq calibrate: per-layer input activation ranges of the UNet for INT8 (weights-tools/calibrate.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile } from "./args.ts";
+import { checkOutputFile, realPathOf } from "../io/outputs.ts";
 import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { writeCalibration } from "../models/calibration.ts";
@@ -46,7 +47,11 @@ Options:
                      x86 with or without AVX-VNNI) or 8 (-127..127: with 8-bit activations the fused dot
                      on AVX-VNNI, else the exact i16 path, 1.5x slower). The default pair gave +5.1 dB PSNR
                      vs FP32 over 7-bit activations with int8 weights (docs/quality.md)
-  --out FILE         output (default: DIR/unet/stepq-calibration.json, where generate/eval/bench look)
+  --out FILE         output (default: DIR/unet/stepq-calibration.json, where generate/eval/bench look).
+                     An existing calibration (JSON) there is replaced, atomically: interrupted, the old
+                     file stays whole. Another kind of file, a read-only file, or any other path inside
+                     a model folder is refused without --force
+  --force            replace FILE whatever it is, or write elsewhere inside a model folder
   --threads N        worker threads including the main one (default: all cores)
   --memory SIZE      engine memory (default: estimated)
   --simd MODE        auto | relaxed | baseline (default auto)
@@ -73,6 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     "weight-bits": { type: "string" },
     "per-step": { type: "boolean" },
     out: { type: "string", short: "o" },
+    ...FORCE_OPTION,
     ...ENGINE_OPTIONS,
     quiet: { type: "boolean", short: "q" },
   });
@@ -83,8 +89,12 @@ export async function run(argv: string[]): Promise<number> {
   if (!fs.existsSync(path.join(model, "model_index.json"))) throw new UsageError(`--model ${model}: not a diffusers pipeline folder (no model_index.json)`);
   let prompts: string[];
   if (v.prompts !== undefined) {
-    if (!fs.existsSync(v.prompts as string)) throw new UsageError(`--prompts ${v.prompts}: no such file`);
-    prompts = await readPromptsFile(v.prompts as string);
+    try {
+      prompts = await readPromptsFile(inputFile("--prompts", v.prompts as string));
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(`--prompts ${(e as Error).message}`);
+    }
   } else prompts = defaultCalibrationPrompts(model, intOpt(v.n as string | undefined, "n", 20, 1, 100000));
   const steps = intOpt(v.steps as string | undefined, "steps", 50, 1, 1000);
   const guidance = numOpt(v.guidance as string | undefined, "guidance", 4, 0, 100);
@@ -103,12 +113,15 @@ export async function run(argv: string[]): Promise<number> {
   const weightBits = intOpt(v["weight-bits"] as string | undefined, "weight-bits", INT8_CALIBRATION_DEFAULT.weightQmax === 63 ? 7 : 8, 7, 8);
   const { threads, memoryBytes, simd } = engineFlags(v);
   const out = (v.out as string | undefined) ?? defaultCalibrationOut(model);
-  const outDir = path.dirname(path.resolve(out));
-  if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
+  // the model's own unet/stepq-calibration.json is the file this command owns inside the model folder
+  const owned = realPathOf(out) === realPathOf(defaultCalibrationOut(model));
+  let output: ReturnType<typeof checkOutputFile>;
   try {
-    fs.accessSync(outDir, fs.constants.W_OK);
-  } catch {
-    throw new UsageError(`cannot write ${out} (folder ${outDir} is not writable); pass --out FILE and later --calibration FILE`);
+    output = checkOutputFile(out, { kind: "json", flag: "--out", force: !!v.force, readFolders: [model], owned });
+  } catch (e) {
+    if (v.out === undefined && /cannot write in/.test((e as Error).message))
+      throw new UsageError(`${(e as Error).message.replace(/^--out /, "")}; pass --out FILE (and later --calibration FILE)`);
+    throw e;
   }
 
   const quiet = !!v.quiet;
@@ -146,7 +159,7 @@ export async function run(argv: string[]): Promise<number> {
           else log(line);
         },
   });
-  writeCalibration(out, cal);
+  writeCalibration(output.path, cal);
   if (!quiet) log(`${Object.keys(cal.layers).length} layers, ${cal.unetCalls} UNet calls observed${cal.timesteps ? ` at ${cal.timesteps.length} timesteps` : ""}: wrote ${out}`);
   return 0;
 }

@@ -1,10 +1,13 @@
 // stepq eval: FID, prompt accuracy and PSNR vs FP32 of a pipeline at a precision (src/pipeline/eval.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile } from "./args.ts";
+import { calibrationFlag } from "./inputs.ts";
+import { checkOutputFile, checkOutputFolder } from "../io/outputs.ts";
+import { PrecisionSchedule } from "../pipeline/schedule.ts";
 import { resolveDefaultModel, findBundledOrShared, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
-import { runEval, evalLabels, classifierClasses, EvalError, type EvalResult } from "../tools/eval.ts";
+import { runEval, evalLabels, classifierClasses, evalImageFileName, EvalError, type EvalResult } from "../tools/eval.ts";
 
 export const summary = "measure FID, prompt accuracy and PSNR vs FP32 on fashion-sd-tiny";
 
@@ -41,9 +44,14 @@ Options:
   --simd MODE              auto | relaxed | baseline (default auto)
   --json                   print one JSON object {precision, n, steps, guidance, fid, prompt_accuracy,
                            psnr_vs_fp32, seconds, ...} instead of the text summary
-  --out-dir DIR            also write every image as DIR/NNNN-class.png
+  --out-dir DIR            also write every image as DIR/NNNN-class.png (created if missing; PNGs of those
+                           names are replaced, other files of those names refused without --force)
   --save-images FILE       write the n images (u8 [n,H,W,3], settings in the metadata) to a safetensors
-                           file; from an fp32 run it serves as --reference-images for later runs
+                           file; from an fp32 run it serves as --reference-images for later runs. An
+                           existing safetensors file there is replaced (atomically); any other file, a
+                           read-only one, or a path inside a model folder is refused without --force
+  --force                  replace whatever is at --save-images / the --out-dir names, or write inside a
+                           model folder
   --reference-images FILE  FP32 images of the same n/steps/guidance/scheduler/seed0 (from --save-images):
                            PSNR against these instead of generating FP32 images
   --no-psnr                for a non-fp32 precision without --reference-images: skip the FP32 images
@@ -102,6 +110,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     ...ENGINE_OPTIONS,
     json: { type: "boolean" },
     "out-dir": { type: "string" },
+    ...FORCE_OPTION,
     "save-images": { type: "string" },
     "reference-images": { type: "string" },
     "no-psnr": { type: "boolean" },
@@ -123,9 +132,13 @@ export async function evalCommand(argv: string[]): Promise<number> {
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
   if (v.precision !== undefined && v.schedule !== undefined) throw new UsageError("give --precision or --schedule, not both");
   const precision = (((v.precision ?? v.schedule) as string | undefined) ?? "fp32").trim();
-  const calibration = v.calibration as string | undefined;
-  if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
   if (!precision) throw new UsageError("--precision must not be empty");
+  let int8 = false;
+  try {
+    int8 = PrecisionSchedule.parse(precision, steps).used.includes("int8");
+  } catch (e) {
+    throw new UsageError(`--${v.schedule !== undefined ? "schedule" : "precision"}: ${(e as Error).message}`);
+  }
   if (seed0 + n - 1 > 0xffffffff) throw new UsageError(`--seed0 ${seed0} + --n ${n} - 1 exceeds the largest seed 4294967295`);
 
   const classifierDir = (v.classifier as string | undefined) ?? findDir("the fashion classifier", ["models", "fashion-classifier"], "model.safetensors");
@@ -141,14 +154,27 @@ export async function evalCommand(argv: string[]): Promise<number> {
   } catch {
     throw new UsageError(`--n must be a multiple of ${classes.length} (n/${classes.length} images per class), got ${n}`);
   }
-  for (const [flag, file] of [["--save-images", v["save-images"]], ["--out-dir", v["out-dir"]]] as const) {
-    if (file === undefined) continue;
-    const dir = path.dirname(path.resolve(file as string));
-    if (!fs.existsSync(dir)) throw new UsageError(`${flag} ${file}: folder ${dir} does not exist`);
-  }
   const ref = v["reference-images"] as string | undefined;
-  if (ref !== undefined && !fs.existsSync(ref)) throw new UsageError(`--reference-images ${ref}: no such file`);
+  if (ref !== undefined) inputFile("--reference-images", ref);
   const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  const calibration = await calibrationFlag(v.calibration as string | undefined, { model, int8, precision });
+  // outputs, before hours of generation: the images file, the PNG folder and every PNG name in it
+  const force = !!v.force;
+  const readFolders = [model, classifierDir];
+  if (v["save-images"] !== undefined) checkOutputFile(v["save-images"] as string, { kind: "safetensors", flag: "--save-images", force, readFolders });
+  const outDir = v["out-dir"] as string | undefined;
+  if (outDir !== undefined) {
+    const parent = path.dirname(path.resolve(outDir));
+    if (!fs.existsSync(parent)) throw new UsageError(`--out-dir ${outDir}: folder ${parent} does not exist`);
+    checkOutputFolder(outDir, { flag: "--out-dir", readFolders, force });
+    if (fs.existsSync(outDir)) {
+      const labels = evalLabels(n, classes.length);
+      for (let i = 0; i < n; i++) {
+        const f = path.join(outDir, evalImageFileName(i, classes[labels[i]]));
+        if (fs.existsSync(f)) checkOutputFile(f, { kind: "png", flag: "--out-dir", force, readFolders });
+      }
+    }
+  }
   const quiet = !!v.quiet;
   const tty = !!process.stderr.isTTY && !quiet;
   const log = (s: string) => process.stderr.write(`stepq eval: ${s}\n`);
@@ -165,7 +191,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       guidance,
       scheduler,
       precision,
-      calibration,
+      calibration: int8 ? calibration : undefined,
       seed0,
       batch,
       threads,

@@ -1,12 +1,15 @@
 // stepq generate: text to PNG with a diffusers Stable Diffusion folder (default: the shipped fashion-sd-tiny).
 import { int8PathSummary } from "../nn/int8.ts";
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile } from "./args.ts";
+import { calibrationFlag } from "./inputs.ts";
 import { StableDiffusionPipeline } from "../pipeline/pipeline.ts";
 import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
-import { SafetensorsFile } from "../io/safetensors.ts";
+import { SafetensorsFile, SafetensorsError } from "../io/safetensors.ts";
+import { FLOAT_DTYPES } from "../models/weights.ts";
+import { pipelineGeometry } from "../pipeline/geometry.ts";
+import { checkOutputFile } from "../io/outputs.ts";
 import { PrecisionSchedule, PrecisionScheduleError } from "../pipeline/schedule.ts";
 import { writePng } from "../io/png.ts";
 
@@ -26,29 +29,42 @@ Options:
   --guidance G             classifier-free guidance scale (default 7.5; <= 1 disables guidance)
   --seed N                 seed of the initial noise, 0..4294967295 (default: random, printed)
   --scheduler NAME         ${SCHEDULER_NAMES.join(" | ")} (default: the model's own scheduler)
-  --width W, --height H    image size in pixels, multiples of 8 (default: the model's native size)
+  --width W, --height H    image size in pixels (default: the model's native size): multiples of 8 and of
+                           the model's size unit, VAE scale x 2^(UNet levels - 1) (64 for SD 1.x/2.x, 16
+                           for fashion-sd-tiny)
   --precision P            UNet precision: fp32 | bf16 | int8 | mixed:K (BF16 for the first K and last K
                            steps, INT8 between; default fp32). int8 needs a calibration (stepq calibrate)
                            or converted weights (stepq convert)
   --schedule LIST          explicit per-step precisions, e.g. bf16*5,int8*40,bf16*5 (counts add up to
                            --steps; steps are denoising steps: PNDM's extra UNet call runs at its step's)
-  --calibration FILE       INT8 activation ranges (default: MODEL/unet/stepq-calibration.json)
+  --calibration FILE       INT8 activation ranges (default: MODEL/unet/stepq-calibration.json); a warning when
+                           the run has no int8 step, an error when the model has converted int8 weights
+                           (unet/stepq-int8.safetensors: they hold their own ranges)
   --latents FILE           start from these latents instead of seeded noise: a safetensors file with
                            one tensor of shape [1,4,H/8,W/8] (unscaled noise; H/4,W/4 for
                            fashion-sd-tiny, whose VAE has 3 levels)
   --threads N              worker threads including the main one (default: all cores)
   --memory SIZE            engine memory, e.g. 512M or 2G (default: estimated from the model)
   --simd MODE              auto | relaxed | baseline (default auto)
-  --out FILE               output PNG (default image.png)
+  --out FILE               output PNG (default image.png). An existing PNG there is replaced (atomically:
+                           the old file stays whole until the new one is complete); any other file, a
+                           read-only file, or a path inside a model folder is refused without --force
+  --force                  replace FILE whatever it is, or write inside a model folder
   -q, --quiet              no progress lines
   -h, --help               show this help
 
 Example:
   stepq generate --prompt "a photo of a sneaker" --steps 20 --guidance 4 --seed 1 --out sneaker.png`;
 
-/** Reads a --latents file: exactly one tensor, shape [1,C,h,w]. */
+/** Reads a --latents file: exactly one float tensor, shape [1,C,h,w], finite values. Problems are usage errors naming the file. */
 export async function readLatentsFile(file: string): Promise<{ data: Float32Array; shape: number[] }> {
-  const st = await SafetensorsFile.open(file);
+  let st: SafetensorsFile;
+  try {
+    st = await SafetensorsFile.open(inputFile("--latents", file));
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new UsageError(`--latents ${e.message}`);
+    throw e;
+  }
   try {
     const names = [...st.tensors.keys()];
     if (names.length !== 1) throw new UsageError(`--latents ${file}: expected one tensor, found ${names.length}${names.length ? ` (${names.slice(0, 5).join(", ")})` : ""}`);
@@ -56,7 +72,11 @@ export async function readLatentsFile(file: string): Promise<{ data: Float32Arra
     const s = info.shape;
     if (s.length !== 4 || s[0] !== 1 || s[2] < 1 || s[3] < 1)
       throw new UsageError(`--latents ${file}: tensor ${names[0]} has shape [${s}], expected [1,4,h,w] (NCHW latents)`);
-    return { data: await st.readF32(names[0]), shape: s.slice() };
+    if (!FLOAT_DTYPES.includes(info.dtype)) throw new UsageError(`--latents ${file}: tensor ${names[0]} is ${info.dtype}, expected a float tensor (${FLOAT_DTYPES.join(", ")})`);
+    const data = await st.readF32(names[0]);
+    const bad = data.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new UsageError(`--latents ${file}: tensor ${names[0]} has a non-finite value (${data[bad]}) at index ${bad}`);
+    return { data, shape: s.slice() };
   } finally {
     st.close();
   }
@@ -86,6 +106,7 @@ export async function run(argv: string[]): Promise<number> {
       calibration: { type: "string" },
       ...ENGINE_OPTIONS,
       out: { type: "string", short: "o" },
+      ...FORCE_OPTION,
       quiet: { type: "boolean", short: "q" },
     },
     true,
@@ -117,9 +138,11 @@ export async function run(argv: string[]): Promise<number> {
     throw e;
   }
   const lowp = schedule.toLoad !== undefined;
-  const calibration = v.calibration as string | undefined;
-  if (calibration !== undefined && !fs.existsSync(calibration)) throw new UsageError(`--calibration ${calibration}: no such file`);
   const quiet = !!v.quiet;
+  const log = (s: string) => process.stderr.write(s + "\n");
+  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  // everything named by a flag is checked before the model loads: input files, the output, sizes
+  const calibration = await calibrationFlag(v.calibration as string | undefined, { model, int8: schedule.used.includes("int8"), precision: String(schedule) });
 
   let latents: Float32Array | undefined;
   let latentShape: number[] | undefined;
@@ -129,11 +152,21 @@ export async function run(argv: string[]): Promise<number> {
     latents = l.data;
     latentShape = l.shape;
   }
-  const outDir = path.dirname(path.resolve(out));
-  if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
-
-  const model = (v.model as string | undefined) ?? resolveDefaultModel();
-  const log = (s: string) => process.stderr.write(s + "\n");
+  const output = checkOutputFile(out, { kind: "png", flag: "--out", force: !!v.force, readFolders: [model] });
+  const geo = await pipelineGeometry(model);
+  for (const [name, x] of [["width", width], ["height", height]] as const)
+    if (x !== undefined && x % geo.sizeUnit)
+      throw new UsageError(`--${name} ${x} is not a multiple of ${geo.sizeUnit}, this model's size unit (VAE scale ${geo.vaeScale} x UNet downsampling ${geo.latentUnit}, and a multiple of 8)`);
+  if (latentShape) {
+    const [, c, lh, lw] = latentShape;
+    const file = v.latents as string;
+    const sc = geo.vaeScale;
+    if (c !== geo.latentChannels)
+      throw new UsageError(`--latents ${file}: shape [${latentShape}] has ${c} channels; this model's latents are [1,${geo.latentChannels},H/${sc},W/${sc}]`);
+    const cellUnit = geo.sizeUnit / sc;
+    if (lh % cellUnit || lw % cellUnit)
+      throw new UsageError(`--latents ${file}: shape [${latentShape}]: latent height and width must be multiples of ${cellUnit} for this model (images ${lh * sc}x${lw * sc} are not multiples of its size unit ${geo.sizeUnit})`);
+  }
   const pipe = await StableDiffusionPipeline.load(model, {
     threads,
     memoryBytes,
@@ -144,7 +177,8 @@ export async function run(argv: string[]): Promise<number> {
     onWarning: (m) => log(`stepq: warning: ${m}`),
     // load only the UNet variants the schedule uses (plain fp32 weights for fp32)
     precisions: schedule.toLoad,
-    calibration,
+    // (calibrationFlag has warned when the run has no int8 step)
+    calibration: schedule.used.includes("int8") ? calibration : undefined,
   });
   try {
     if (latentShape) {
@@ -196,11 +230,11 @@ export async function run(argv: string[]): Promise<number> {
             else log(line);
           },
     });
-    writePng(out, res.image, res.width, res.height);
+    writePng(output.path, res.image, res.width, res.height);
     const t = res.timings;
     log(
       `stepq: done in ${fmtS(t.totalMs + pipe.loadMs)} s (load ${fmtS(pipe.loadMs)} s, text ${fmtS(t.textMs)} s, ${t.stepMs.length} steps ${fmtS(t.denoiseMs)} s, ` +
-        `decode ${fmtS(t.decodeMs)} s; peak memory ${Math.round(eng.stats().peak / 1048576)} MiB): wrote ${out}`,
+        `decode ${fmtS(t.decodeMs)} s; peak memory ${Math.round(eng.stats().peak / 1048576)} MiB): wrote ${out}${output.replaces ? " (replaced the existing file)" : ""}`,
     );
     return 0;
   } finally {

@@ -3,6 +3,7 @@
 // errors print one line (the stack with STEPQ_DEBUG=1) and exit 1.
 import * as fs from "node:fs";
 import { UsageError } from "./args.ts";
+import { OutputError } from "../io/outputs.ts";
 import * as bench from "./bench.ts";
 import * as calibrate from "./calibrate.ts";
 import * as convert from "./convert.ts";
@@ -87,7 +88,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(rest);
   } catch (e) {
-    if (e instanceof UsageError) {
+    // usage errors (exit 2): bad flags and values, input files named by flags that are missing or invalid,
+    // outputs that may not be written (src/io/outputs.ts); anything else failed while running (exit 1)
+    if (e instanceof UsageError || e instanceof OutputError) {
       // node:util parseArgs appends advice about "--" to unknown options: keep the first sentence
       const msg = e.message.replace(/\. To specify a positional argument[^]*$/, "");
       process.stderr.write(`stepq ${cmd}: ${msg} (see stepq ${cmd} --help)\n`);

@@ -1,6 +1,7 @@
 // stepq sensitivity: the CLI of src/tools/sensitivity.ts (per-step INT8 error of the UNet, and the
 // smallest K for mixed:K).
 import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { calibrationFlag } from "./inputs.ts";
 import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { defaultCalibrationPrompts } from "../tools/prompts.ts";
@@ -62,6 +63,7 @@ export async function run(argv: string[]): Promise<number> {
   if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
   const engine = engineFlags(v);
+  const calibration = await calibrationFlag(v.calibration as string | undefined, { model, int8: true, precision: "int8" });
   const quiet = !!v.quiet;
   const tty = !!process.stderr.isTTY && !quiet;
   const r = await runSensitivity({
@@ -74,7 +76,7 @@ export async function run(argv: string[]): Promise<number> {
     metric,
     target: numOpt(v.target as string | undefined, "target", 0.05, 0, 1e9),
     seed0: intOpt(v.seed0 as string | undefined, "seed0", 0, 0, 0xffffffff),
-    calibration: v.calibration as string | undefined,
+    calibration,
     ...engine,
     onProgress: quiet ? undefined : (m) => (tty ? process.stderr.write(`\r${m}   `) : undefined),
   });

@@ -16,7 +16,8 @@ Options:
   --models DIR     another folder holding the models the cases name (repeatable)
   --threads N      worker threads including the main one (default: all cores)
   --simd MODE      auto | relaxed | baseline (default auto)
-  --only TEXT      run only cases whose kind or name contains TEXT (repeatable), e.g. --only unet
+  --only TEXT      run only cases whose kind or name contains TEXT (repeatable), e.g. --only unet; a TEXT
+                   that matches no case is a usage error (exit 2)
   -q, --quiet      print failures and the summary only
   -h, --help       show this help
 
@@ -58,6 +59,13 @@ export async function run(argv: string[]): Promise<number> {
     onProgress: quiet ? undefined : (m) => process.stderr.write(`verify: ${m}\n`),
   });
   for (const n of res.notes) process.stderr.write(`verify: note: ${n}\n`);
+  if (res.unmatchedFilters.length) {
+    const what = res.unmatchedFilters.map((f) => `"${f}"`).join(", ");
+    if (!res.results.length) throw new UsageError(`--only ${what} matches no case (kinds: unet, vae, text_encoder, tokenizer, scheduler, e2e)`);
+    process.stderr.write(`stepq verify: --only ${what} matched no case (see stepq verify --help)\n`);
+    process.stdout.write(`verify: ${res.passed} passed, ${res.failed} failed (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+    return 2;
+  }
   process.stdout.write(`verify: ${res.passed} passed, ${res.failed} failed (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
   return res.failed ? 1 : 0;
 }

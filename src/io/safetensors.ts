@@ -3,6 +3,7 @@
 // through a byte source (source.ts), so a path and a URL load the same way.
 import { openSource, SourceError, type ByteSource } from "./source.ts";
 import { writeFileAtomic } from "./files.ts";
+import { describeJsonError } from "./json.ts";
 
 export type StDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -67,10 +68,11 @@ export class SafetensorsFile {
     if (8 + headerLen > fileSize) this.fail(`truncated: header says ${headerLen} bytes but the file has ${fileSize - 8} after the length`);
     const hbuf = await src.read(8, headerLen);
     let header: Record<string, any>;
+    const text = new TextDecoder().decode(hbuf);
     try {
-      header = JSON.parse(new TextDecoder().decode(hbuf));
+      header = JSON.parse(text);
     } catch (e) {
-      this.fail(`header is not valid JSON (${(e as Error).message})`);
+      this.fail(`header is not valid JSON (${describeJsonError(text, e)})`);
     }
     if (typeof header !== "object" || header === null || Array.isArray(header)) this.fail("header is not a JSON object");
     const dataStart = 8 + headerLen;
@@ -96,6 +98,28 @@ export class SafetensorsFile {
       if (e > dataSize) this.fail(`truncated: tensor ${name} ends at byte ${e} of the data section but it has only ${dataSize}`);
       this.tensors.set(name, { name, dtype, shape: shape.slice(), begin: dataStart + b, end: dataStart + e });
     }
+    this.checkLayout(dataStart, dataSize);
+  }
+
+  /**
+   * The format's rule for the data section (as the reference implementation checks it): taken in offset order,
+   * the tensors' byte ranges tile it exactly, with no overlap (two tensors sharing bytes: a write to one would
+   * change the other, and such files are a way to smuggle in data), no gap and nothing after the last.
+   */
+  private checkLayout(dataStart: number, dataSize: number): void {
+    const byStart = [...this.tensors.values()].sort((x, y) => x.begin - y.begin || x.end - y.end);
+    let at = dataStart;
+    let prev: TensorInfo | null = null;
+    for (const t of byStart) {
+      if (t.begin < at)
+        this.fail(`tensor ${t.name}: data_offsets [${t.begin - dataStart}, ${t.end - dataStart}] overlap those of ${prev!.name} [${prev!.begin - dataStart}, ${prev!.end - dataStart}]`);
+      if (t.begin > at)
+        this.fail(`tensor ${t.name}: data_offsets start at ${t.begin - dataStart}, leaving bytes [${at - dataStart}, ${t.begin - dataStart}) of the data section unused (the format allows no gaps)`);
+      at = t.end;
+      prev = t;
+    }
+    if (at !== dataStart + dataSize)
+      this.fail(`${dataStart + dataSize - at} bytes after the last tensor's data (the data section has ${dataSize} bytes, the tensors cover ${at - dataStart})`);
   }
 
   has(name: string): boolean {

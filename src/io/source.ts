@@ -142,7 +142,9 @@ class FileSource implements ByteSource {
     const { fs } = host(`reading ${loc}`);
     const st = await statLocation(loc);
     if (st.kind === "missing") throw new SourceError(`${loc}: not found`);
-    if (st.kind !== "file") throw new SourceError(`${loc}: not a regular file`);
+    if (st.kind === "folder") throw new SourceError(`${loc}: is a folder, not a regular file`);
+    // a FIFO would block the read forever and a device (/dev/zero) never ends: only regular files are read
+    if (st.kind !== "file") throw new SourceError(`${loc}: not a regular file (a device, FIFO or socket)`);
     let fd: number;
     try {
       fd = fs.openSync(loc, "r");

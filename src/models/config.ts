@@ -4,7 +4,6 @@
 // implements, and anything else is reported naming the file and field.
 import { componentConfigLocation, DiffusersError } from "../io/diffusers.ts";
 import { readJsonObject } from "../io/json.ts";
-import { baseName, parentLocation } from "../io/source.ts";
 
 export interface UNetConfig {
   _class_name: string;
@@ -324,7 +323,20 @@ export function oneOf(...values: unknown[]): FieldRule {
 /** A positive integer (or a number > 0 when `real`). */
 export function positive(real = false): FieldRule {
   return (v) =>
-    typeof v === "number" && v > 0 && (real || Number.isInteger(v)) ? null : `${show(v)} must be a positive ${real ? "number" : "integer"}`;
+    typeof v === "number" && Number.isFinite(v) && v > 0 && (real || Number.isInteger(v)) ? null : `${show(v)} must be a positive ${real ? "number" : "integer"}`;
+}
+
+/**
+ * An integer from min to max. Config sizes are bounded so a typo (1e12) is reported naming the field instead of
+ * surfacing as an out-of-memory error or a raw RangeError from an allocation.
+ */
+export function intIn(min: number, max: number): FieldRule {
+  return (v) => (typeof v === "number" && Number.isInteger(v) && v >= min && v <= max ? null : `${show(v)} must be an integer from ${min} to ${max}`);
+}
+
+/** null, or a value `rule` accepts. */
+export function orNull(rule: FieldRule, what: string): FieldRule {
+  return (v, c) => (v === null || rule(v, c) === null ? null : `${show(v)} must be ${what} or null`);
 }
 
 /** A number (any sign). */
@@ -385,7 +397,26 @@ export function assertSupported(config: Record<string, any>, spec: SupportedSpec
 }
 
 const levels = (c: Record<string, any>) => (Array.isArray(c.block_out_channels) ? c.block_out_channels.length : undefined);
-const intOrPerLevel = eachOf(positive(), { scalarOk: true, length: levels });
+/** Bounds of config sizes: far above any real model, low enough that nothing derived from them overflows. */
+const MAX_CHANNELS = 16384;
+const MAX_LEVELS = 8;
+/** Latent cells per side (SD 1.5: 64, SDXL: 128); images are at most 8192 pixels a side. */
+const MAX_SAMPLE_SIZE = 1024;
+const channels = intIn(1, MAX_CHANNELS);
+const intOrPerLevel = eachOf(channels, { scalarOk: true, length: levels });
+const levelChannels: FieldRule = (v, c) => {
+  if (Array.isArray(v) && (v.length < 1 || v.length > MAX_LEVELS)) return `has ${v.length} entries (levels), expected 1 to ${MAX_LEVELS}`;
+  return eachOf(channels)(v, c);
+};
+
+/** unet sample_size: a whole number of the UNet's size unit (it halves the latents once per level but the last). */
+function sampleSizeCheck(c: Record<string, any>): string[] {
+  const n = levels(c);
+  const s = c.sample_size;
+  if (n === undefined || typeof s !== "number" || !Number.isInteger(s)) return [];
+  const unit = 2 ** (n - 1);
+  return s % unit ? [`sample_size ${s} is not a multiple of ${unit} (the UNet halves the latents ${n - 1} times)`] : [];
+}
 
 function blockCountChecks(c: Record<string, any>): string[] {
   const out: string[] = [];
@@ -404,9 +435,9 @@ function blockCountChecks(c: Record<string, any>): string[] {
 export const UNET_SUPPORTED: SupportedSpec = {
   label: "unet/config.json",
   fields: {
-    sample_size: anyValue,
-    in_channels: positive(),
-    out_channels: positive(),
+    sample_size: orNull(intIn(1, MAX_SAMPLE_SIZE), `an integer from 1 to ${MAX_SAMPLE_SIZE}`),
+    in_channels: channels,
+    out_channels: channels,
     center_input_sample: oneOf(false),
     flip_sin_to_cos: oneOf(true),
     freq_shift: oneOf(0),
@@ -414,15 +445,15 @@ export const UNET_SUPPORTED: SupportedSpec = {
     mid_block_type: oneOf("UNetMidBlock2DCrossAttn"),
     up_block_types: eachOf(oneOf("UpBlock2D", "CrossAttnUpBlock2D")),
     only_cross_attention: eachOf(oneOf(false), { scalarOk: true }),
-    block_out_channels: eachOf(positive()),
-    layers_per_block: positive(),
+    block_out_channels: levelChannels,
+    layers_per_block: intIn(1, 64),
     downsample_padding: oneOf(1),
     mid_block_scale_factor: oneOf(1),
     dropout: anyValue,
     act_fn: oneOf("silu"),
-    norm_num_groups: positive(),
+    norm_num_groups: channels,
     norm_eps: positive(true),
-    cross_attention_dim: positive(),
+    cross_attention_dim: channels,
     transformer_layers_per_block: eachOf(oneOf(1), { scalarOk: true }),
     reverse_transformer_layers_per_block: oneOf(null),
     encoder_hid_dim: oneOf(null),
@@ -455,6 +486,7 @@ export const UNET_SUPPORTED: SupportedSpec = {
   },
   checks: [
     blockCountChecks,
+    sampleSizeCheck,
     (c) => {
       const heads = c.num_attention_heads ?? c.attention_head_dim;
       const out: string[] = [];
@@ -473,15 +505,15 @@ export const UNET_SUPPORTED: SupportedSpec = {
 export const VAE_SUPPORTED: SupportedSpec = {
   label: "vae/config.json",
   fields: {
-    in_channels: positive(),
-    out_channels: positive(),
+    in_channels: channels,
+    out_channels: channels,
     down_block_types: eachOf(oneOf("DownEncoderBlock2D")),
     up_block_types: eachOf(oneOf("UpDecoderBlock2D")),
-    block_out_channels: eachOf(positive()),
-    layers_per_block: positive(),
+    block_out_channels: levelChannels,
+    layers_per_block: intIn(1, 64),
     act_fn: oneOf("silu"),
-    latent_channels: positive(),
-    norm_num_groups: positive(),
+    latent_channels: channels,
+    norm_num_groups: channels,
     sample_size: anyValue,
     scaling_factor: positive(true),
     shift_factor: (v) => (v === null || (typeof v === "number" && Number.isFinite(v)) ? null : `${show(v)} must be a number or null`),
@@ -502,13 +534,14 @@ export const CLIP_TEXT_SUPPORTED: SupportedSpec = {
   fields: {
     model_type: oneOf("clip_text_model"),
     architectures: (v) => (v === null ? null : eachOf(oneOf("CLIPTextModel"))(v, {})),
-    vocab_size: positive(),
-    hidden_size: positive(),
-    intermediate_size: positive(),
+    // CLIP: 49408 tokens; the largest tokenizers in use have ~256k
+    vocab_size: intIn(1, 1_000_000),
+    hidden_size: channels,
+    intermediate_size: intIn(1, 4 * MAX_CHANNELS),
     projection_dim: anyValue,
-    num_hidden_layers: positive(),
-    num_attention_heads: positive(),
-    max_position_embeddings: positive(),
+    num_hidden_layers: intIn(1, 256),
+    num_attention_heads: intIn(1, 1024),
+    max_position_embeddings: intIn(1, 8192),
     hidden_act: oneOf("quick_gelu", "gelu"),
     layer_norm_eps: positive(true),
     attention_dropout: anyValue,
@@ -546,10 +579,8 @@ async function loadTyped<T>(
   const file = await componentConfigLocation(componentDir);
   const raw = await readJsonObject(file, DiffusersError);
   const cfg = build(raw);
-  if (!opts.noCheck) {
-    const label = `${baseName(parentLocation(file))}/${baseName(file)}`;
-    for (const w of assertSupported(cfg as Record<string, any>, spec, label)) opts.onWarning?.(w);
-  }
+  // messages name the file as found (a path or URL), so a model among several is identified
+  if (!opts.noCheck) for (const w of assertSupported(cfg as Record<string, any>, spec, file)) opts.onWarning?.(w);
   return cfg;
 }
 

@@ -12,6 +12,7 @@
 // splits CJK ideographs into single characters; we follow the tokenizers backend, which the
 // golden ids in ../shared/golden were computed with.)
 import { folderExists, joinLocation, readText, SourceError, statLocation } from "../io/source.ts";
+import { describeJsonError } from "../io/json.ts";
 
 export const CLIP_BOS = "<|startoftext|>";
 export const CLIP_EOS = "<|endoftext|>";
@@ -107,7 +108,7 @@ async function readJson(file: string): Promise<any> {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new TokenizerError(`${file}: invalid JSON (${(e as Error).message})`);
+    throw new TokenizerError(`${file}: invalid JSON (${describeJsonError(text, e)})`);
   }
 }
 
@@ -208,8 +209,10 @@ export class ClipTokenizer {
     if ((await statLocation(vocabFile)).kind !== "missing" && (await statLocation(mergesFile)).kind !== "missing") {
       const vocab = await readJson(vocabFile);
       if (!vocab || typeof vocab !== "object" || Array.isArray(vocab)) throw new TokenizerError(`${vocabFile}: not a token -> id object`);
-      const merges = parseMergesTxt(await readTokenizerText(mergesFile));
-      return new ClipTokenizer(vocab, merges, merged);
+      checkVocab(vocab, vocabFile);
+      const text = await readTokenizerText(mergesFile);
+      checkMergesTxt(text, mergesFile);
+      return withFile(dir, () => new ClipTokenizer(vocab, parseMergesTxt(text), merged));
     }
     if ((await statLocation(tokJsonFile)).kind !== "missing") {
       const j = await readJson(tokJsonFile);
@@ -218,11 +221,12 @@ export class ClipTokenizer {
         throw new TokenizerError(`${tokJsonFile}: expected a BPE model with vocab and merges`);
       const added: Record<string, number> = {};
       for (const t of j.added_tokens ?? []) if (typeof t?.content === "string" && Number.isInteger(t?.id)) added[t.content] = t.id;
-      return new ClipTokenizer(model.vocab, model.merges, {
+      checkVocab(model.vocab, `${tokJsonFile} (model.vocab)`);
+      return withFile(`${tokJsonFile} (model.merges)`, () => new ClipTokenizer(model.vocab, model.merges, {
         ...merged,
         endOfWordSuffix: typeof model.end_of_word_suffix === "string" ? model.end_of_word_suffix : "</w>",
         addedTokens: added,
-      });
+      }));
     }
     throw new TokenizerError(`${dir}: no vocab.json + merges.txt and no tokenizer.json`);
   }
@@ -349,11 +353,47 @@ function utf8(s: string): Uint8Array {
 }
 
 /** merges.txt: "#version" header line, then "a b" per line; as transformers, at most 49152-256-2 rules. */
+/** Vocabularies larger than this are not CLIP's (49408); ids beyond it are a damaged file. */
+const MAX_VOCAB_ID = 10_000_000;
+
+/** Every vocab entry maps a token to a non-negative integer id (else an error naming the file and token). */
+function checkVocab(vocab: Record<string, unknown>, label: string): void {
+  for (const [tok, id] of Object.entries(vocab))
+    if (!(typeof id === "number" && Number.isInteger(id) && id >= 0 && id < MAX_VOCAB_ID))
+      throw new TokenizerError(`${label}: token ${JSON.stringify(tok.slice(0, 40))} has id ${JSON.stringify(id)}, expected an integer from 0 to ${MAX_VOCAB_ID - 1}`);
+}
+
+/** Each merges.txt line parseMergesTxt uses is "a b" (else an error naming the file and line). */
+function checkMergesTxt(text: string, file: string): void {
+  // the lines parseMergesTxt reads, numbered as in the file
+  const lead = text.length - text.trimStart().length;
+  const firstLine = text.slice(0, lead).split("\n").length;
+  const lines = text.trim().split("\n");
+  const start = lines[0]?.startsWith("#version") ? 1 : 0;
+  for (let i = start; i < Math.min(lines.length, start + MERGES_USED); i++) {
+    const l = lines[i].replace(/\r$/, "");
+    if (l.length > 0 && l.split(" ").length !== 2)
+      throw new TokenizerError(`${file}: line ${firstLine + i} is not a merge rule "a b": ${JSON.stringify(l.slice(0, 60))}`);
+  }
+}
+
+/** Runs the tokenizer constructor, naming `label` (the file or folder) in its errors. */
+function withFile<T>(label: string, build: () => T): T {
+  try {
+    return build();
+  } catch (e) {
+    throw e instanceof TokenizerError ? new TokenizerError(`${label}: ${e.message}`) : e;
+  }
+}
+
+/** CLIP uses the first 49152 - 256 - 2 merge rules (the vocabulary minus bytes and the two special tokens). */
+const MERGES_USED = 49152 - 256 - 2;
+
 export function parseMergesTxt(text: string): string[] {
   const lines = text.trim().split("\n");
   const start = lines[0]?.startsWith("#version") ? 1 : 0;
   return lines
-    .slice(start, start + (49152 - 256 - 2))
+    .slice(start, start + MERGES_USED)
     .map((l) => l.replace(/\r$/, ""))
     .filter((l) => l.length > 0);
 }

@@ -38,6 +38,9 @@ import { PrecisionError, type PrecisionContext } from "./precision.ts";
 
 export class WeightError extends Error {}
 
+/** The dtypes a checkpoint's weights may have (converted to f32 when read). */
+export const FLOAT_DTYPES: readonly string[] = ["F32", "F16", "BF16", "F64"];
+
 export interface ConvOptions {
   stride?: number;
   padding?: number;
@@ -497,11 +500,15 @@ export class WeightStore {
     const full = this.prefix + name;
     const f = this.src.file!;
     if (!f.has(full)) throw new WeightError(`${this.src.label}: missing tensor ${full}`);
-    const got = f.info(full).shape;
+    const { shape: got, dtype } = f.info(full);
     if (shapes && !shapes.some((s) => s.length === got.length && s.every((d, i) => d === got[i])))
       throw new WeightError(
         `${this.src.label}: tensor ${full} has shape [${got}], expected ${shapes.map((s) => `[${s}]`).join(" or ")}`,
       );
+    // integers where the model has float weights are a broken or mislabelled checkpoint, not something to
+    // convert quietly (an I64 or BOOL tensor read as numbers gives a model that runs and draws nonsense)
+    if (!FLOAT_DTYPES.includes(dtype))
+      throw new WeightError(`${this.src.label}: tensor ${full} is ${dtype}; weights must be float tensors (${FLOAT_DTYPES.join(", ")})`);
     return got;
   }
 

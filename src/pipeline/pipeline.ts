@@ -37,12 +37,13 @@ import { ClipTextModel } from "../models/clip.ts";
 import { UNet } from "../models/unet.ts";
 import { Vae } from "../models/vae.ts";
 import { loadClipTextModel, loadUNet, loadVae } from "../models/loader.ts";
+import { loadClipTextConfig, loadUNetConfig, loadVaeConfig } from "../models/config.ts";
 import { PRECISION_BYTES, type Precision } from "../models/precision.ts";
 import { stepqWeightsName } from "../models/converted.ts";
 import { unetActivationBytes } from "../models/memory.ts";
 import { nchwToNhwc, nhwcToNchw } from "../models/layout.ts";
 import { callSteps, PrecisionSchedule, PrecisionScheduleError, precisionsUsed } from "./schedule.ts";
-import { createScheduler, schedulerFromConfig, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
+import { createScheduler, schedulerFromConfig, SchedulerConfigError, type Scheduler, type SchedulerConfig } from "./schedulers.ts";
 import { toRgb8 } from "./image.ts";
 
 export class PipelineError extends Error {}
@@ -263,8 +264,15 @@ export class StableDiffusionPipeline {
     const issues = checkPipelineComponents(index);
     if (issues.length) throw new DiffusersError(`${dir}: ${issues.join("; ")}`);
     const schedulerConfig = await loadComponentConfig(dir, "scheduler");
-    schedulerFromConfig(schedulerConfig); // validate now rather than at the first generate()
+    namingSchedulerFile(dir, () => schedulerFromConfig(schedulerConfig)); // validate now rather than at the first generate()
     const tokenizer = await ClipTokenizer.fromDir(joinLocation(dir, "tokenizer"));
+    // an explicit calibration that nothing will use is said, not silently dropped
+    const warn = opts.onWarning ?? ((m: string) => console.warn(`stepq: warning: ${m}`));
+    if (opts.calibration !== undefined) {
+      const int8File = joinLocation(dir, "unet", stepqWeightsName("int8"));
+      if (!opts.precisions?.includes("int8")) warn(`calibration ${opts.calibration} is not used: no int8 precision is loaded (${(opts.precisions ?? ["fp32"]).join(", ")})`);
+      else if (await fileExists(int8File)) warn(`calibration ${opts.calibration} is not used: int8 layers load from the converted ${int8File} with the activation ranges stored in it`);
+    }
 
     const memoryBytes =
       opts.memoryBytes ?? (await estimatePipelineMemory(dir, { width: opts.width, height: opts.height, precisions: opts.precisions, batch: opts.batch }));
@@ -286,9 +294,11 @@ export class StableDiffusionPipeline {
     }
   }
 
-  /** Native image size: unet sample_size * vae scale factor. */
+  /** Native image size: unet sample_size * vae scale factor (an error when the config has no sample_size). */
   get defaultWidth(): number {
-    return (this.unet.config.sample_size ?? 64) * this.vaeScale;
+    const s = this.unet.config.sample_size;
+    if (s === null) throw new PipelineError(`${joinLocation(this.dir, "unet", "config.json")}: sample_size is null, so the model has no native image size; give width and height`);
+    return s * this.vaeScale;
   }
 
   get defaultHeight(): number {
@@ -477,11 +487,13 @@ export class StableDiffusionPipeline {
 
     const schedule = this.stepPrecisions(opts, steps);
     // one scheduler per image (schedulers keep per-run state: PNDM's history, Euler's step index)
-    const schedulers = prompts.map(() => {
-      const s = this.createScheduler(opts.scheduler);
-      s.setTimesteps(steps);
-      return s;
-    });
+    const schedulers = prompts.map(() =>
+      namingSchedulerFile(this.dir, () => {
+        const s = this.createScheduler(opts.scheduler);
+        s.setTimesteps(steps);
+        return s;
+      }),
+    );
     const scheduler = schedulers[0];
     const callPrecisions = schedule.forCalls(scheduler.timesteps);
     const callStep = scheduler.timesteps.length === steps ? null : callSteps(scheduler.timesteps, steps);
@@ -623,6 +635,17 @@ export class StableDiffusionPipeline {
   }
 }
 
+/** Runs fn, turning the "scheduler_config.json:" of a config error into the model's file location. */
+function namingSchedulerFile<T>(dir: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof SchedulerConfigError && e.message.startsWith("scheduler_config.json:"))
+      throw new SchedulerConfigError(`${joinLocation(dir, "scheduler")}/${e.message}`);
+    throw e;
+  }
+}
+
 function lcm(a: number, b: number): number {
   let x = a;
   let y = b;
@@ -669,18 +692,21 @@ async function unetWeightValues(unetDir: string): Promise<number> {
  * images, the text encoder's states of 2 x `batch` prompts, plus slack; rounded up to 16 MiB and capped at 4 GiB.
  */
 export async function estimatePipelineMemory(dir: string, opts: { width?: number; height?: number; precisions?: readonly Precision[]; batch?: number } = {}): Promise<number> {
-  const unetCfg = await loadComponentConfig(dir, "unet");
-  const vaeCfg = await loadComponentConfig(dir, "vae");
-  const textCfg = await loadComponentConfig(dir, "text_encoder");
+  // the typed, checked configs: a bad size field is reported naming its file and field, not as NaN memory
+  const unetCfg = await loadUNetConfig(joinLocation(dir, "unet"));
+  const vaeCfg = await loadVaeConfig(joinLocation(dir, "vae"));
+  const textCfg = await loadClipTextConfig(joinLocation(dir, "text_encoder"));
   let weights = 0;
   for (const c of ["text_encoder", "vae"]) weights += await weightBytesF32(await findWeights(joinLocation(dir, c)));
   const unetBytesPerValue = opts.precisions ? opts.precisions.reduce((a, p) => a + PRECISION_BYTES[p], 0) : 4;
   weights += (await unetWeightValues(joinLocation(dir, "unet"))) * unetBytesPerValue;
   const vaeLevels: number[] = vaeCfg.block_out_channels ?? [64];
   const scale = 2 ** (vaeLevels.length - 1);
-  const native = (unetCfg.sample_size ?? 64) * scale;
-  const W = opts.width ?? native;
-  const H = opts.height ?? native;
+  const native = unetCfg.sample_size === null ? null : unetCfg.sample_size * scale;
+  if (native === null && (opts.width === undefined || opts.height === undefined))
+    throw new PipelineError(`${joinLocation(dir, "unet", "config.json")}: sample_size is null, so the model has no native image size; give width and height`);
+  const W = opts.width ?? native!;
+  const H = opts.height ?? native!;
   const hw = (W / scale) * (H / scale);
   const images = opts.batch ?? 1;
   if (!(Number.isInteger(images) && images >= 1)) throw new PipelineError(`batch must be a positive integer, got ${images}`);

@@ -18,8 +18,12 @@ export class PrecisionScheduleError extends Error {}
 
 const WORDS = `fp32, bf16, int8, mixed:K, or a list like bf16*5,int8*40,bf16*5`;
 
+/** Denoising steps at most (the pipeline takes 1000; the bound keeps per-step lists small whatever a caller passes). */
+const MAX_STEPS = 100_000;
+
 function checkSteps(steps: number): void {
-  if (!Number.isInteger(steps) || steps < 1) throw new PrecisionScheduleError(`the number of steps must be a positive integer, got ${steps}`);
+  if (!Number.isInteger(steps) || steps < 1 || steps > MAX_STEPS)
+    throw new PrecisionScheduleError(`the number of steps must be a positive integer (at most ${MAX_STEPS}), got ${steps}`);
 }
 
 function asPrecision(word: string, spec: string): Precision {
@@ -47,7 +51,10 @@ export function parsePrecisionSpec(spec: string, steps: number): Precision[] {
     return Array.from({ length: steps }, (_, i) => (i < k || i >= steps - k ? "bf16" : "int8"));
   }
   if (!s.includes(",") && !s.includes("*")) return new Array(steps).fill(asPrecision(s, spec));
-  const out: Precision[] = [];
+  // read every entry and add up the counts before building the list: a count like 99999999999999999999 is an
+  // error message, not an allocation
+  const runs: [Precision, number][] = [];
+  let total = 0;
   const parts = s.split(",").map((p) => p.trim());
   for (const part of parts) {
     if (!part) throw new PrecisionScheduleError(`"${spec}": empty entry (entries are precision*count separated by commas)`);
@@ -55,12 +62,14 @@ export function parsePrecisionSpec(spec: string, steps: number): Precision[] {
     if (!pm) throw new PrecisionScheduleError(`"${spec}": cannot read "${part}" (entries are precision*count, e.g. int8*40)`);
     const p = asPrecision(pm[1], spec);
     const n = pm[2] === undefined ? 1 : Number(pm[2]);
-    if (!(Number.isInteger(n) && n >= 1)) throw new PrecisionScheduleError(`"${spec}": the count in "${part}" must be a positive integer`);
-    for (let i = 0; i < n; i++) out.push(p);
+    if (!(Number.isSafeInteger(n) && n >= 1))
+      throw new PrecisionScheduleError(`"${spec}": the count in "${part}" must be a positive integer${n >= 1 ? ` no larger than the step count (${steps})` : ""}`);
+    runs.push([p, n]);
+    total += n;
   }
-  if (out.length !== steps)
-    throw new PrecisionScheduleError(`schedule "${spec}" covers ${out.length} steps but the run has ${steps} (the counts must add up to the step count)`);
-  return out;
+  if (total !== steps)
+    throw new PrecisionScheduleError(`schedule "${spec}" covers ${total} steps but the run has ${steps} (the counts must add up to the step count)`);
+  return runs.flatMap(([p, n]) => new Array<Precision>(n).fill(p));
 }
 
 /**
@@ -116,7 +125,7 @@ export function precisionsForSpec(spec: string, steps?: number): Precision[] {
   const s = spec.trim().toLowerCase();
   if (/^mixed\s*:/.test(s)) {
     const k = Number(s.split(":")[1]);
-    parsePrecisionSpec(s, Number.isInteger(k) && k > 0 ? 2 * k : 1); // validates K
+    parsePrecisionSpec(s, Number.isInteger(k) && k > 0 && k <= MAX_STEPS / 2 ? 2 * k : 1); // validates K
     return k === 0 ? ["int8"] : ["bf16", "int8"];
   }
   const words = s.split(",").map((p) => p.trim().split("*")[0].trim());

@@ -101,7 +101,7 @@ class ConfigReader {
     throw new SchedulerConfigError(`scheduler_config.json: ${key} ${fmt(value)} ${why}`);
   }
   /** Missing and null both mean "diffusers default", as when a Python None default is passed. */
-  private raw(key: string): unknown {
+  raw(key: string): unknown {
     const v = this.c[key];
     return v === null ? undefined : v;
   }
@@ -111,9 +111,16 @@ class ConfigReader {
     if (typeof v !== "number" || Number.isNaN(v)) this.fail(key, v, "is not a number");
     return v;
   }
-  int(key: string, def: number, min = -Infinity): number {
+  int(key: string, def: number, min = -Infinity, max = Infinity): number {
     const v = this.num(key, def);
-    if (!Number.isInteger(v) || v < min) this.fail(key, v, `must be an integer${min > -Infinity ? ` >= ${min}` : ""}`);
+    if (!Number.isInteger(v) || v < min || v > max)
+      this.fail(key, v, `must be an integer${max < Infinity ? ` from ${min} to ${max}` : min > -Infinity ? ` >= ${min}` : ""}`);
+    return v;
+  }
+  /** A finite number in [min, max) (max exclusive when `open`). */
+  numIn(key: string, def: number, min: number, max: number, open = false): number {
+    const v = this.num(key, def);
+    if (!Number.isFinite(v) || v < min || v > max || (open && v === max)) this.fail(key, v, `must be a number from ${min} to ${max}${open ? " (exclusive)" : ""}`);
     return v;
   }
   bool(key: string, def: boolean): boolean {
@@ -226,11 +233,14 @@ function betasFromConfig(cfg: ConfigReader, numTrain: number): Float32Array {
     if (trained.length !== numTrain) {
       cfg.fail("trained_betas", trained, `has ${trained.length} values but num_train_timesteps is ${numTrain}`);
     }
+    const bad = trained.findIndex((b) => !(b >= 0 && b < 1));
+    if (bad >= 0) cfg.fail(`trained_betas[${bad}]`, trained[bad], "must be a number from 0 to 1 (exclusive)");
     return Float32Array.from(trained);
   }
   const schedule = cfg.oneOf("beta_schedule", "linear", BETA_SCHEDULES);
-  const start = cfg.num("beta_start", 0.0001);
-  const end = cfg.num("beta_end", 0.02);
+  // a beta is the noise variance added at one training step: 0 <= beta < 1, or the schedule turns into NaN
+  const start = cfg.numIn("beta_start", 0.0001, 0, 1, true);
+  const end = cfg.numIn("beta_end", 0.02, 0, 1, true);
   if (schedule === "linear") return torchLinspaceF32(start, end, numTrain);
   if (schedule === "scaled_linear") {
     const b = torchLinspaceF32(Math.sqrt(start), Math.sqrt(end), numTrain);
@@ -267,12 +277,21 @@ interface NoiseSchedule {
   alphasCumprod: Float32Array;
 }
 
+/** Training timesteps at most (SD: 1000); bounds the tables allocated from the config. */
+export const MAX_TRAIN_TIMESTEPS = 100_000;
+
 function noiseSchedule(cfg: ConfigReader, opts: { zeroSnrKey: boolean; zeroSnrLastTiny: boolean }): NoiseSchedule {
-  const numTrain = cfg.int("num_train_timesteps", 1000, 1);
+  const numTrain = cfg.int("num_train_timesteps", 1000, 1, MAX_TRAIN_TIMESTEPS);
   let betas = betasFromConfig(cfg, numTrain);
   const rescale = opts.zeroSnrKey && cfg.bool("rescale_betas_zero_snr", false);
   if (rescale) betas = rescaleZeroTerminalSnr(betas);
   const alphasCumprod = torchCumprodF32(betas.map((b) => f32(1 - b)));
+  // large betas over many steps drive alphas_cumprod to 0 in float32: every sigma after that is infinite
+  const zero = rescale ? -1 : alphasCumprod.findIndex((a) => !(a > 0));
+  if (zero >= 0)
+    throw new SchedulerConfigError(
+      `scheduler_config.json: the noise schedule (beta_schedule ${fmt(cfg.raw("beta_schedule") ?? "linear")}, beta_start ${fmt(cfg.raw("beta_start") ?? 0.0001)}, beta_end ${fmt(cfg.raw("beta_end") ?? 0.02)}, num_train_timesteps ${numTrain}) leaves no signal from training timestep ${zero} on (alphas_cumprod = 0); use smaller betas`,
+    );
   // Euler and DPM-Solver: close to 0 without being 0 so the first sigma is finite.
   if (rescale && opts.zeroSnrLastTiny) alphasCumprod[numTrain - 1] = 2 ** -24;
   return { numTrainTimesteps: numTrain, alphasCumprod };
@@ -288,6 +307,15 @@ function checkSteps(n: number, numTrain: number, cls: string): void {
   if (n > numTrain) {
     throw new RangeError(`${cls}.setTimesteps: num_inference_steps ${n} exceeds num_train_timesteps ${numTrain}`);
   }
+}
+
+/** Timesteps past the last training timestep (steps_offset too large for this step count) index nothing. */
+function checkTimestepsFit(ts: readonly number[], numTrain: number, offset: number, cls: string): void {
+  const max = Math.max(...ts);
+  if (max > numTrain - 1)
+    throw new SchedulerConfigError(
+      `scheduler_config.json: steps_offset ${offset} with ${ts.length} steps gives timestep ${max}, past the last training timestep ${numTrain - 1} (${cls}); use a smaller steps_offset or fewer steps`,
+    );
 }
 
 function checkLengths(cls: string, modelOutput: Float32Array, sample: Float32Array): void {
@@ -345,13 +373,14 @@ export class PNDMScheduler implements Scheduler {
     this.skipPrk = cfg.bool("skip_prk_steps", false);
     this.prediction = cfg.oneOf("prediction_type", "epsilon", ["epsilon", "v_prediction"] as const);
     this.spacing = cfg.oneOf("timestep_spacing", "leading", SPACINGS);
-    this.offset = cfg.int("steps_offset", 0);
+    this.offset = cfg.int("steps_offset", 0, 0, this.numTrain - 1);
   }
 
   setTimesteps(n: number): void {
     checkSteps(n, this.numTrain, this.className);
     this.numInferenceSteps = n;
     const ts = spacedTimestepsAscending(this.spacing, n, this.numTrain, this.offset);
+    checkTimestepsFit(ts, this.numTrain, this.offset, this.className);
     let plms: number[];
     if (this.skipPrk) {
       // [t0 .. t_{n-2}, t_{n-2}, t_{n-1}] reversed: the second-highest timestep runs twice.
@@ -489,7 +518,7 @@ export class DDIMScheduler implements Scheduler {
     this.finalAlphaCumprod = cfg.bool("set_alpha_to_one", true) ? 1 : this.alphasCumprod[0];
     this.prediction = cfg.oneOf("prediction_type", "epsilon", ["epsilon", "sample", "v_prediction"] as const);
     this.spacing = cfg.oneOf("timestep_spacing", "leading", SPACINGS);
-    this.offset = cfg.int("steps_offset", 0);
+    this.offset = cfg.int("steps_offset", 0, 0, this.numTrain - 1);
     cfg.only("thresholding", false, " (dynamic thresholding is for pixel-space models)");
     // diffusers' default is clip_sample true: configs without the key (e.g. PNDM ones) get clipping too.
     this.clipRange = cfg.bool("clip_sample", true) ? cfg.num("clip_sample_range", 1) : null;
@@ -499,6 +528,7 @@ export class DDIMScheduler implements Scheduler {
     checkSteps(n, this.numTrain, this.className);
     this.numInferenceSteps = n;
     this.timesteps = spacedTimestepsAscending(this.spacing, n, this.numTrain, this.offset).reverse();
+    checkTimestepsFit(this.timesteps, this.numTrain, this.offset, this.className);
   }
 
   scaleModelInput(sample: Float32Array, _t: number): Float32Array {
@@ -567,7 +597,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     this.alphasCumprod = ns.alphasCumprod;
     this.prediction = cfg.oneOf("prediction_type", "epsilon", ["epsilon", "sample", "original_sample", "v_prediction"] as const);
     this.spacing = cfg.oneOf("timestep_spacing", "linspace", SPACINGS);
-    this.offset = cfg.int("steps_offset", 0);
+    this.offset = cfg.int("steps_offset", 0, 0, this.numTrain - 1);
     this.finalSigmas = cfg.oneOf("final_sigmas_type", "zero", ["zero", "sigma_min"] as const);
     cfg.oneOf("interpolation_type", "linear", ["linear"] as const);
     cfg.only("use_karras_sigmas", false);
@@ -693,7 +723,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.finalSigmas = cfg.oneOf("final_sigmas_type", "zero", ["zero", "sigma_min"] as const);
     this.lambdaMinClipped = cfg.num("lambda_min_clipped", -Infinity);
     this.spacing = cfg.oneOf("timestep_spacing", "linspace", SPACINGS);
-    this.offset = cfg.int("steps_offset", 0);
+    this.offset = cfg.int("steps_offset", 0, 0, this.numTrain - 1);
     cfg.only("thresholding", false, " (dynamic thresholding is for pixel-space models)");
     cfg.only("variance_type", null, " (learned variance outputs are not supported)");
     cfg.only("use_karras_sigmas", false);
@@ -718,6 +748,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     } else if (this.spacing === "leading") {
       const ratio = Math.floor(lastT / (n + 1));
       ts = Array.from({ length: n + 1 }, (_, i) => i * ratio).reverse().slice(0, -1).map((t) => t + this.offset);
+      checkTimestepsFit(ts, T, this.offset, this.className);
     } else {
       ts = npArange(lastT, 0, -T / n).map((t) => npRound(t) - 1);
     }

@@ -30,6 +30,11 @@ export function promptFor(className: string): string {
   return `a photo of a ${className}`;
 }
 
+/** The file name of image i (of class className) in an out-dir: NNNN-class.png. */
+export function evalImageFileName(i: number, className: string): string {
+  return `${String(i).padStart(4, "0")}-${className.replace(/[^a-z0-9]+/gi, "_")}.png`;
+}
+
 /** Labels of the n images: classes in label order, n / numClasses consecutive images each. */
 export function evalLabels(n: number, numClasses: number): Int32Array {
   if (!Number.isInteger(n) || n < numClasses || n % numClasses)
@@ -270,7 +275,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
         if (img.width !== width || img.height !== height) throw new EvalError(`generate returned ${img.width}x${img.height}, expected ${width}x${height}`);
         images.set(img.image, i * px);
         rgb8ToInput(img.image, width, height, 3, inputs, i * CLASSIFIER_SIZE * CLASSIFIER_SIZE);
-        if (o.outDir) writePng(joinLocation(o.outDir, `${String(i).padStart(4, "0")}-${classes[labels[i]].replace(/[^a-z0-9]+/gi, "_")}.png`), img.image, width, height);
+        if (o.outDir) writePng(joinLocation(o.outDir, evalImageFileName(i, classes[labels[i]])), img.image, width, height);
         let ref: Uint8Array | null = null;
         if (refImages) ref = refImages.subarray(i * px, (i + 1) * px);
         else if (refRes) ref = refRes.images[k].image;

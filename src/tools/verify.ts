@@ -58,6 +58,8 @@ export interface VerifySummary {
   failed: number;
   /** Notes to print once (e.g. default tolerances used). */
   notes: string[];
+  /** The filter strings that matched no case (a typo in --only). */
+  unmatchedFilters: string[];
 }
 
 /** Tolerances for e2e checks when e2e.json does not state them (it may, per case or at the top, in a `tolerance` object). */
@@ -132,8 +134,13 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifySummary> {
   const progress = opts.onProgress ?? (() => {});
   const results: CaseResult[] = [];
   const notes: string[] = [];
-  const wanted = (kind: string, name: string) =>
-    !opts.filter?.length || opts.filter.some((f) => kind.includes(f) || name.includes(f) || `${kind} ${name}`.includes(f));
+  const matched = new Set<string>();
+  const wanted = (kind: string, name: string) => {
+    if (!opts.filter?.length) return true;
+    const hits = opts.filter.filter((f) => kind.includes(f) || name.includes(f) || `${kind} ${name}`.includes(f));
+    for (const f of hits) matched.add(f);
+    return hits.length > 0;
+  };
 
   const record = (r: CaseResult) => {
     results.push(r);
@@ -178,7 +185,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifySummary> {
     }
   }
   const passed = results.filter((r) => r.pass).length;
-  return { results, passed, failed: results.length - passed, notes };
+  return { results, passed, failed: results.length - passed, notes, unmatchedFilters: (opts.filter ?? []).filter((f) => !matched.has(f)) };
 }
 
 interface Ctx extends VerifyOptions {
