@@ -64,8 +64,9 @@ describe("stepq CLI", () => {
       expect(r.stderr.trim().split("\n").length, args.join(" ")).toBe(1);
     }
     const missing = stepq("generate", "--prompt", "x", "--model", path.join(tmp, "nope"));
-    expect(missing.code).toBe(1);
-    expect(missing.stderr).toMatch(/nope: model folder not found\n$/);
+    // a missing input named by a flag is a usage error (exit 2), naming the flag and the path
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--model \S*nope: model folder not found/);
   });
 
   it("generate --latents writes the same PNG as the library and reports progress", async () => {

@@ -1,6 +1,7 @@
 // Small helpers for the CLI: option parsing with clear errors, number checks, and the usage text.
 import * as fs from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { resolveDefaultModel } from "../io/places.ts";
 
 export class UsageError extends Error {}
 
@@ -73,6 +74,24 @@ export function inputFile(flag: string, file: string): string {
   if (st.isDirectory()) throw new UsageError(`${flag} ${file}: is a folder, not a file`);
   if (!st.isFile()) throw new UsageError(`${flag} ${file}: not a regular file (a device, FIFO or socket)`);
   return file;
+}
+
+/**
+ * The --model folder (a path that must be an existing folder, or an http(s) URL a model is served from), or the
+ * default model when none is given. A missing folder is a usage error (exit 2) like any input a flag names.
+ */
+export function modelOption(value: unknown): string {
+  if (value === undefined) return resolveDefaultModel();
+  const dir = String(value);
+  if (/^https?:\/\//i.test(dir)) return dir;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new UsageError(`--model ${dir}: model folder not found`);
+  }
+  if (!st.isDirectory()) throw new UsageError(`--model ${dir}: not a folder (expected a diffusers pipeline folder with model_index.json)`);
+  return dir;
 }
 
 /** --force: the option of every command that writes files (see src/io/outputs.ts for what it allows). */

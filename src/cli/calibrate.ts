@@ -1,9 +1,9 @@
 // stepq calibrate: per-layer input activation ranges of the UNet for INT8 (weights-tools/calibrate.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile, modelOption } from "./args.ts";
 import { checkOutputFile, realPathOf } from "../io/outputs.ts";
-import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
+import { DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { writeCalibration } from "../models/calibration.ts";
 import { calibrate, defaultCalibrationOut, DEFAULT_EMA_MOMENTUM } from "../../weights-tools/calibrate.ts";
@@ -85,7 +85,7 @@ export async function run(argv: string[]): Promise<number> {
   const v = values as Record<string, string | boolean | undefined>;
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   if (v.prompts !== undefined && v.n !== undefined) throw new UsageError("give --prompts FILE or --n N, not both");
-  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  const model = modelOption(v.model);
   if (!fs.existsSync(path.join(model, "model_index.json"))) throw new UsageError(`--model ${model}: not a diffusers pipeline folder (no model_index.json)`);
   let prompts: string[];
   if (v.prompts !== undefined) {

@@ -1,6 +1,6 @@
 // stepq convert: stepq BF16 / INT8 weights of a model's UNet (weights-tools/convert.ts, format in weights-tools/README.md).
-import { parse, UsageError, FORCE_OPTION, inputFile } from "./args.ts";
-import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
+import { parse, UsageError, FORCE_OPTION, inputFile, modelOption } from "./args.ts";
+import { DEFAULT_MODEL } from "../io/places.ts";
 import { convert, type ConvertPrecision } from "../../weights-tools/convert.ts";
 import { readCalibration } from "../models/calibration.ts";
 
@@ -49,7 +49,7 @@ export async function run(argv: string[]): Promise<number> {
   const list = (v.precision as string).split(",").map((s) => s.trim()).filter(Boolean);
   for (const p of list) if (p !== "bf16" && p !== "int8") throw new UsageError(`--precision: "${p}" is not bf16 or int8 (fp32 is the original checkpoint)`);
   if (!list.length) throw new UsageError("--precision is empty");
-  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  const model = modelOption(v.model);
   const log = v.quiet ? () => {} : (s: string) => process.stderr.write(`stepq convert: ${s}\n`);
   let calibration = v.calibration as string | undefined;
   if (calibration !== undefined) {

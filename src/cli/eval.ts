@@ -1,11 +1,11 @@
 // stepq eval: FID, prompt accuracy and PSNR vs FP32 of a pipeline at a precision (src/pipeline/eval.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile, modelOption } from "./args.ts";
 import { calibrationFlag } from "./inputs.ts";
 import { checkOutputFile, checkOutputFolder } from "../io/outputs.ts";
 import { PrecisionSchedule } from "../pipeline/schedule.ts";
-import { resolveDefaultModel, findBundledOrShared, DEFAULT_MODEL } from "../io/places.ts";
+import { findBundledOrShared, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { runEval, evalLabels, classifierClasses, evalImageFileName, EvalError, type EvalResult } from "../tools/eval.ts";
 
@@ -156,7 +156,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   const ref = v["reference-images"] as string | undefined;
   if (ref !== undefined) inputFile("--reference-images", ref);
-  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  const model = modelOption(v.model);
   const calibration = await calibrationFlag(v.calibration as string | undefined, { model, int8, precision });
   // outputs, before hours of generation: the images file, the PNG folder and every PNG name in it
   const force = !!v.force;

@@ -1,10 +1,10 @@
 // stepq generate: text to PNG with a diffusers Stable Diffusion folder (default: the shipped fashion-sd-tiny).
 import { int8PathSummary } from "../nn/int8.ts";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION, inputFile, modelOption } from "./args.ts";
 import { calibrationFlag } from "./inputs.ts";
 import { StableDiffusionPipeline } from "../pipeline/pipeline.ts";
-import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
+import { DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { SafetensorsFile, SafetensorsError } from "../io/safetensors.ts";
 import { FLOAT_DTYPES } from "../models/weights.ts";
@@ -140,7 +140,7 @@ export async function run(argv: string[]): Promise<number> {
   const lowp = schedule.toLoad !== undefined;
   const quiet = !!v.quiet;
   const log = (s: string) => process.stderr.write(s + "\n");
-  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  const model = modelOption(v.model);
   // everything named by a flag is checked before the model loads: input files, the output, sizes
   const calibration = await calibrationFlag(v.calibration as string | undefined, { model, int8: schedule.used.includes("int8"), precision: String(schedule) });
 

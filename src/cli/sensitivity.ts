@@ -1,8 +1,8 @@
 // stepq sensitivity: the CLI of src/tools/sensitivity.ts (per-step INT8 error of the UNet, and the
 // smallest K for mixed:K).
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, modelOption } from "./args.ts";
 import { calibrationFlag } from "./inputs.ts";
-import { resolveDefaultModel, DEFAULT_MODEL } from "../io/places.ts";
+import { DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { defaultCalibrationPrompts } from "../tools/prompts.ts";
 import { runSensitivity } from "../tools/sensitivity.ts";
@@ -52,7 +52,7 @@ export async function run(argv: string[]): Promise<number> {
   });
   const v = values as Record<string, string | boolean | undefined>;
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-  const model = (v.model as string | undefined) ?? resolveDefaultModel();
+  const model = modelOption(v.model);
   const steps = intOpt(v.steps as string | undefined, "steps", 50, 1, 1000);
   const n = intOpt(v.prompts as string | undefined, "prompts", 2, 1, 10000);
   const ref = (v.ref as string | undefined) ?? "bf16";
