@@ -13,8 +13,10 @@
 // running over m. Per m-block of mc pixels each thread packs (a) its output channels of dY, two per tile,
 // interleaved ([tile][m][2]), and (b) one panel at a time of the im2col rows (16 k per pixel, gathered
 // straight from the NHWC input, zero for taps in the padding), which all its channel tiles then reuse
-// from L1. Columns run in (ky, kx, ci) order so a panel is a few contiguous channel runs; the tile maps
-// its 16 columns to torch's (ci, ky, kx) order only when it loads/stores dW (once per m-block).
+// from L1. Columns run in (ky, kx, ci) order so a panel is a few contiguous channel runs; a tile maps its
+// 16 columns to torch's (ci, ky, kx) order only when it first loads / finally stores dW: between m-blocks
+// its running sums stay contiguous in the thread's scratch. Threads split the k panels or the channel
+// tiles, whichever leaves the busiest thread less work including the packing it has to repeat.
 //
 // Determinism: every dW element is produced by exactly one thread (static split of channel tiles or k
 // panels), as init + sum over m = 0..M-1 in increasing order, one multiply-add per m (init = 0, or the

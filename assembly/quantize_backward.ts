@@ -17,19 +17,15 @@ import { splitStart } from "./math";
 
 // @ts-nocheck (AssemblyScript)
 
-/** Byte of weight (channel j of a panel, k) in a panel of 8 channels over K (see assembly/gemm_int8.ts). */
-@inline function int8PanelPos(k: i32, j: i32, kPairs: bool): usize {
-  const g = usize(k & ~3) << 3;
-  return kPairs ? g + usize(16 * (j >> 2) + 8 * ((k & 3) >> 1) + 2 * (j & 3) + (k & 1)) : g + usize(4 * j + (k & 3));
-}
-
 /**
  * Quantises a torch-layout f32 weight w [N, Cin, taps] (linear: taps = 1) with the per-channel scales
  * s [N] and packs it for the INT8 kernels exactly as src/nn/lowp.ts prepares it: K = taps * Cp in
- * (tap, ci) order with Cp >= Cin (channels ci >= Cin zero), panels of 8 channels (channels past N zero),
- * relaxed-dot layout or, kPairs != 0, the i16 path's k-pair layout. Also writes wsum[n] = sum_k q (i32)
- * and, if wdq != 0, the dequantised weights wdq [N, Cin, taps] = f32(q) * s[n] (f32 multiply).
- * Threads split the 8-channel panels.
+ * (tap, ci) order with Cp >= Cin a multiple of 4 (channels ci >= Cin zero), panels of 8 channels (channels
+ * past N zero), relaxed-dot layout or, kPairs != 0, the i16 path's k-pair layout (see
+ * assembly/gemm_int8.ts). Also writes wsum[n] = sum_k q (i32) and, if wdq != 0, the dequantised weights
+ * wdq [N, Cin, taps] = f32(q) * s[n] (f32 multiply). q = clamp(nearest(f32(w / s)), -127, 127), NaN -> 0.
+ * Each channel runs by k-groups of 4 input channels of one tap (one group of the packed layout: 4 bytes,
+ * or 2 x 2 bytes in the k-pair layout), 4 lanes at a time. Threads split the 8-channel panels.
  */
 export function quantize_weight_i8_packed(
   tid: i32, nt: i32, w: usize, N: i32, Cin: i32, taps: i32, Cp: i32, scales: usize, packed: usize, kPairs: i32, wsum: usize, wdq: usize,
@@ -37,35 +33,67 @@ export function quantize_weight_i8_packed(
   const K = taps * Cp;
   const np = (N + 7) >> 3;
   const pa = splitStart(np, tid, nt), pe = splitStart(np, tid + 1, nt);
-  const kp = kPairs != 0;
   const per = Cin * taps;
+  const tapB = usize(taps) << 2;
+  const lo = f32x4.splat(-127), hi = f32x4.splat(127);
   for (let p = pa; p < pe; p++) {
     const panel = packed + usize(p) * usize(K) * 8;
     for (let j = 0; j < 8; j++) {
       const n = (p << 3) + j;
+      // byte offsets of this channel's 4 bytes in a k-group: k4 layout 4j..4j+3; k-pairs 2 bytes at lo2, 2 at lo2 + 8
+      const o4 = usize(j << 2);
+      const lo2 = usize(16 * (j >> 2) + 2 * (j & 3));
       if (n >= N) {
-        for (let k = 0; k < K; k++) store<i8>(panel + int8PanelPos(k, j, kp), 0);
+        for (let g = 0; g < K; g += 4) {
+          const gp = panel + (usize(g) << 3);
+          if (kPairs) {
+            store<u16>(gp + lo2, 0);
+            store<u16>(gp + lo2 + 8, 0);
+          } else store<u32>(gp + o4, 0);
+        }
         continue;
       }
-      const s = load<f32>(scales + (usize(n) << 2));
+      const vs = v128.load32_splat(scales + (usize(n) << 2));
       const src = w + ((usize(n) * usize(per)) << 2);
       const dq = wdq + ((usize(n) * usize(per)) << 2);
-      let sum = 0;
-      for (let ci = 0; ci < Cin; ci++)
-        for (let t = 0; t < taps; t++) {
-          const i = ci * taps + t;
-          let r = nearest<f32>(load<f32>(src + (usize(i) << 2)) / s);
-          if (r != r) r = 0;
-          else if (r < -127) r = -127;
-          else if (r > 127) r = 127;
-          const q = <i32>r;
-          store<i8>(panel + int8PanelPos(t * Cp + ci, j, kp), <i8>q);
-          if (wdq) store<f32>(dq + (usize(i) << 2), r * s);
-          sum += q;
+      let vsum = i32x4.splat(0);
+      for (let t = 0; t < taps; t++)
+        for (let ci = 0; ci < Cp; ci += 4) {
+          const m = min(4, Cin - ci); // real lanes (<= 0: a padding group)
+          const sp = src + (usize(ci * taps + t) << 2);
+          let v = f32x4.splat(0);
+          if (taps == 1 && m == 4) v = v128.load(sp);
+          else {
+            if (m > 0) v = f32x4.replace_lane(v, 0, load<f32>(sp));
+            if (m > 1) v = f32x4.replace_lane(v, 1, load<f32>(sp + tapB));
+            if (m > 2) v = f32x4.replace_lane(v, 2, load<f32>(sp + 2 * tapB));
+            if (m > 3) v = f32x4.replace_lane(v, 3, load<f32>(sp + 3 * tapB));
+          }
+          let r = f32x4.pmin(f32x4.pmax(f32x4.nearest(f32x4.div(v, vs)), lo), hi);
+          r = v128.and(r, f32x4.eq(r, r)); // NaN -> 0
+          const q = i32x4.trunc_sat_f32x4_s(r);
+          vsum = i32x4.add(vsum, q);
+          const q16 = i16x8.narrow_i32x4_s(q, q);
+          const bytes = i8x16.narrow_i16x8_s(q16, q16);
+          const gp = panel + (usize(t * Cp + ci) << 3);
+          if (kPairs) {
+            store<u16>(gp + lo2, <u16>i16x8.extract_lane_u(bytes, 0));
+            store<u16>(gp + lo2 + 8, <u16>i16x8.extract_lane_u(bytes, 1));
+          } else store<u32>(gp + o4, i32x4.extract_lane(bytes, 0));
+          if (wdq && m > 0) {
+            const d = f32x4.mul(r, vs);
+            const dp = dq + (usize(ci * taps + t) << 2);
+            if (taps == 1 && m == 4) v128.store(dp, d);
+            else {
+              store<f32>(dp, f32x4.extract_lane(d, 0));
+              if (m > 1) store<f32>(dp + tapB, f32x4.extract_lane(d, 1));
+              if (m > 2) store<f32>(dp + 2 * tapB, f32x4.extract_lane(d, 2));
+              if (m > 3) store<f32>(dp + 3 * tapB, f32x4.extract_lane(d, 3));
+            }
+          }
         }
-      for (let ci = Cin; ci < Cp; ci++)
-        for (let t = 0; t < taps; t++) store<i8>(panel + int8PanelPos(t * Cp + ci, j, kp), 0);
-      store<i32>(wsum + (usize(n) << 2), sum);
+      const h = i32x4.add(vsum, i32x4.shuffle(vsum, vsum, 2, 3, 0, 1));
+      store<i32>(wsum + (usize(n) << 2), i32x4.extract_lane(h, 0) + i32x4.extract_lane(h, 1));
     }
   }
 }

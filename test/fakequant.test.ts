@@ -209,6 +209,7 @@ describe("fake quantisation: student forward = engine INT8", () => {
         sameInt8(fq.int8, ref2, `${e.simd} act2`);
         expectBits(fakeQuantLinear(xt, fq).toArray(), linearInt8(xt, ref2).toArray(), "student vs converted INT8, new act params");
         expect(() => updateFakeQuantLinear(fq, e.fromArray(w, [out, inF]), null, scales, actFor(-1, 1, 255))).toThrow(/qmax/);
+        expect(() => fakeQuantLinearBackward(xt, e.fromArray(w, [out, inF]), e.zeros([M + 1, out]), fq, { db: e.zeros([out]) })).toThrow(/same rows/);
         expect(() => updateFakeQuantLinear(fq, e.fromArray(w, [out, inF]), null, scales.map(() => 0))).toThrow(/positive/);
         freeFakeQuant(fq);
       });

@@ -34,7 +34,7 @@ import type { Padding4 } from "../pack.ts";
 import { conv2dInt8, linearInt8, usesI16Path, type ConvWeightInt8, type Int8RunOptions, type LinearWeightInt8 } from "../int8.ts";
 import { normalizeActParams, type ActQuantParams } from "../quant.ts";
 import { roundUp4 } from "../pack.ts";
-import { conv2dBackwardInput, conv2dBackwardWeight, copyBias, runBiasGrad, type ConvBackwardGeometry } from "./conv.ts";
+import { conv2dBackwardInput, conv2dBackwardWeight, convOutputSize, copyBias, runBiasGrad, type ConvBackwardGeometry } from "./conv.ts";
 import { linearBackwardInput, linearBackwardWeight } from "./linear.ts";
 
 const fr = Math.fround;
@@ -421,6 +421,8 @@ function fqBackward(
 export function fakeQuantLinearBackward(x: Tensor, w: Tensor, dy: Tensor, fq: FakeQuantLinear, grads: FakeQuantLayerGrads = {}): FakeQuantLayerResult {
   if (grads.db && grads.db.size !== fq.out) throw new RangeError(`fakeQuantLinearBackward: expected db of ${fq.out} values, got [${grads.db.shape}]`);
   if (w.size !== fq.out * fq.inF) throw new RangeError(`fakeQuantLinearBackward: expected w [${fq.out}, ${fq.inF}], got [${w.shape}]`);
+  if (x.shape[x.shape.length - 1] !== fq.inF || dy.shape[dy.shape.length - 1] !== fq.out || dy.size / fq.out !== x.size / fq.inF)
+    throw new RangeError(`fakeQuantLinearBackward: expected x [..., ${fq.inF}] and dY [..., ${fq.out}] with the same rows, got [${x.shape}] and [${dy.shape}]`);
   return fqBackward(
     x, w, dy, fq, grads,
     (xq, dwq) => linearBackwardWeight(xq, dy, dwq, null),
@@ -434,6 +436,9 @@ export function fakeQuantConv2dBackward(x: Tensor, w: Tensor, dy: Tensor, fq: Fa
   const g = fq.geometry;
   if (grads.db && grads.db.size !== g.cout) throw new RangeError(`fakeQuantConv2dBackward: expected db of ${g.cout} values, got [${grads.db.shape}]`);
   if (w.size !== g.cout * g.cin * g.kh * g.kw) throw new RangeError(`fakeQuantConv2dBackward: expected w [${g.cout}, ${g.cin}, ${g.kh}, ${g.kw}], got [${w.shape}]`);
+  const [Ho, Wo] = convOutputSize(g, x.shape[1], x.shape[2]);
+  if (x.shape.length !== 4 || x.shape[3] !== g.cin || dy.shape.length !== 4 || dy.shape[0] !== x.shape[0] || dy.shape[1] !== Ho || dy.shape[2] !== Wo || dy.shape[3] !== g.cout)
+    throw new RangeError(`fakeQuantConv2dBackward: expected x [B, H, W, ${g.cin}] and dY [B, ${Ho}, ${Wo}, ${g.cout}], got [${x.shape}] and [${dy.shape}]`);
   return fqBackward(
     x, w, dy, fq, grads,
     (xq, dwq) => conv2dBackwardWeight(xq, dy, g, dwq, null),
