@@ -97,6 +97,33 @@ const cases: Case[] = [];
       return () => e.scope(() => void attention(q, k, v, H));
     },
   });
+  // INT8 attention (src/nn/attention-int8.ts), the SD 1.5 shapes of every level
+  for (const [lvl, Ls, Dh] of [[1, Lself, D], [2, QUICK ? 256 : 1024, 80], [3, QUICK ? 64 : 256, 160]] as const)
+    for (const int8 of [false, true]) {
+      if (lvl === 1 && !int8) continue; // the f32 row above
+      cases.push({
+        name: `attention${int8 ? " int8" : ""} self ${B}x${H}h ${Ls}x${Ls} D${Dh}`,
+        unit: "GFLOP/s",
+        work: 4 * B * H * Ls * Ls * Dh,
+        setup(e) {
+          const q = e.fromArray(rand(B * Ls * H * Dh, 4), [B, Ls, H * Dh]);
+          const k = e.fromArray(rand(B * Ls * H * Dh, 5), [B, Ls, H * Dh]);
+          const v = e.fromArray(rand(B * Ls * H * Dh, 6), [B, Ls, H * Dh]);
+          return () => e.scope(() => void attention(q, k, v, H, { int8 }));
+        },
+      });
+    }
+  cases.push({
+    name: `attention int8 cross ${B}x${H}h ${L}x${Lc} D${D}`,
+    unit: "GFLOP/s",
+    work: flops(L, Lc),
+    setup(e) {
+      const q = e.fromArray(rand(B * L * H * D, 7), [B, L, H * D]);
+      const k = e.fromArray(rand(B * Lc * H * D, 8), [B, Lc, H * D]);
+      const v = e.fromArray(rand(B * Lc * H * D, 9), [B, Lc, H * D]);
+      return () => e.scope(() => void attention(q, k, v, H, { int8: true }));
+    },
+  });
   cases.push({
     name: `attention clip causal 1x12h 77x77 D64`,
     unit: "GFLOP/s",

@@ -3,6 +3,7 @@ import type { Tensor } from "../runtime/tensor.ts";
 import { attScratchFloats } from "./tiling.ts";
 import { recorder } from "./record.ts";
 import { attentionBackward, softmaxBackward } from "./backward/attention.ts";
+import { attentionInt8, type Int8AttentionOptions } from "./attention-int8.ts";
 
 export interface AttentionOptions {
   /** Mask keys j > i for query i (top-left aligned, like torch's is_causal). */
@@ -11,6 +12,8 @@ export interface AttentionOptions {
   scale?: number;
   /** Receives logsumexp_j(scale * q_i . k_j) per [B, heads, Lq] (f32), for a backward pass. */
   lse?: Tensor;
+  /** INT8 QK^T and P.V (src/nn/attention-int8.ts; the INT8 denoising steps): inference only, no causal, no lse. */
+  int8?: boolean | Int8AttentionOptions;
 }
 
 /**
@@ -19,6 +22,7 @@ export interface AttentionOptions {
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: AttentionOptions = {}): Tensor {
   const rec = recorder(q.engine, q, k, v);
+  if (rec && opts.int8) throw new Error("attention: INT8 attention is inference only (no gradients)");
   if (!rec) return attentionForward(q, k, v, heads, opts);
   // training: keep the log-sum-exp; backward recomputes the scores from it
   const lse = opts.lse ?? q.engine.empty([q.shape[0], heads, q.shape[1]]);
@@ -51,6 +55,10 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, heads: number, opts: 
   if (Lk === 0 && Lq > 0) throw new Error("attention: no keys (Lk = 0)");
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   if (opts.lse && (opts.lse.dtype !== "f32" || opts.lse.size !== B * heads * Lq)) throw new Error(`attention: opts.lse must be f32 with ${B * heads * Lq} values`);
+  if (opts.int8) {
+    if (opts.causal || opts.lse) throw new Error("attention: INT8 attention supports neither causal masking nor lse");
+    return attentionInt8(q, k, v, heads, scale, opts.int8 === true ? {} : opts.int8);
+  }
   const eng = q.engine;
   const out = eng.empty([B, Lq, HD]);
   if (out.size === 0) return out;
