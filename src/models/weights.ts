@@ -88,8 +88,11 @@ interface PrecisionState {
  */
 export interface TrainingSetup {
   register(name: string, value: Tensor): void;
-  /** Fake-quantise the conv/linear layers (a QAT student) with activations of 0..qmax; absent: float layers. */
-  quant?: { qmax: number; ranges?: Record<string, { min: number; max: number }> } | null;
+  /**
+   * Fake-quantise the conv/linear layers (a QAT student) with activations of 0..qmax and weights of
+   * [-weightQmax, weightQmax] (default 127); absent: float layers.
+   */
+  quant?: { qmax: number; weightQmax?: number; ranges?: Record<string, { min: number; max: number }> } | null;
   /** The trainable layers built, in order (filled by the store). */
   layers?: (TrainableLinear | TrainableConv)[];
 }
@@ -180,10 +183,10 @@ export class WeightStore {
     return { weight, bias };
   }
 
-  private layerQuant(prefix: string): { qmax: number; range?: { min: number; max: number } | null } | undefined {
+  private layerQuant(prefix: string): { qmax: number; weightQmax?: number; range?: { min: number; max: number } | null } | undefined {
     const q = this.src.training?.quant;
     if (!q) return undefined;
-    return { qmax: q.qmax, range: q.ranges?.[this.prefix + prefix] ?? null };
+    return { qmax: q.qmax, weightQmax: q.weightQmax, range: q.ranges?.[this.prefix + prefix] ?? null };
   }
 
   /** The precision setup (null: plain f32 weights). */

@@ -7,7 +7,7 @@
 import type { Engine } from "../runtime/engine.ts";
 import type { Tensor } from "../runtime/tensor.ts";
 import { GEMM_NR, freeWeightTensors, pad4, panelsFor, type ConvGeometry, type ConvShape, type Padding4 } from "./pack.ts";
-import { actParamsFromRange, type ActQuantParams } from "./quant.ts";
+import { actParamsFromRange, WEIGHT_QMAX_DEFAULT, type ActQuantParams } from "./quant.ts";
 import { setInt8ActParams } from "./int8.ts";
 import { runConv2dF32, runLinearF32, type PackedConvF32, type PackedLinearF32 } from "./gemm.ts";
 import { recorder } from "./record.ts";
@@ -37,6 +37,8 @@ export interface TrainableQuant<F> {
   readonly fq: F;
   /** Largest quantised activation (127: 7-bit, 255: u8), fixed when the layer is made. */
   readonly qmax: number;
+  /** The weights' range [-weightQmax, weightQmax] (127: int8, 63: 7-bit), fixed when the layer is made. */
+  readonly weightQmax: number;
   /** The moving-average input range (null until the first observation). */
   range: Range | null;
   /** Update the range from each forward's input (calibration and training; off for evaluation). */
@@ -69,17 +71,21 @@ export interface TrainableConv extends TrainableCommon, ConvGeometry {
 }
 
 export interface TrainableOptions {
-  /** Fake-quantise the layer (a QAT student) with activations of 0..qmax; absent: a float layer. */
-  quant?: { qmax: number; range?: Range | null; averaging?: number };
+  /**
+   * Fake-quantise the layer (a QAT student) with activations of 0..qmax and weights of [-weightQmax,
+   * weightQmax] (default 127: int8); absent: a float layer.
+   */
+  quant?: { qmax: number; weightQmax?: number; range?: Range | null; averaging?: number };
 }
 
 function quantState<F>(fq: F, o: NonNullable<TrainableOptions["quant"]>): TrainableQuant<F> {
-  return { fq, qmax: o.qmax, range: o.range ?? null, observe: true, averaging: o.averaging ?? OBSERVER_AVERAGING_CONSTANT };
+  return { fq, qmax: o.qmax, weightQmax: o.weightQmax ?? WEIGHT_QMAX_DEFAULT, range: o.range ?? null, observe: true, averaging: o.averaging ?? OBSERVER_AVERAGING_CONSTANT };
 }
 
 /** Activation params for a range (a degenerate start range until the observer has seen data). */
-function actOf(q: { qmax: number; range: Range | null }): ActQuantParams {
-  return q.range ? actParamsFromRange(q.range.min, q.range.max, q.qmax) : actParamsFromRange(-1, 1, q.qmax);
+function actOf(q: { qmax: number; weightQmax?: number; range: Range | null }): ActQuantParams {
+  const wq = q.weightQmax ?? WEIGHT_QMAX_DEFAULT;
+  return q.range ? actParamsFromRange(q.range.min, q.range.max, q.qmax, wq) : actParamsFromRange(-1, 1, q.qmax, wq);
 }
 
 /** A trainable linear layer from master weight [out, inF] and bias [out] (persistent f32 tensors the caller registers as parameters). */
@@ -87,9 +93,9 @@ export function createTrainableLinear(eng: Engine, name: string, weight: Tensor,
   const [out, inF] = [weight.shape[0], weight.size / weight.shape[0]];
   const packed: PackedLinearF32 = eng.persistent(() => ({ out, inF, packed: eng.zeros([panelsFor(out), inF, GEMM_NR]), bias: eng.zeros([panelsFor(out) * GEMM_NR]) }));
   repackLinearWeight(weight, bias, packed);
-  const quant = opts.quant ? quantState(createFakeQuantLinear(eng, out, inF, actOf({ qmax: opts.quant.qmax, range: opts.quant.range ?? null })), opts.quant) : null;
+  const quant = opts.quant ? quantState(createFakeQuantLinear(eng, out, inF, actOf({ ...opts.quant, range: opts.quant.range ?? null })), opts.quant) : null;
   const w: TrainableLinear = { kind: "train", name, weight, bias, out, inF, packed, quant };
-  if (quant) updateFakeQuantLinear(quant.fq, weight, bias, weightScalesOf(weight, out));
+  if (quant) updateFakeQuantLinear(quant.fq, weight, bias, weightScalesOf(weight, out, quant.weightQmax));
   return w;
 }
 
@@ -108,9 +114,9 @@ export function createTrainableConv(
     zero: eng.zeros([shape.kw * shape.cin]),
   }));
   repackConv2dWeight(weight, bias, packed);
-  const quant = opts.quant ? quantState(createFakeQuantConv2d(eng, geometry, actOf({ qmax: opts.quant.qmax, range: opts.quant.range ?? null })), opts.quant) : null;
+  const quant = opts.quant ? quantState(createFakeQuantConv2d(eng, geometry, actOf({ ...opts.quant, range: opts.quant.range ?? null })), opts.quant) : null;
   const w: TrainableConv = { kind: "train", name, weight, bias, ...geometry, packed, quant };
-  if (quant) updateFakeQuantConv2d(quant.fq, weight, bias, weightScalesOf(weight, shape.cout));
+  if (quant) updateFakeQuantConv2d(quant.fq, weight, bias, weightScalesOf(weight, shape.cout, quant.weightQmax));
   return w;
 }
 
@@ -118,10 +124,10 @@ export function createTrainableConv(
 export function refreshTrainable(w: TrainableLinear | TrainableConv): void {
   if ("inF" in w) {
     repackLinearWeight(w.weight, w.bias, w.packed);
-    if (w.quant) updateFakeQuantLinear(w.quant.fq, w.weight, w.bias, weightScalesOf(w.weight, w.out));
+    if (w.quant) updateFakeQuantLinear(w.quant.fq, w.weight, w.bias, weightScalesOf(w.weight, w.out, w.quant.weightQmax));
   } else {
     repackConv2dWeight(w.weight, w.bias, w.packed);
-    if (w.quant) updateFakeQuantConv2d(w.quant.fq, w.weight, w.bias, weightScalesOf(w.weight, w.cout));
+    if (w.quant) updateFakeQuantConv2d(w.quant.fq, w.weight, w.bias, weightScalesOf(w.weight, w.cout, w.quant.weightQmax));
   }
 }
 
