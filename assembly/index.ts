@@ -15,3 +15,4 @@ export * from "./attention_backward";
 export * from "./elementwise_backward";
 export * from "./gemm_backward";
 export * from "./quantize_backward";
+export * from "./optim";

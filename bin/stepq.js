@@ -16,6 +16,9 @@ const major = Number(process.versions.node.split(".")[0]);
 // Node 22+ may enable relaxed SIMD by default; the flag is accepted either way.
 const need = flags.filter((f) => !process.execArgv.includes(f));
 if (need.length && !process.env.STEPQ_NO_RESPAWN && major >= 20) {
+  // Ctrl-C reaches the whole process group: the child decides what it means (stepq qat writes a checkpoint
+  // first), so this launcher waits for it instead of dying at once
+  process.on("SIGINT", () => {});
   const r = spawnSync(process.execPath, [...process.execArgv, ...need, cli, ...process.argv.slice(2)], { stdio: "inherit" });
   if (r.error) throw r.error;
   process.exit(r.status ?? (r.signal ? 1 : 0));
