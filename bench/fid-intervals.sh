@@ -6,6 +6,6 @@ set -e
 cd "$(dirname "$0")/.."
 node scripts/build.mjs --wasm-only > /dev/null
 mkdir -p build/bench
-npx esbuild bench/fid-intervals.ts --bundle --platform=node --format=esm --target=node20 --outfile=build/bench/fid-intervals.mjs --log-level=warning
+npx esbuild bench/fid-intervals.ts --bundle --platform=node --format=esm --target=node20 --packages=external --outfile=build/bench/fid-intervals.mjs --log-level=warning
 cp src/runtime/worker.js build/bench/worker.js
 exec node --experimental-wasm-relaxed-simd --no-liftoff build/bench/fid-intervals.mjs "$@"

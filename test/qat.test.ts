@@ -45,7 +45,7 @@ async function tensors(file: string): Promise<Map<string, Uint8Array>> {
   }
 }
 
-const base = (out: string, extra: Partial<QatOptions> = {}): QatOptions => ({ model, out: path.join(tmp, out), data, batch: 2, threads: 2, link: "symlink", ...extra });
+const base = (out: string, extra: Partial<QatOptions> = {}): QatOptions => ({ model, out: path.join(tmp, out), data, batch: 2, threads: 2, link: "symlink", valBatches: 0, ...extra });
 
 describe("QAT + KD", () => {
   it("overfits one fixed batch: 50 steps drive the noise loss down >= 10x", async () => {
@@ -58,11 +58,13 @@ describe("QAT + KD", () => {
 
   it("stepq qat runs 3 steps; the output loads for mixed:5, and its INT8 UNet is the student bit for bit", () => {
     const out = path.join(tmp, "cli3");
-    const r = stepq("qat", "--model", model, "--data", data, "--out", out, "--steps", "3", "--batch", "2", "--threads", "2", "--link", "symlink");
+    const r = stepq("qat", "--model", model, "--data", data, "--out", out, "--steps", "3", "--batch", "2", "--threads", "2", "--link", "symlink", "--val-batches", "2");
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/memory per step \(UNet 8\.6M parameters\): teacher weights .* gradients .* AdamW state .* activations/);
     expect(r.stderr).toMatch(/step 3\/3 {2}noise \S+ {2}kd \S+ .* samples\/s {2}ETA/);
     expect(r.stderr).toMatch(/export check: the INT8 UNet .* computes bit for bit what the student computed/);
+    expect(r.stderr).toMatch(/held-out batches \(2\) after calibration: noise loss \S+, KD loss \S+/);
+    expect(r.stderr).toMatch(/held-out batches \(2\) with the exported weights: noise loss \S+, KD loss \S+/);
     for (const f of ["model_index.json", "vae", "unet/config.json", "unet/stepq-int8.safetensors", "unet/stepq-qat.json", "unet/stepq-qat-log.jsonl"]) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
     expect(fs.existsSync(path.join(out, "stepq-qat-checkpoint.safetensors"))).toBe(false);
     const log = fs.readFileSync(path.join(out, "unet", "stepq-qat-log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
@@ -117,7 +119,7 @@ describe("QAT + KD", () => {
 
   it("Ctrl-C: stepq qat finishes the step, writes a checkpoint and exits 130; --resume completes the run", async () => {
     const out = path.join(tmp, "sigint");
-    const args = ["qat", "--model", model, "--data", data, "--out", out, "--steps", "12", "--batch", "1", "--threads", "1", "--link", "symlink", "--calibration-batches", "1"];
+    const args = ["qat", "--model", model, "--data", data, "--out", out, "--steps", "12", "--batch", "1", "--threads", "1", "--link", "symlink", "--calibration-batches", "1", "--val-batches", "0"];
     // the CLI itself (bin/stepq.js re-runs Node with these flags; a terminal's Ctrl-C reaches both processes)
     const child = spawn(process.execPath, ["--experimental-wasm-relaxed-simd", "--no-liftoff", path.join(root, "dist", "cli.js"), ...args], { cwd: tmp });
     let err = "";

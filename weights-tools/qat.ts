@@ -54,11 +54,13 @@ import type { Vae } from "../src/models/vae.ts";
 import type { ClipTextModel } from "../src/models/clip.ts";
 import { unetActivationBytes, unetParamCount } from "../src/models/memory.ts";
 import { STEPQ_FORMAT, STEPQ_FORMAT_VERSION, stepqWeightsName } from "../src/models/converted.ts";
+import { hasPerStepRanges, readCalibration } from "../src/models/calibration.ts";
 import { createScheduler, schedulerFromConfig, type Scheduler } from "../src/pipeline/schedulers.ts";
 import { FASHION_CLASSES } from "../src/tools/prompts.ts";
 import { INT8_CALIBRATION_DEFAULT, f32ArrayToBf16Bits, quantizeWeightsPerChannel, normalizeActParams, type ActQuantParams } from "../src/nn/quant.ts";
 import { clampLearnedScales, currentActParams, currentWeightScales, learnScales, refreshTrainable, setStepRanges, type TrainableConv, type TrainableLinear } from "../src/nn/trainable.ts";
 import type { Range } from "../src/nn/backward/fakequant.ts";
+import { int8DotPath } from "../src/nn/int8.ts";
 import { ParameterSet, type Parameter } from "../src/train/params.ts";
 import { Tape } from "../src/train/tape.ts";
 import { AdamW, Ema, learningRate, type LrSchedule } from "../src/train/optim.ts";
@@ -126,6 +128,11 @@ export interface QatOptions {
   observer?: "ema" | "minmax";
   /** Keep observing during training (default true, torch.ao); false freezes the calibrated ranges. */
   observeDuringTraining?: boolean;
+  /**
+   * Start the activation ranges from a stepq calibration file (e.g. the model's unet/stepq-calibration.json,
+   * made on sampling trajectories) instead of from nothing; the calibration phase then defaults to 0 batches.
+   */
+  initRanges?: string;
   weightDecay?: number;
   gradClip?: number;
   scales?: ScalesMode;
@@ -164,6 +171,11 @@ export interface QatOptions {
   shouldStop?: () => boolean;
   /** Train on the first batch at every step (overfitting checks). */
   fixedBatch?: boolean;
+  /**
+   * Held-out batches (their own random stream) on which the student's losses are measured after calibration
+   * and on the exported weights (default 16; data-free: one trajectory's calls); 0: none.
+   */
+  valBatches?: number;
 }
 
 export interface QatProgress {
@@ -192,6 +204,10 @@ export interface QatResult {
   trainSeconds: number;
   samplesPerSec: number;
   peakEngineBytes: number;
+  /** Held-out losses after calibration and of the exported weights (null: valBatches 0). */
+  heldOut: { before: { noise: number | null; kd: number } | null; after: { noise: number | null; kd: number } | null };
+  /** Engine bytes in use when training starts (models, parameters, gradients, optimizer state): the peak minus this is a step's activations. */
+  stateEngineBytes: number;
   plan: QatMemoryPlan;
 }
 
@@ -206,12 +222,12 @@ const MiB = 1024 ** 2;
 export const ENGINE_MAX_BYTES = 4 * GiB;
 /**
  * Activation bytes of one training step (the teacher's forward, the student's forward kept for its backward,
- * and the backward's gradients) as a multiple of one inference call's peak (models/memory.ts), measured on
- * fashion-sd-tiny and the golden SD 1.x tiny UNet at batch 2..16 (test/qat.test.ts checks a step stays below
- * the plan): without gradient checkpointing every op keeps its input, with it only block inputs plus the
- * largest block's recompute.
+ * and the backward's gradients) as a multiple of one inference call's peak (models/memory.ts). Measured on
+ * fashion-sd-tiny (engine peak minus the state before the step, batch 2..16, data and data-free): 5.6-5.7
+ * without gradient checkpointing (every op keeps its input), 2.4-2.7 with it (block inputs plus one block's
+ * recompute); the plan uses these with ~1.5x margin (test/qat.test.ts checks a step stays below the plan).
  */
-export const TRAIN_ACTIVATION_FACTOR = { plain: 12, checkpointing: 5 };
+export const TRAIN_ACTIVATION_FACTOR = { plain: 8, checkpointing: 4 };
 
 export interface QatMemoryPlan {
   params: number;
@@ -270,7 +286,10 @@ export function planRefusal(p: QatMemoryPlan): string {
     `full QAT of this UNet does not fit the engine's memory: a step needs ${fmtBytes(p.engineTotal)} of engine memory and the engine has at most ${fmtBytes(p.limit)}` +
     `${p.limit === ENGINE_MAX_BYTES ? " (the wasm32 maximum)" : ""}. Teacher weights ${fmtBytes(p.teacher)} + student master ${fmtBytes(p.master)} + student copies ${fmtBytes(p.studentCopies)} + ` +
     `gradients ${fmtBytes(p.gradients)} + AdamW state ${fmtBytes(p.adam)} + EMA ${fmtBytes(p.ema)} (${perParam.toFixed(0)} bytes per parameter x ${(p.params / 1e6).toFixed(1)}M) + ` +
-    `activations ${fmtBytes(p.activations)} + other ${fmtBytes(p.other)}; at this batch at most ~${Math.max(0, Math.floor(room / perParam / 1e6))}M UNet parameters fit`
+    `activations ${fmtBytes(p.activations)} + other ${fmtBytes(p.other)}; ` +
+    (room > 0
+      ? `with these activations at most ~${Math.floor(room / perParam / 1e6)}M UNet parameters fit`
+      : `the activations and the other components alone exceed the engine at this batch and latent size`)
   );
 }
 
@@ -504,6 +523,7 @@ function fingerprint(o: ResolvedOptions): Record<string, unknown> {
   return {
     model: path.resolve(o.model), data: o.dataFree ? null : path.resolve(o.data ?? ""), dataFree: o.dataFree, prompts: o.dataFree ? o.prompts : null,
     steps: o.steps, batch: o.batch, lr: o.lr, lrSchedule: o.lrSchedule, kdWeight: o.kdWeight, noiseWeight: o.noiseWeight, observer: o.observer, observeDuringTraining: o.observeDuringTraining,
+    initRanges: o.initRanges ? path.resolve(o.initRanges) : null,
     weightDecay: o.weightDecay, gradClip: o.gradClip,
     scales: o.scales, perStepScales: o.perStepScales, actQmax: o.actQmax, weightQmax: o.weightQmax, calibrationBatches: o.calibrationBatches,
     ema: o.ema, emaMaxDecay: o.emaMaxDecay, seed: o.seed, scheduler: o.scheduler, samplerSteps: o.samplerSteps, guidance: o.guidance, fixedBatch: o.fixedBatch,
@@ -521,6 +541,7 @@ interface CheckpointState {
   emaUpdates: number;
   ranges: Record<string, { range: Range | null; steps?: (Range | null)[] }>;
   trainMs: number;
+  valBefore?: { noise: number | null; kd: number } | null;
 }
 
 type Layer = TrainableLinear | TrainableConv;
@@ -552,7 +573,7 @@ async function readCheckpoint(file: string): Promise<{ state: CheckpointState; s
 // ---------------------------------------------------------------------------------------------------------
 // the run
 
-type ResolvedOptions = Required<Pick<QatOptions, "model" | "out" | "steps" | "batch" | "lr" | "lrSchedule" | "kdWeight" | "weightDecay" | "gradClip" | "scales" | "perStepScales" | "actQmax" | "weightQmax" | "calibrationBatches" | "ema" | "emaMaxDecay" | "seed" | "scheduler" | "samplerSteps" | "guidance" | "checkpointing" | "checkpointEvery" | "checkpointFile" | "resume" | "keepCheckpoint" | "bf16Weights" | "link" | "dataFree" | "prompts" | "fixedBatch" | "noiseWeight" | "observer" | "observeDuringTraining">> & { data?: string };
+type ResolvedOptions = Required<Pick<QatOptions, "model" | "out" | "steps" | "batch" | "lr" | "lrSchedule" | "kdWeight" | "weightDecay" | "gradClip" | "scales" | "perStepScales" | "actQmax" | "weightQmax" | "calibrationBatches" | "ema" | "emaMaxDecay" | "seed" | "scheduler" | "samplerSteps" | "guidance" | "checkpointing" | "checkpointEvery" | "checkpointFile" | "resume" | "keepCheckpoint" | "bf16Weights" | "link" | "dataFree" | "prompts" | "fixedBatch" | "noiseWeight" | "observer" | "observeDuringTraining" | "valBatches">> & { data?: string; initRanges?: string };
 
 export function resolveQatOptions(o: QatOptions): ResolvedOptions {
   const steps = o.steps ?? QAT_DEFAULTS.steps;
@@ -584,7 +605,8 @@ export function resolveQatOptions(o: QatOptions): ResolvedOptions {
     perStepScales: !!o.perStepScales,
     actQmax,
     weightQmax,
-    calibrationBatches: o.calibrationBatches ?? Math.min(Math.floor(steps / 2), QAT_DEFAULTS.maxCalibrationBatches),
+    calibrationBatches: o.calibrationBatches ?? (o.initRanges ? 0 : Math.min(Math.floor(steps / 2), QAT_DEFAULTS.maxCalibrationBatches)),
+    initRanges: o.initRanges,
     ema: o.ema ?? true,
     emaMaxDecay: o.emaMaxDecay ?? QAT_DEFAULTS.emaMaxDecay,
     seed: o.seed ?? QAT_DEFAULTS.seed,
@@ -599,6 +621,7 @@ export function resolveQatOptions(o: QatOptions): ResolvedOptions {
     bf16Weights: o.bf16Weights ?? QAT_DEFAULTS.bf16Weights,
     link: o.link ?? "hard",
     fixedBatch: !!o.fixedBatch,
+    valBatches: o.valBatches ?? -1,
     noiseWeight: o.noiseWeight ?? 1,
     observer: o.observer ?? "ema",
     observeDuringTraining: o.observeDuringTraining ?? true,
@@ -658,7 +681,17 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
     const vae = o.dataFree ? null : await loadVae(eng, path.join(o.model, "vae"), { encoder: true });
     const teacher = await loadUNet(eng, unetDir);
     const layers: Layer[] = [];
-    const student = await loadUNet(eng, unetDir, { training: { register: () => {}, layers, quant: { qmax: o.actQmax, weightQmax: o.weightQmax, observer: o.observer } } });
+    let ranges: Record<string, Range> | undefined;
+    if (o.initRanges) {
+      const cal = await readCalibration(o.initRanges);
+      if (hasPerStepRanges(cal) && o.perStepScales) say(`${o.initRanges}: its per-step ranges are not used (the per-step ranges start from the global ones)`);
+      ranges = Object.fromEntries(Object.entries(cal.layers).map(([k, r]) => [k, { min: Math.fround(r.min), max: Math.fround(r.max) }]));
+    }
+    const student = await loadUNet(eng, unetDir, { training: { register: () => {}, layers, quant: { qmax: o.actQmax, weightQmax: o.weightQmax, observer: o.observer, ranges } } });
+    if (ranges) {
+      const missing = layers.filter((l) => !ranges![l.name]).map((l) => l.name);
+      if (missing.length) throw new Error(`${o.initRanges}: no range for ${missing.length} layer(s), e.g. ${missing.slice(0, 3).join(", ")}`);
+    }
     const params = new ParameterSet(eng);
     for (const l of layers) {
       params.add(`${l.name}.weight`, l.weight);
@@ -695,6 +728,37 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
     const setStep = (k: number) => {
       for (const l of layers) l.quant!.step = k;
     };
+    // held-out losses of the student (observers paused): after calibration and on the exported weights
+    const valBatches = o.valBatches >= 0 ? o.valBatches : source instanceof TrajectorySource ? source.callsPerTrajectory : 16;
+    const validate = (): { noise: number | null; kd: number } | null => {
+      if (!valBatches) return null;
+      const observing = layers.map((l) => l.quant!.observe);
+      for (const l of layers) l.quant!.observe = false;
+      let n = 0, k = 0, cnt = 0;
+      try {
+        for (let i = 0; i < valBatches; i++) {
+          const b = source.get(STREAM.validation, i);
+          setStep(b.stepIndex);
+          const [sOut, tOut] = eng.scope(() => {
+            const x = eng.fromArray(b.x, b.shape);
+            const ctx = eng.fromArray(b.context, b.contextShape);
+            return [student.forward(x, b.ts, ctx).toArray(), b.teacher ?? teacher.forward(x, b.ts, ctx).toArray()];
+          });
+          if (b.guidance > 0) k += mseLossAndGrad(cfgCombine(sOut, b.samples, b.guidance), [{ target: cfgCombine(tOut, b.samples, b.guidance), weight: 0 }]).losses[0]!;
+          else {
+            const l = mseLossAndGrad(sOut, [{ target: b.noise, weight: 0 }, { target: tOut, weight: 0 }]).losses;
+            n += l[0]!;
+            k += l[1]!;
+          }
+          cnt++;
+        }
+      } finally {
+        layers.forEach((l, i) => (l.quant!.observe = observing[i]));
+      }
+      return { noise: o.dataFree ? null : n / cnt, kd: k / cnt };
+    };
+    const fmtVal = (v: { noise: number | null; kd: number }) => `${v.noise === null ? "" : `noise loss ${v.noise.toPrecision(4)}, `}KD loss ${v.kd.toPrecision(4)}`;
+
     const rangesState = () => Object.fromEntries(layers.map((l) => [l.name, l.quant!.stepRanges ? { range: l.quant!.range, steps: l.quant!.stepRanges } : { range: l.quant!.range }]));
     const restoreRanges = (r: CheckpointState["ranges"]) => {
       for (const l of layers) {
@@ -732,7 +796,7 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
       if (opts.shouldStop?.() && calibDone < o.calibrationBatches) {
         writeCheckpoint(o.checkpointFile, { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, options: fingerprint(o), phase: "calibrate", done: calibDone, adamStep: 0, emaUpdates: 0, ranges: rangesState(), trainMs: 0 }, params, null, null);
         ckpt?.st.close();
-        return { out: o.out, step: 0, steps: o.steps, stopped: true, checkpoint: o.checkpointFile, trainSeconds: 0, samplesPerSec: 0, peakEngineBytes: eng.stats().peak, plan };
+        return { out: o.out, step: 0, steps: o.steps, stopped: true, checkpoint: o.checkpointFile, trainSeconds: 0, samplesPerSec: 0, peakEngineBytes: eng.stats().peak, stateEngineBytes: 0, heldOut: { before: null, after: null }, plan };
       }
     }
 
@@ -774,8 +838,12 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
 
     const saveState = (): CheckpointState => ({
       format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, options: fingerprint(o), phase: "train", done: trainDone,
-      adamStep: adam.step, emaUpdates: ema?.updates ?? 0, ranges: rangesState(), trainMs: trainMsBefore + (performance.now() - tTrain),
+      adamStep: adam.step, emaUpdates: ema?.updates ?? 0, ranges: rangesState(), trainMs: trainMsBefore + (performance.now() - tTrain), valBefore,
     });
+    // on resume the "before" numbers come from the checkpoint (the weights have moved since)
+    const valBefore = ckpt && ckpt.state.phase === "train" ? (ckpt.state.valBefore ?? null) : validate();
+    if (valBefore && !(ckpt && ckpt.state.phase === "train")) say(`held-out batches (${valBatches}) after calibration: ${fmtVal(valBefore)}`);
+    const stateEngineBytes = eng.stats().used;
     const tTrain = performance.now();
     let samples = 0;
     let stopped = false;
@@ -850,7 +918,7 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
     }
     const trainMs = trainMsBefore + (performance.now() - tTrain);
     const samplesPerSec = samples / ((performance.now() - tTrain) / 1000);
-    if (stopped) return { out: o.out, step: trainDone, steps: o.steps, stopped: true, checkpoint: o.checkpointFile, trainSeconds: trainMs / 1000, samplesPerSec, peakEngineBytes: eng.stats().peak, plan };
+    if (stopped) return { out: o.out, step: trainDone, steps: o.steps, stopped: true, checkpoint: o.checkpointFile, trainSeconds: trainMs / 1000, samplesPerSec, peakEngineBytes: eng.stats().peak, stateEngineBytes, heldOut: { before: valBefore, after: null }, plan };
 
     // export: the EMA weights (re-quantised: the student as it will run)
     if (ema) ema.copyTo();
@@ -859,20 +927,26 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
       refreshTrainable(l);
     }
     const peakEngineBytes = eng.stats().peak;
+    const valAfter = validate();
+    if (valAfter) say(`held-out batches (${valBatches}) with the exported weights: ${fmtVal(valAfter)}${valBefore ? ` (after calibration: ${fmtVal(valBefore)})` : ""}`);
     const unetOut = await writeOutput(o, layers, stepTable, {
+      valBatches,
+      valBefore,
+      valAfter,
       trainSeconds: trainMs / 1000,
       samplesPerSec,
       finalNoiseLoss: last.noise,
       finalKdLoss: last.kd,
       peakEngineBytes,
-      engine: { threads: eng.threads, simd: eng.simd },
+      stateEngineBytes,
+      engine: { threads: eng.threads, simd: eng.simd, int8_dot: int8DotPath(eng, o.actQmax, o.weightQmax) },
     });
     // the exported INT8 UNet must compute exactly what the student computes
     for (const l of layers) l.quant!.observe = false;
     const check = await verifyExport(eng, student, unetOut, captions, stepTable, setStep, [2, sample, sample, cfg.in_channels]);
     say(`export check: the INT8 UNet in ${unetOut} computes bit for bit what the student computed (${check})`);
     if (!o.keepCheckpoint && fs.existsSync(o.checkpointFile)) fs.rmSync(o.checkpointFile);
-    return { out: o.out, step: trainDone, steps: o.steps, stopped: false, checkpoint: o.keepCheckpoint ? o.checkpointFile : null, trainSeconds: trainMs / 1000, samplesPerSec, peakEngineBytes, plan };
+    return { out: o.out, step: trainDone, steps: o.steps, stopped: false, checkpoint: o.keepCheckpoint ? o.checkpointFile : null, trainSeconds: trainMs / 1000, samplesPerSec, peakEngineBytes, stateEngineBytes, heldOut: { before: valBefore, after: valAfter }, plan };
   } finally {
     eng.close();
   }
@@ -953,12 +1027,16 @@ function isSymlink(p: string): boolean {
 const f32Bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 interface RunInfo {
+  valBatches: number;
+  valBefore: { noise: number | null; kd: number } | null;
+  valAfter: { noise: number | null; kd: number } | null;
   trainSeconds: number;
   samplesPerSec: number;
   finalNoiseLoss: number | null;
   finalKdLoss: number | null;
   peakEngineBytes: number;
-  engine: { threads: number; simd: string };
+  stateEngineBytes: number;
+  engine: { threads: number; simd: string; int8_dot: string };
 }
 
 /** Per-channel quantisation with the given scales, exactly as the student's kernel (quantize_weight_i8_packed). */
@@ -999,6 +1077,7 @@ async function writeOutput(o: ResolvedOptions, layers: Layer[], stepTable: numbe
     steps: o.steps, batch: o.batch, lr: o.lr, lr_schedule: o.lrSchedule, kd_weight: o.kdWeight, noise_weight: o.noiseWeight, weight_decay: o.weightDecay, grad_clip: o.gradClip,
     scales: o.scales, per_step_scales: o.perStepScales, calibration_batches: o.calibrationBatches, ema: o.ema, seed: o.seed,
     observer: o.scales === "observer" ? (o.observer === "ema" ? { type: "ema-minmax", averaging_constant: 0.01, per: "training batch", during_training: o.observeDuringTraining } : { type: "minmax", per: "training batch", during_training: o.observeDuringTraining }) : null,
+    init_ranges: o.initRanges ? path.resolve(o.initRanges) : null,
     act_qmax: o.actQmax, weight_qmax: o.weightQmax,
     timesteps: stepTable,
   };
@@ -1070,7 +1149,9 @@ async function writeOutput(o: ResolvedOptions, layers: Layer[], stepTable: numbe
     samples_per_s: info.samplesPerSec,
     final_noise_loss: info.finalNoiseLoss,
     final_kd_loss: info.finalKdLoss,
+    held_out: info.valBatches ? { batches: info.valBatches, after_calibration: info.valBefore, exported: info.valAfter } : null,
     peak_engine_bytes: info.peakEngineBytes,
+    state_engine_bytes: info.stateEngineBytes,
     engine: info.engine,
     created: new Date().toISOString(),
   };

@@ -40,6 +40,9 @@ Options:
   --observer TYPE        ema (default: torch.ao's moving-average min/max, averaging constant 0.01, the
                          paper's) | minmax (running min/max, as stepq calibrate's default)
   --freeze-ranges        stop observing after the calibration phase (default: observers stay on, torch.ao)
+  --init-ranges FILE     start the activation ranges from a stepq calibration file (e.g. MODEL/unet/
+                         stepq-calibration.json, recorded on sampling trajectories); calibration batches
+                         then default to 0
   --scales MODE          observer (default: torch.ao moving-average min/max, averaging constant 0.01, as the
                          paper) | lsq (learned step sizes, LSQ/LSQ+: activation scale and offset, per-channel
                          weight scales, initialised from the calibration)
@@ -50,6 +53,8 @@ Options:
                          activations x 7-bit weights)
   --calibration-batches N   observer batches before training (default min(steps/2, 300))
   --no-ema               export the last weights instead of their EMA
+  --val-batches N        held-out batches on which the student's losses are printed after calibration and
+                         for the exported weights (default 16; data-free: one trajectory; 0: none)
   --seed N               data order, captions, timesteps, noise (default 0)
   --scheduler NAME       ${SCHEDULER_NAMES.join(" | ")} (default ${QAT_DEFAULTS.scheduler}) \\
   --sampler-steps N      (default ${QAT_DEFAULTS.samplerSteps})                    > data-free trajectories, per-step table
@@ -103,6 +108,8 @@ export async function run(argv: string[]): Promise<number> {
     "noise-weight": { type: "string" },
     observer: { type: "string" },
     "freeze-ranges": { type: "boolean" },
+    "init-ranges": { type: "string" },
+    "val-batches": { type: "string" },
     scales: { type: "string" },
     "per-step-scales": { type: "boolean" },
     "act-bits": { type: "string" },
@@ -143,6 +150,7 @@ export async function run(argv: string[]): Promise<number> {
     for (const f of ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"])
       if (!fs.existsSync(path.join(data, f))) throw new UsageError(`--data ${data}: no ${f} (the Fashion-MNIST training set; never the t10k test set)`);
   }
+  if (v["init-ranges"] !== undefined && !fs.existsSync(v["init-ranges"] as string)) throw new UsageError(`--init-ranges ${v["init-ranges"]}: no such file`);
   if (v.prompts !== undefined && !dataFree) throw new UsageError("--prompts applies to --data-free");
   const prompts = v.prompts !== undefined ? await readPromptsFile(v.prompts as string) : undefined;
   const steps = intOpt(v.steps as string | undefined, "steps", QAT_DEFAULTS.steps, 1, 10_000_000);
@@ -214,6 +222,8 @@ export async function run(argv: string[]): Promise<number> {
       noiseWeight,
       observer: observer as "ema" | "minmax",
       observeDuringTraining: !v["freeze-ranges"],
+      initRanges: v["init-ranges"] as string | undefined,
+      valBatches: v["val-batches"] === undefined ? undefined : intOpt(v["val-batches"] as string, "val-batches", 0, 0, 100000),
       scales: scales as ScalesMode,
       perStepScales: !!v["per-step-scales"],
       actQmax: actBits === 8 ? 255 : 127,
@@ -242,7 +252,7 @@ export async function run(argv: string[]): Promise<number> {
       return 130;
     }
     if (!quiet)
-      say(`done: ${r.step} steps in ${fmtDur(r.trainSeconds * 1000)} (${r.samplesPerSec.toFixed(2)} samples/s), engine peak ${(r.peakEngineBytes / 1048576).toFixed(0)} MiB; wrote ${r.out}`);
+      say(`done: ${r.step} steps in ${fmtDur(r.trainSeconds * 1000)} (${r.samplesPerSec.toFixed(2)} samples/s), engine peak ${(r.peakEngineBytes / 1048576).toFixed(0)} MiB (models and training state ${(r.stateEngineBytes / 1048576).toFixed(0)} MiB, a step's activations ${((r.peakEngineBytes - r.stateEngineBytes) / 1048576).toFixed(0)} MiB); wrote ${r.out}`);
     return 0;
   } catch (e) {
     if (e instanceof QatMemoryError) {

@@ -94,7 +94,7 @@ function mix(a: number, b: number): number {
 }
 
 /** Streams a training run draws from: each (stream, index) gets its own generator, independent of all others. */
-export const STREAM = { train: 1, calibration: 2, trajectory: 3, permutation: 4 } as const;
+export const STREAM = { train: 1, calibration: 2, trajectory: 3, permutation: 4, validation: 5 } as const;
 
 /** The generator for item `index` of stream `stream` of a run seeded with `seed`. */
 export function streamRng(seed: number, stream: number, index: number): Rng {
