@@ -16,3 +16,4 @@ export * from "./elementwise_backward";
 export * from "./gemm_backward";
 export * from "./quantize_backward";
 export * from "./attention_int8";
+export * from "./optim";

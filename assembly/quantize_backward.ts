@@ -1,6 +1,7 @@
 // Fake quantisation for quantisation-aware training, at the numerics of the INT8 inference path
 // (src/nn/quant.ts, assembly/quantize.ts, assembly/gemm_int8.ts):
-//   weights, per output channel n, symmetric:  q = clamp(nearest(f32(w / s[n])), -127, 127)
+//   weights, per output channel n, symmetric:  q = clamp(nearest(f32(w / s[n])), -wq, wq)
+//     (wq = the weights' range: 127 for int8 weights, 63 for the 7-bit weights paired with 8-bit activations)
 //   activations, per tensor, asymmetric:       q = clamp(nearest(f32(x * invScale)) + zp, 0, qmax)
 // (nearest = round half to even; a NaN activation quantises to zp, as quantize_act_u8.)
 // The student's forward runs the engine's own INT8 kernels on weights quantised and packed here
@@ -19,23 +20,24 @@ import { splitStart } from "./math";
 
 /**
  * Quantises a torch-layout f32 weight w [N, Cin, taps] (linear: taps = 1) with the per-channel scales
- * s [N] and packs it for the INT8 kernels exactly as src/nn/lowp.ts prepares it: K = taps * Cp in
+ * s [N] and packs it for the INT8 kernels exactly as src/nn/int8.ts prepares it: K = taps * Cp in
  * (tap, ci) order with Cp >= Cin a multiple of 4 (channels ci >= Cin zero), panels of 8 channels (channels
  * past N zero), relaxed-dot layout or, kPairs != 0, the i16 path's k-pair layout (see
  * assembly/gemm_int8.ts). Also writes wsum[n] = sum_k q (i32) and, if wdq != 0, the dequantised weights
- * wdq [N, Cin, taps] = f32(q) * s[n] (f32 multiply). q = clamp(nearest(f32(w / s)), -127, 127), NaN -> 0.
+ * wdq [N, Cin, taps] = f32(q) * s[n] (f32 multiply). q = clamp(nearest(f32(w / s)), -wqmax, wqmax) (127: int8
+ * weights, 63: 7-bit weights), NaN -> 0.
  * Each channel runs by k-groups of 4 input channels of one tap (one group of the packed layout: 4 bytes,
  * or 2 x 2 bytes in the k-pair layout), 4 lanes at a time. Threads split the 8-channel panels.
  */
 export function quantize_weight_i8_packed(
-  tid: i32, nt: i32, w: usize, N: i32, Cin: i32, taps: i32, Cp: i32, scales: usize, packed: usize, kPairs: i32, wsum: usize, wdq: usize,
+  tid: i32, nt: i32, w: usize, N: i32, Cin: i32, taps: i32, Cp: i32, scales: usize, packed: usize, kPairs: i32, wsum: usize, wdq: usize, wqmax: i32,
 ): void {
   const K = taps * Cp;
   const np = (N + 7) >> 3;
   const pa = splitStart(np, tid, nt), pe = splitStart(np, tid + 1, nt);
   const per = Cin * taps;
   const tapB = usize(taps) << 2;
-  const lo = f32x4.splat(-127), hi = f32x4.splat(127);
+  const hi = f32x4.splat(<f32>wqmax), lo = f32x4.neg(hi);
   for (let p = pa; p < pe; p++) {
     const panel = packed + usize(p) * usize(K) * 8;
     for (let j = 0; j < 8; j++) {
@@ -227,18 +229,20 @@ export function fake_quant_act_backward_f32(
 
 /**
  * Weight fake-quant backward, per output channel n of w [N, K] (torch layout flattened: K = Cin*kh*kw)
- * with scale s[n]: v = f32(w / s[n]), r = nearest(v), inside = -127 <= r <= 127:
+ * with scale s[n]: v = f32(w / s[n]), r = nearest(v), inside = -wqmax <= r <= wqmax (127: int8 weights,
+ * 63: 7-bit weights):
  *   dw = (accumulate ? dw : 0) + (inside ? dwq : 0)      (dwq: the gradient of the dequantised weights)
- *   if dscale != 0: dscale[n] = sum_k dwq * (inside ? r - v : clamp bound -127 / 127)   (LSQ, unscaled)
+ *   if dscale != 0: dscale[n] = sum_k dwq * (inside ? r - v : clamp bound -wqmax / wqmax)   (LSQ, unscaled)
  * summed in f32, 4 lanes by k mod 4 then (l0 + l2) + (l1 + l3), then the scalar tail (per channel, so
  * independent of the thread count). A NaN weight passes no gradient. dw may equal dwq. Threads split channels.
  */
 export function fake_quant_weight_backward_f32(
-  tid: i32, nt: i32, w: usize, dwq: usize, dw: usize, N: i32, K: i32, scales: usize, accumulate: i32, dscale: usize,
+  tid: i32, nt: i32, w: usize, dwq: usize, dw: usize, N: i32, K: i32, scales: usize, accumulate: i32, dscale: usize, wqmax: i32,
 ): void {
   const n0 = splitStart(N, tid, nt), n1 = splitStart(N, tid + 1, nt);
   const z = f32x4.splat(0);
-  const vlo = f32x4.splat(-127), vhi = f32x4.splat(127);
+  const hi = <f32>wqmax, lo = -hi;
+  const vlo = f32x4.splat(lo), vhi = f32x4.splat(hi);
   for (let n = n0; n < n1; n++) {
     const s = load<f32>(scales + (usize(n) << 2));
     const vs = f32x4.splat(s);
@@ -265,13 +269,13 @@ export function fake_quant_weight_backward_f32(
       const v = load<f32>(w + o) / s;
       const r = nearest<f32>(v);
       const g = load<f32>(dwq + o);
-      const below = r < -127, above = r > 127, inside = !below && !above && r == r;
+      const below = r < lo, above = r > hi, inside = !below && !above && r == r;
       const gi: f32 = inside ? g : 0;
       store<f32>(dw + o, accumulate ? load<f32>(dw + o) + gi : gi);
       if (dscale) {
         if (inside) tS += g * (r - v);
-        else if (below) tS -= g * 127;
-        else if (above) tS += g * 127;
+        else if (below) tS -= g * hi;
+        else if (above) tS += g * hi;
       }
     }
     if (dscale) {

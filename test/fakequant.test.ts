@@ -84,26 +84,32 @@ const CONFIGS = [
   { simd: "baseline", threads: 4 },
 ] as const;
 
-interface LinCase { M: number; inF: number; out: number; qmax: 127 | 255 }
+// wq: the weights' range (default 127, int8); 63 = 7-bit weights with 8-bit activations, the calibration default
+interface LinCase { M: number; inF: number; out: number; qmax: 127 | 255; wq?: 127 | 63 }
 const LIN_CASES: LinCase[] = [
   { M: 9, inF: 7, out: 5, qmax: 127 },
   { M: 33, inF: 64, out: 40, qmax: 127 },
   { M: 20, inF: 33, out: 17, qmax: 255 },
   { M: 2, inF: 256, out: 64, qmax: 127 },
+  { M: 21, inF: 40, out: 19, qmax: 255, wq: 63 },
+  { M: 3, inF: 128, out: 24, qmax: 255, wq: 63 },
 ];
-interface ConvCase { name: string; b: number; h: number; w: number; cin: number; cout: number; k: number; stride: number; pad: Padding4; qmax: 127 | 255 }
+interface ConvCase { name: string; b: number; h: number; w: number; cin: number; cout: number; k: number; stride: number; pad: Padding4; qmax: 127 | 255; wq?: 127 | 63 }
 const CONV_CASES: ConvCase[] = [
   { name: "3x3 s1 p1, cin 4 (conv_in)", b: 2, h: 6, w: 5, cin: 4, cout: 12, k: 3, stride: 1, pad: [1, 1, 1, 1], qmax: 127 },
   { name: "3x3 s1 p1, cin 10 (Cp padding)", b: 1, h: 5, w: 7, cin: 10, cout: 9, k: 3, stride: 1, pad: [1, 1, 1, 1], qmax: 127 },
   { name: "3x3 s2 p1", b: 2, h: 8, w: 6, cin: 8, cout: 16, k: 3, stride: 2, pad: [1, 1, 1, 1], qmax: 255 },
   { name: "3x3 s2 pad (0,1,0,1) (VAE downsample)", b: 1, h: 7, w: 8, cin: 5, cout: 6, k: 3, stride: 2, pad: [0, 0, 1, 1], qmax: 127 },
   { name: "1x1", b: 2, h: 3, w: 4, cin: 19, cout: 11, k: 1, stride: 1, pad: [0, 0, 0, 0], qmax: 255 },
+  { name: "3x3 s1 p1, 7-bit weights", b: 2, h: 5, w: 6, cin: 12, cout: 10, k: 3, stride: 1, pad: [1, 1, 1, 1], qmax: 255, wq: 63 },
+  { name: "3x3 s2 p1, 7-bit weights", b: 1, h: 8, w: 8, cin: 6, cout: 9, k: 3, stride: 2, pad: [1, 1, 1, 1], qmax: 255, wq: 63 },
 ];
 
-/** Activation params for data in [lo, hi] (the engine's formula) at the given qmax. */
-function actFor(lo: number, hi: number, qmax: number): ActQuantParams {
-  return actParamsFromRange(lo, hi, qmax);
+/** Activation params for data in [lo, hi] (the engine's formula) at the given qmax and weight range. */
+function actFor(lo: number, hi: number, qmax: number, wq = 127): ActQuantParams {
+  return actParamsFromRange(lo, hi, qmax, wq);
 }
+const bits = (c: { qmax: number; wq?: number }) => `${c.qmax === 255 ? 8 : 7}-bit activations x ${(c.wq ?? 127) === 63 ? 7 : 8}-bit weights`;
 
 /** Random weights with an all-zero channel (scale 1, q = 0). (Exact .5 ties are exercised by the quantize_weight_i8_packed test.) */
 function weightsFor(out: number, per: number, seed: number): Float32Array {
@@ -131,17 +137,19 @@ describe("fake quantisation: student forward = engine INT8", () => {
   afterAll(() => engines.forEach((e) => e.close()));
 
   for (const c of LIN_CASES)
-    it(`linear M=${c.M} in=${c.inF} out=${c.out} qmax ${c.qmax}: same INT8 weight as prepareLinearInt8, bit-identical output`, () => {
+    it(`linear M=${c.M} in=${c.inF} out=${c.out}, ${bits(c)}: same INT8 weight as prepareLinearInt8, bit-identical output`, () => {
       const seed = c.M * 31 + c.inF * 7 + c.out;
       const x = randArray(c.M * c.inF, seed, -1.5, 2.5), w = weightsFor(c.out, c.inF, seed + 1), bias = randArray(c.out, seed + 2);
-      const act = actFor(-1.2, 2.0, c.qmax); // some inputs clamp at both ends
+      const wq = c.wq ?? 127;
+      const act = actFor(-1.2, 2.0, c.qmax, wq); // some inputs clamp at both ends
       const outs: Float32Array[] = [];
       for (const e of engines)
         outs.push(
           e.scope(() => {
             const wt = e.fromArray(w, [c.out, c.inF]);
-            const scales = weightScalesOf(wt, c.out);
-            expectBits(scales, quantizeWeightsPerChannel(w, c.out, c.inF).scales, "engine weight scales");
+            const scales = weightScalesOf(wt, c.out, wq);
+            expectBits(scales, quantizeWeightsPerChannel(w, c.out, c.inF, wq).scales, "engine weight scales");
+            if (wq === 63) expect(quantizeWeightsWithScalesRef(w, c.out, c.inF, scales, 63).q.some((v) => v === 63 || v === -63)).toBe(true);
             const ref = prepareLinearInt8(e, w, bias, c.out, c.inF, act);
             const fq = createFakeQuantLinear(e, c.out, c.inF, act);
             updateFakeQuantLinear(fq, wt, e.fromArray(bias, [c.out]), scales);
@@ -157,10 +165,11 @@ describe("fake quantisation: student forward = engine INT8", () => {
     });
 
   for (const c of CONV_CASES)
-    it(`conv ${c.name} qmax ${c.qmax}: same INT8 weight as prepareConv2dInt8, bit-identical output`, () => {
+    it(`conv ${c.name}, ${bits(c)}: same INT8 weight as prepareConv2dInt8, bit-identical output`, () => {
       const seed = c.h * 131 + c.cin * 17 + c.cout + c.stride;
       const x = randArray(c.b * c.h * c.w * c.cin, seed, -1, 3), per = c.cin * c.k * c.k, w = weightsFor(c.cout, per, seed + 1), bias = randArray(c.cout, seed + 2);
-      const act = actFor(-0.8, 2.6, c.qmax);
+      const wq = c.wq ?? 127;
+      const act = actFor(-0.8, 2.6, c.qmax, wq);
       const g = { cout: c.cout, cin: c.cin, kh: c.k, kw: c.k, stride: c.stride, padding: c.pad };
       const outs: Float32Array[] = [];
       for (const e of engines)
@@ -169,7 +178,7 @@ describe("fake quantisation: student forward = engine INT8", () => {
             const wt = e.fromArray(w, [c.cout, c.cin, c.k, c.k]);
             const ref = prepareConv2dInt8(e, w, bias, { cout: c.cout, cin: c.cin, kh: c.k, kw: c.k }, { stride: c.stride, padding: c.pad }, act);
             const fq = createFakeQuantConv2d(e, g, act);
-            updateFakeQuantConv2d(fq, wt, e.fromArray(bias, [c.cout]), weightScalesOf(wt, c.cout));
+            updateFakeQuantConv2d(fq, wt, e.fromArray(bias, [c.cout]), weightScalesOf(wt, c.cout, wq));
             sameInt8(fq.int8, ref, `${e.simd}/${e.threads}`);
             expectBits(fq.int8.padBuf.u8(), ref.padBuf.u8(), "zero-point padding", 1);
             const xt = e.fromArray(x, [c.b, c.h, c.w, c.cin]);
@@ -288,23 +297,24 @@ describe("fake quantisation kernels vs the TS references", () => {
     });
   });
 
-  it("weights: the STE mask and the per-channel LSQ sums; bit-identical across builds and threads", () => {
+  for (const wq of [127, 63] as const)
+  it(`weights (range ${wq}): the STE mask and the per-channel LSQ sums; bit-identical across builds and threads`, () => {
     const N = 13, K = 75;
     const w = randArray(N * K, 7, -0.6, 0.6), dwq = randArray(N * K, 8);
-    const base = quantizeWeightsPerChannel(w, N, K).scales;
+    const base = quantizeWeightsPerChannel(w, N, K, wq).scales;
     const scales = base.map((s, i) => (i % 3 === 0 ? s : s * 0.7)); // a third exact, the rest clamp
-    const ref = fakeQuantWeightBackwardRef(w, dwq, N, K, scales);
+    const ref = fakeQuantWeightBackwardRef(w, dwq, N, K, scales, wq);
     let masked = 0;
     for (let i = 0; i < N * K; i++) if (ref.dw[i] === 0) masked++;
     expect(masked).toBeGreaterThan(10);
     const outs = engines.map((e) =>
       e.scope(() => {
         const dw = e.empty([N, K]);
-        const sg = fakeQuantWeightsBackward(e.fromArray(w, [N, K]), e.fromArray(dwq, [N, K]), e.fromArray(scales, [N]), dw, { lsq: true, gradScale: 1 })!;
+        const sg = fakeQuantWeightsBackward(e.fromArray(w, [N, K]), e.fromArray(dwq, [N, K]), e.fromArray(scales, [N]), dw, { lsq: true, gradScale: 1, weightQmax: wq })!;
         expectBits(dw.toArray(), ref.dw, `${e.simd}/${e.threads}: dw`);
         for (let n = 0; n < N; n++) expect(Math.abs(sg[n] - ref.dScale[n])).toBeLessThan(1e-4 * (1 + Math.abs(ref.dScale[n])));
         const dwAcc = e.fromArray(dwq, [N, K]);
-        fakeQuantWeightsBackward(e.fromArray(w, [N, K]), e.fromArray(dwq, [N, K]), e.fromArray(scales, [N]), dwAcc, { accumulate: true });
+        fakeQuantWeightsBackward(e.fromArray(w, [N, K]), e.fromArray(dwq, [N, K]), e.fromArray(scales, [N]), dwAcc, { accumulate: true, weightQmax: wq });
         const a = dwAcc.toArray();
         for (let i = 0; i < N * K; i++) expect(a[i]).toBe(Math.fround(dwq[i] + ref.dw[i]));
         return [dw.toArray(), sg];
@@ -334,15 +344,17 @@ describe("fake quantisation kernels vs the TS references", () => {
     });
   });
 
-  it("quantize_weight_i8_packed: q, q*s and sum q as the engine's quantiser (ties round half to even)", () => {
+  for (const [qmax, wq] of [[127, 127], [255, 63]] as const)
+  it(`quantize_weight_i8_packed, weights in [-${wq}, ${wq}]: q, q*s and sum q as the engine's quantiser (ties round half to even, clamping)`, () => {
     const e = engines[0];
     const N = 6, per = 3 * 9;
     const w = randArray(N * per, 9, -1, 1);
     const scales = Float32Array.from({ length: N }, (_, i) => 0.004 + 0.001 * i);
     for (let k = 0; k < per; k += 4) w[k] = Math.fround((Math.floor(k / 2) - 6 + 0.5) * scales[0]); // exact .5 ties in channel 0
-    const ref = quantizeWeightsWithScalesRef(w, N, per, scales);
+    const ref = quantizeWeightsWithScalesRef(w, N, per, scales, wq);
+    expect(ref.q.some((v) => v === wq) && ref.q.some((v) => v === -wq)).toBe(true); // the clamp is exercised
     e.scope(() => {
-      const fq = createFakeQuantConv2d(e, { cout: N, cin: 3, kh: 3, kw: 3, stride: 1, padding: [1, 1, 1, 1] }, actFor(-1, 1, 127));
+      const fq = createFakeQuantConv2d(e, { cout: N, cin: 3, kh: 3, kw: 3, stride: 1, padding: [1, 1, 1, 1] }, actFor(-1, 1, qmax, wq));
       updateFakeQuantConv2d(fq, e.fromArray(w, [N, 3, 3, 3]), null, scales);
       expectBits(fq.wdq.f32(), ref.wdq, "q * s");
       expectBits(fq.wsum.i32(), ref.wsum, "sum q");
@@ -362,16 +374,17 @@ describe("student layers' backward (masked STE) vs the dense references on dequa
     return g.map((v, i) => (mask[i] !== 0 ? v : 0));
   }
 
-  it("linear: dx = mask_x (dY W^), dw = mask_w (dY^T x^), db, LSQ grads; bit-identical across threads", () => {
+  for (const [qmax, wq] of [[127, 127], [255, 63]] as const)
+  it(`linear, ${bits({ qmax, wq })}: dx = mask_x (dY W^), dw = mask_w (dY^T x^), db, LSQ grads; bit-identical across threads`, () => {
     const M = 24, inF = 18, out = 14;
     const x = randArray(M * inF, 11, -2, 3), w = randArray(out * inF, 12, -0.5, 0.5), dy = randArray(M * out, 13);
-    const act = actFor(-1, 2, 127);
-    const scales = quantizeWeightsPerChannel(w, out, inF).scales.map((s, i) => (i % 2 ? s * 0.8 : s));
-    const q = quantizeWeightsWithScalesRef(w, out, inF, scales);
+    const act = actFor(-1, 2, qmax, wq);
+    const scales = quantizeWeightsPerChannel(w, out, inF, wq).scales.map((s, i) => (i % 2 ? s * 0.8 : s));
+    const q = quantizeWeightsWithScalesRef(w, out, inF, scales, wq);
     const xq = fakeQuantActRef(x, act);
     const ref = linearBackwardRef(xq, q.wdq, dy, M, inF, out);
     const maskX = fakeQuantActBackwardRef(x, new Float32Array(x.length).fill(1), act).dx;
-    const maskW = fakeQuantWeightBackwardRef(w, new Float32Array(w.length).fill(1), out, inF, scales).dw;
+    const maskW = fakeQuantWeightBackwardRef(w, new Float32Array(w.length).fill(1), out, inF, scales, wq).dw;
     const outs = engines.map((e) =>
       e.scope(() => {
         const fq = createFakeQuantLinear(e, out, inF, act);
@@ -391,11 +404,11 @@ describe("student layers' backward (masked STE) vs the dense references on dequa
       if (CONFIGS[t].simd === CONFIGS[0].simd) for (let k = 0; k < 5; k++) expectBits(outs[t][k], outs[0][k], `output ${k}: ${CONFIGS[t].threads} threads vs 1`);
     // LSQ grads agree with the references applied to the dequantised-weight gradient
     const dwq = Float32Array.from(ref.dw);
-    const wRef = fakeQuantWeightBackwardRef(w, dwq, out, inF, scales);
-    const g = 1 / Math.sqrt(inF * 127);
+    const wRef = fakeQuantWeightBackwardRef(w, dwq, out, inF, scales, wq);
+    const g = 1 / Math.sqrt(inF * wq);
     for (let n = 0; n < out; n++) expect(Math.abs(outs[0][3][n] - wRef.dScale[n] * g)).toBeLessThan(1e-4 * (1 + Math.abs(wRef.dScale[n] * g)));
     const aRef = fakeQuantActBackwardRef(x, Float32Array.from(ref.dx), act);
-    const ga = 1 / Math.sqrt(M * inF * 127);
+    const ga = 1 / Math.sqrt(M * inF * qmax);
     expect(Math.abs(outs[0][4][0] - aRef.dScale * ga)).toBeLessThan(1e-4 * (1 + Math.abs(aRef.dScale * ga)));
     expect(Math.abs(outs[0][4][1] - aRef.dOffset * ga)).toBeLessThan(1e-4 * (1 + Math.abs(aRef.dOffset * ga)));
   });

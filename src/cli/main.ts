@@ -9,6 +9,7 @@ import * as calibrate from "./calibrate.ts";
 import * as convert from "./convert.ts";
 import * as evalCmd from "./eval.ts";
 import * as generate from "./generate.ts";
+import * as qatCmd from "./qat.ts";
 import * as sensitivity from "./sensitivity.ts";
 import * as verify from "./verify.ts";
 
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, Command> = {
   eval: evalCmd,
   calibrate,
   convert,
+  qat: qatCmd,
   sensitivity,
 };
 

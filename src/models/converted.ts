@@ -4,7 +4,14 @@
 import { PrecisionError, type Precision } from "./precision.ts";
 
 export const STEPQ_FORMAT = "stepq";
+/**
+ * The version stepq convert writes. Version 2 (written by stepq qat when it needs it) adds to int8 files
+ * per-step activation params (`X.input_scale_steps` / `X.input_zero_point_steps` with the `timesteps`
+ * metadata) and allows weight scales other than max|w| / weight_qmax (learned scales); a version-1 reader
+ * would misread either, so it refuses version 2. This stepq reads both.
+ */
 export const STEPQ_FORMAT_VERSION = "1";
+export const STEPQ_FORMAT_VERSIONS_READ: readonly string[] = ["1", "2"];
 
 /** File of a unet folder holding the converted weights of one precision. */
 export function stepqWeightsName(p: Exclude<Precision, "fp32">): string {
@@ -14,9 +21,23 @@ export function stepqWeightsName(p: Exclude<Precision, "fp32">): string {
 /** Checks a converted file's metadata: format, version and precision. */
 export function checkStepqMetadata(meta: Record<string, string>, want: Exclude<Precision, "fp32">, file: string): void {
   if (meta.format !== STEPQ_FORMAT) throw new PrecisionError(`${file}: not a stepq converted weights file (metadata format ${JSON.stringify(meta.format)})`);
-  if (meta.stepq_format_version !== STEPQ_FORMAT_VERSION)
-    throw new PrecisionError(`${file}: stepq weights format version ${meta.stepq_format_version}, this stepq reads ${STEPQ_FORMAT_VERSION} (re-run stepq convert)`);
+  if (!STEPQ_FORMAT_VERSIONS_READ.includes(meta.stepq_format_version))
+    throw new PrecisionError(`${file}: stepq weights format version ${meta.stepq_format_version}, this stepq reads ${STEPQ_FORMAT_VERSIONS_READ.join(" and ")} (re-run stepq convert)`);
   if (meta.precision !== want) throw new PrecisionError(`${file}: holds ${meta.precision} weights, expected ${want}`);
+}
+
+/** The per-step timestep table of a version-2 int8 file (metadata `timesteps`), or null. */
+export function stepqTimesteps(meta: Record<string, string>, file: string): number[] | null {
+  if (meta.timesteps === undefined) return null;
+  let t: unknown;
+  try {
+    t = JSON.parse(meta.timesteps);
+  } catch {
+    t = null;
+  }
+  if (!Array.isArray(t) || !t.length || !t.every((v) => Number.isFinite(v))) throw new PrecisionError(`${file}: metadata timesteps ${JSON.stringify(meta.timesteps)} is not a list of timesteps`);
+  if (meta.stepq_format_version === "1") throw new PrecisionError(`${file}: per-step timesteps in a version-1 file`);
+  return t as number[];
 }
 
 /** Whether a safetensors file's metadata marks it as stepq converted weights. */

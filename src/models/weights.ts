@@ -28,12 +28,12 @@ import { type Int8StepActs } from "../nn/switch.ts";
 import { prepareConv2d, type ConvWeight, type ConvWeightSwitch } from "../nn/conv.ts";
 import { type ConvShape } from "../nn/pack.ts";
 import { prepareConv2dBf16, prepareLinearBf16 } from "../nn/bf16.ts";
-import { prepareConv2dInt8, prepareLinearInt8 } from "../nn/int8.ts";
+import { prepareConv2dInt8, prepareConv2dInt8Quantized, prepareLinearInt8, prepareLinearInt8Quantized } from "../nn/int8.ts";
 import { createTrainableConv, createTrainableLinear, type TrainableConv, type TrainableLinear } from "../nn/trainable.ts";
 import { actParamsFromRange, type ActQuantParams } from "../nn/quant.ts";
 import { Rng } from "../runtime/random.ts";
 import { actParamsFor, hasPerStepRanges, stepActParamsFor, MissingCalibrationError, SYNTHETIC_ACT_RANGE, SYNTHETIC_ACT_BITS, type Calibration } from "./calibration.ts";
-import { checkStepqMetadata, isStepqFile, weightsForQuantized } from "./converted.ts";
+import { checkStepqMetadata, isStepqFile, stepqTimesteps } from "./converted.ts";
 import { PrecisionError, type PrecisionContext } from "./precision.ts";
 
 export class WeightError extends Error {}
@@ -91,8 +91,11 @@ interface PrecisionState {
  */
 export interface TrainingSetup {
   register(name: string, value: Tensor): void;
-  /** Fake-quantise the conv/linear layers (a QAT student) with activations of 0..qmax; absent: float layers. */
-  quant?: { qmax: number; ranges?: Record<string, { min: number; max: number }> } | null;
+  /**
+   * Fake-quantise the conv/linear layers (a QAT student) with activations of 0..qmax and weights of
+   * [-weightQmax, weightQmax] (default 127); absent: float layers.
+   */
+  quant?: { qmax: number; weightQmax?: number; observer?: "ema" | "minmax"; ranges?: Record<string, { min: number; max: number }> } | null;
   /** The trainable layers built, in order (filled by the store). */
   layers?: (TrainableLinear | TrainableConv)[];
 }
@@ -159,6 +162,11 @@ export class WeightStore {
       setup.ctx.stepTimesteps = cal.timesteps.slice();
     }
     if (cal && cal !== "synthetic" && setup.ctx.loaded.includes("int8") && !files.int8) setup.ctx.int8Calibration = setup.calibrationFile ?? "the calibration given";
+    // a version-2 int8 file with per-step activation params (stepq qat --per-step-scales) brings its own table
+    if (files.int8) {
+      const ts = stepqTimesteps(files.int8.file.metadata, files.int8.file.path);
+      if (ts) setup.ctx.stepTimesteps = ts;
+    }
     this.src.prec = { setup, files, layers: [] };
   }
 
@@ -183,10 +191,10 @@ export class WeightStore {
     return { weight, bias };
   }
 
-  private layerQuant(prefix: string): { qmax: number; range?: { min: number; max: number } | null } | undefined {
+  private layerQuant(prefix: string): { qmax: number; weightQmax?: number; observer?: "ema" | "minmax"; range?: { min: number; max: number } | null } | undefined {
     const q = this.src.training?.quant;
     if (!q) return undefined;
-    return { qmax: q.qmax, range: q.ranges?.[this.prefix + prefix] ?? null };
+    return { qmax: q.qmax, weightQmax: q.weightQmax, observer: q.observer, range: q.ranges?.[this.prefix + prefix] ?? null };
   }
 
   /** The precision setup (null: plain f32 weights). */
@@ -267,7 +275,7 @@ export class WeightStore {
     const eng = this.engine;
     const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
     const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
-    const int8Steps = act ? this.stepActParams(name, act) : undefined;
+    let int8Steps = act ? this.stepActParams(name, act) : undefined;
     const f32 = fromCkpt.length ? await this.linearF32(prefix, out, inF, opts) : null;
     if (!f32) this.markUsedInPrimary(prefix);
     const variants: LinearWeightSwitch["variants"] = {};
@@ -279,7 +287,8 @@ export class WeightStore {
         variants.bf16 = eng.persistent(() => prepareLinearBf16(eng, r.w, r.b, out, inF));
       } else if (st.files.int8) {
         const r = await this.stepqInt8(prefix, shapes, out);
-        variants.int8 = eng.persistent(() => prepareLinearInt8(eng, weightsForQuantized(r.q, r.scales, out, inF, r.act.weightQmax), r.b, out, inF, r.act));
+        variants.int8 = eng.persistent(() => prepareLinearInt8Quantized(eng, r.q, r.scales, r.b, out, inF, r.act));
+        if (r.steps) int8Steps = { global: r.act, steps: r.steps };
       } else variants.int8 = eng.persistent(() => prepareLinearInt8(eng, f32!.w, f32!.b, out, inF, act!));
     }
     st.layers.push(name);
@@ -338,8 +347,8 @@ export class WeightStore {
     return { w, b: await this.stepqBias(p, prefix, n) };
   }
 
-  /** An int8 layer of a stepq file: I8 weights, F32 per-channel scales, activation params, F32 bias. */
-  private async stepqInt8(prefix: string, shapes: number[][], n: number): Promise<{ q: Int8Array; scales: Float32Array; b: Float32Array | null; act: ActQuantParams }> {
+  /** An int8 layer of a stepq file: I8 weights, F32 per-channel scales, activation params (per step too, version 2), F32 bias. */
+  private async stepqInt8(prefix: string, shapes: number[][], n: number): Promise<{ q: Int8Array; scales: Float32Array; b: Float32Array | null; act: ActQuantParams; steps?: ActQuantParams[] }> {
     const t = await this.stepqTensor("int8", `${prefix}.weight`, shapes, "I8");
     const q = new Int8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     const f32 = async (name: string, len: number) => {
@@ -350,10 +359,19 @@ export class WeightStore {
     const scale = (await f32("input_scale", 1))[0];
     const zp = (await this.stepqTensor("int8", `${prefix}.input_zero_point`, [[1]], "I32")).data;
     const zeroPoint = new DataView(zp.buffer, zp.byteOffset, 4).getInt32(0, true);
-    const meta = this.src.prec!.files.int8!.file.metadata;
+    const file = this.src.prec!.files.int8!.file;
+    const meta = file.metadata;
     const qmax = Number(meta.act_qmax ?? 127);
     const weightQmax = Number(meta.weight_qmax ?? 127);
-    return { q, scales, b: await this.stepqBias("int8", prefix, n), act: { scale, zeroPoint, qmax, weightQmax } };
+    const act = { scale, zeroPoint, qmax, weightQmax };
+    const timesteps = stepqTimesteps(meta, file.path);
+    if (!timesteps) return { q, scales, b: await this.stepqBias("int8", prefix, n), act };
+    const T = timesteps.length;
+    const sc = await f32("input_scale_steps", T);
+    const zr = (await this.stepqTensor("int8", `${prefix}.input_zero_point_steps`, [[T]], "I32")).data;
+    const zv = new DataView(zr.buffer, zr.byteOffset, 4 * T);
+    const steps = Array.from({ length: T }, (_, i) => ({ scale: sc[i], zeroPoint: zv.getInt32(4 * i, true), qmax, weightQmax }));
+    return { q, scales, b: await this.stepqBias("int8", prefix, n), act, steps };
   }
 
   /** A conv layer: `${prefix}.weight` [cout, cin, kh, kw] and `${prefix}.bias` [cout] if present. */
@@ -411,7 +429,7 @@ export class WeightStore {
     const per = cin * kh * kw;
     const fromCkpt = ctx.loaded.filter((p) => p === "fp32" || !st.files[p]);
     const act = fromCkpt.includes("int8") ? this.actParams(name) : null;
-    const int8Steps = act ? this.stepActParams(name, act) : undefined;
+    let int8Steps = act ? this.stepActParams(name, act) : undefined;
     const f32 = fromCkpt.length ? await this.convF32(prefix, shape, opts) : null;
     if (!f32) this.markUsedInPrimary(prefix);
     const n = o1 - o0;
@@ -430,7 +448,8 @@ export class WeightStore {
         const q = n !== cout ? r.q.slice(o0 * per, o1 * per) : r.q;
         const sc = n !== cout ? r.scales.slice(o0, o1) : r.scales;
         const b = r.b && n !== cout ? r.b.slice(o0, o1) : r.b;
-        variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, weightsForQuantized(q, sc, n, per, r.act.weightQmax), b, sh, co, r.act));
+        variants.int8 = eng.persistent(() => prepareConv2dInt8Quantized(eng, q, sc, b, sh, co, r.act));
+        if (r.steps) int8Steps = { global: r.act, steps: r.steps };
       } else variants.int8 = eng.persistent(() => prepareConv2dInt8(eng, f32!.w, f32!.b, sh, co, act!));
     }
     st.layers.push(name);

@@ -165,6 +165,47 @@ export function prepareConv2dInt8(eng: Engine, w: ArrayLike<number>, bias: Array
   return { kind: "int8", cout, cin, kh, kw, cp, stride, padding: pad4(opts.padding), padBuf, ...common };
 }
 
+/** Checks stored quantised weights [N, per] and their scales: |q| <= the act params' weight range, scales positive finite f32. */
+function checkQuantized(what: string, q: Int8Array, scales: Float32Array, N: number, per: number, act: ActQuantParams): void {
+  if (q.length !== N * per || scales.length !== N) throw new RangeError(`${what}: ${q.length} weights / ${scales.length} scales for [${N}, ${per}]`);
+  const wq = normalizeActParams(act).weightQmax;
+  for (let i = 0; i < q.length; i++) if (q[i] > wq || q[i] < -wq) throw new RangeError(`${what}: weight ${i} is ${q[i]}, outside the layer's range [-${wq}, ${wq}]`);
+  for (let n = 0; n < N; n++) if (!(scales[n] > 0) || !Number.isFinite(scales[n])) throw new RangeError(`${what}: channel ${n} has weight scale ${scales[n]}`);
+}
+
+/**
+ * INT8 linear weight from already quantised weights q [out, inF] (torch layout) and their per-channel scales
+ * (any positive scales: e.g. learned by QAT; stepq converted files), bit-identical to prepareLinearInt8 when
+ * q and scales are what it would compute.
+ */
+export function prepareLinearInt8Quantized(
+  eng: Engine, q: Int8Array, scales: Float32Array, bias: ArrayLike<number> | null, out: number, inF: number, act: ActQuantParams, path: Int8PathRequest = "auto",
+): LinearWeightInt8 {
+  checkDims("prepareLinearInt8Quantized", out, inF);
+  checkQuantized("prepareLinearInt8Quantized", q, scales, out, inF, act);
+  const kp = roundUp4(inF);
+  const qk = new Int8Array(out * kp);
+  for (let n = 0; n < out; n++) qk.set(q.subarray(n * inF, (n + 1) * inF), n * kp);
+  return { kind: "int8", out, inF, kp, ...prepareInt8Common(eng, qk, Float32Array.from(scales), out, kp, bias, act, path) };
+}
+
+/** INT8 conv weight from quantised weights q [cout, cin, kh, kw] and per-channel scales (see prepareLinearInt8Quantized). */
+export function prepareConv2dInt8Quantized(
+  eng: Engine, q: Int8Array, scales: Float32Array, bias: ArrayLike<number> | null, shape: ConvShape, opts: ConvOptions, act: ActQuantParams, path: Int8PathRequest = "auto",
+): ConvWeightInt8 {
+  const { cout, cin, kh, kw } = shape;
+  checkDims("prepareConv2dInt8Quantized", cout, cin, kh, kw);
+  const stride = opts.stride ?? 1;
+  checkDims("prepareConv2dInt8Quantized stride", stride);
+  checkQuantized("prepareConv2dInt8Quantized", q, scales, cout, cin * kh * kw, act);
+  const cp = roundUp4(cin);
+  const qk = convWeightToKOrder(q, shape, cp, new Int8Array(cout * kh * kw * cp));
+  const common = prepareInt8Common(eng, qk, Float32Array.from(scales), cout, kh * kw * cp, bias, act, path);
+  const padBuf = eng.empty([kw * cp + 16], "u8");
+  padBuf.u8().fill(common.act.zeroPoint);
+  return { kind: "int8", cout, cin, kh, kw, cp, stride, padding: pad4(opts.padding), padBuf, ...common };
+}
+
 /**
  * What this engine's relaxed dot can do, measured once per engine (int8Capabilities):
  * - fusedFaster: the fused relaxed dot-add beats the split sequence in the GEMM kernel itself (speed only;

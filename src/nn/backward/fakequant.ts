@@ -1,8 +1,10 @@
 // Fake quantisation for quantisation-aware training, at exactly the numerics of the engine's INT8
 // inference (src/nn/quant.ts, src/nn/int8.ts, assembly/gemm_int8.ts):
-//   weights     int8 symmetric per output channel: q = clamp(rhe(f32(w / s[n])), -127, 127)
-//   activations per tensor asymmetric: q = clamp(rhe(f32(x * (1/scale))) + zp, 0, qmax), qmax 127 (7-bit,
-//               the engine's default) or 255
+//   weights     symmetric per output channel: q = clamp(rhe(f32(w / s[n])), -wq, wq), wq = the layer's
+//               weightQmax: 127 (int8) or 63 (7-bit weights, paired with 8-bit activations: the
+//               calibration default, src/nn/quant.ts INT8_CALIBRATION_DEFAULT)
+//   activations per tensor asymmetric: q = clamp(rhe(f32(x * (1/scale))) + zp, 0, qmax), qmax 127 (7-bit)
+//               or 255 (8-bit)
 // A student layer's forward IS the engine's INT8 op: its weights are quantised and packed on the engine
 // (quantize_weight_i8_packed) into a LinearWeightInt8 / ConvWeightInt8 that linearInt8 / conv2dInt8 run,
 // so the student computes bit for bit what `stepq generate --precision int8` computes for the same weights,
@@ -10,10 +12,10 @@
 // W^ = q * s (the straight-through estimator: dX = mask_x . (dY W^), dW = mask_w . (dY^T x^)), masked to the
 // clamp range (the gradient passes where the rounded value before clamping lies in [qmin, qmax]).
 //
-// Weight scale formula. The engine uses s[n] = f32(max|w[n]| / 127) with q in [-127, 127] (symmetric,
-// restricted range, so 0 is exact and the i8 x u7 relaxed dot cannot overflow), NOT torch's qint8
-// amax / 127.5 with [-128, 127]. QAT keeps the engine's formula: weightScalesFromRanges() turns (moving-
-// average) per-channel ranges into scales with it; weightScalesOf(w) gives exactly the scales
+// Weight scale formula. The engine uses s[n] = f32(max|w[n]| / wq) with q in [-wq, wq] (symmetric,
+// restricted range, so 0 is exact and the relaxed dot cannot overflow), NOT torch's qint8 amax / 127.5
+// with [-128, 127]. QAT keeps the engine's formula: weightScalesFromRanges() turns (moving-average)
+// per-channel ranges into scales with it; weightScalesOf(w, n, wq) gives exactly the scales
 // quantizeWeightsPerChannel (and so prepareLinearInt8 / the converted-weights loader) computes.
 // Activation params come from a range with the engine's actParamsFromRange (src/nn/quant.ts).
 //
@@ -25,14 +27,14 @@
 //   d xhat / d s    = (q - z) - v inside (v = the value the quantiser rounds: x / s or x * (1/s)),
 //                     the clamp bound outside (qmin - z below, qmax - z above)
 //   d xhat / d beta = 0 inside, 1 outside
-//   g = 1 / sqrt(N * Qp): weights per channel, N = values per channel, Qp = 127; activations per tensor,
+//   g = 1 / sqrt(N * Qp): weights per channel, N = values per channel, Qp = wq; activations per tensor,
 //   N = numel, Qp = qmax (torch's _LearnableFakeQuantize uses its quant_max the same way).
 // Every sum has a fixed order independent of the thread count.
 import type { Engine } from "../../runtime/engine.ts";
 import type { Tensor } from "../../runtime/tensor.ts";
 import type { Padding4 } from "../pack.ts";
 import { conv2dInt8, linearInt8, usesI16Path, type ConvWeightInt8, type Int8RunOptions, type LinearWeightInt8 } from "../int8.ts";
-import { normalizeActParams, type ActQuantParams } from "../quant.ts";
+import { normalizeActParams, WEIGHT_QMAX_DEFAULT, type ActQuantParams } from "../quant.ts";
 import { roundUp4 } from "../pack.ts";
 import { conv2dBackwardInput, conv2dBackwardWeight, convOutputSize, copyBias, runBiasGrad, type ConvBackwardGeometry } from "./conv.ts";
 import { linearBackwardInput, linearBackwardWeight } from "./linear.ts";
@@ -83,15 +85,17 @@ export function movingAverageMinMaxPerChannel(prev: ChannelRanges | null, cur: C
 }
 
 /**
- * The engine's symmetric per-channel weight scales for per-channel ranges: s = f32(max(|min|, |max|) / 127),
- * 1 for an all-zero channel (as quantizeWeightsPerChannel, which uses the current weights' max |w|).
+ * The engine's symmetric per-channel weight scales for per-channel ranges: s = f32(max(|min|, |max|) / wq),
+ * 1 for an all-zero channel (as quantizeWeightsPerChannel, which uses the current weights' max |w|);
+ * wq = the weights' range, 127 (int8) or 63 (7-bit).
  */
-export function weightScalesFromRanges(r: ChannelRanges): Float32Array {
+export function weightScalesFromRanges(r: ChannelRanges, wq: number = WEIGHT_QMAX_DEFAULT): Float32Array {
+  checkWeightQmax(wq);
   const s = new Float32Array(r.min.length);
   for (let i = 0; i < s.length; i++) {
     const m = Math.max(Math.abs(r.min[i]), Math.abs(r.max[i]));
     if (!Number.isFinite(m)) throw new RangeError(`weightScalesFromRanges: channel ${i} has a non-finite range [${r.min[i]}, ${r.max[i]}]`);
-    s[i] = m > 0 ? fr(m / 127) : 1;
+    s[i] = m > 0 ? fr(m / wq) : 1;
   }
   return s;
 }
@@ -136,9 +140,13 @@ export function channelRanges(w: Tensor, channels: number): ChannelRanges {
   return { min, max };
 }
 
-/** The scales quantizeWeightsPerChannel computes from the current weights w [channels, ...]: f32(max|w| / 127). */
-export function weightScalesOf(w: Tensor, channels: number): Float32Array {
-  return weightScalesFromRanges(channelRanges(w, channels));
+/** The scales quantizeWeightsPerChannel computes from the current weights w [channels, ...]: f32(max|w| / wq). */
+export function weightScalesOf(w: Tensor, channels: number, wq: number = WEIGHT_QMAX_DEFAULT): Float32Array {
+  return weightScalesFromRanges(channelRanges(w, channels), wq);
+}
+
+function checkWeightQmax(wq: number): void {
+  if (wq !== 127 && wq !== 63) throw new RangeError(`weight qmax must be 127 (int8) or 63 (7-bit), got ${wq}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,6 +179,8 @@ export interface FakeQuantBackwardOptions {
   lsq?: boolean;
   /** LSQ gradient scale g (default 1 / sqrt(N * Qp), see the header). */
   gradScale?: number;
+  /** Weights only: their range, 127 (int8, default) or 63 (7-bit). */
+  weightQmax?: number;
 }
 
 /**
@@ -207,20 +217,23 @@ export function fakeQuantActivationsBackward(x: Tensor, dxq: Tensor, act: ActQua
 
 /**
  * Backward of the weight fake quantisation for w [N, ...] (torch layout) with per-channel scales:
- * dw (+)= dwq where rhe(f32(w / s)) lies in [-127, 127], else 0. With lsq, returns d loss / d s[n]
- * (times g = 1 / sqrt(K * 127) per channel of K values, unless gradScale is given). dw may be dwq.
+ * dw (+)= dwq where rhe(f32(w / s)) lies in [-wq, wq] (wq = opts.weightQmax, default 127), else 0. With lsq,
+ * returns d loss / d s[n] (times g = 1 / sqrt(K * wq) per channel of K values, unless gradScale is given).
+ * dw may be dwq.
  */
 export function fakeQuantWeightsBackward(w: Tensor, dwq: Tensor, scales: Tensor, dw: Tensor, opts: Omit<FakeQuantBackwardOptions, "out"> = {}): Float32Array | null {
   for (const t of [w, dwq, scales, dw]) t.f32();
   const N = scales.size;
   if (dwq.size !== w.size || dw.size !== w.size || w.size % N !== 0) throw new RangeError(`fakeQuantWeightsBackward: w [${w.shape}], dwq [${dwq.shape}], dw [${dw.shape}] and ${N} scales do not match`);
   const K = w.size / N;
+  const wq = opts.weightQmax ?? WEIGHT_QMAX_DEFAULT;
+  checkWeightQmax(wq);
   const eng = w.engine;
   const ds = opts.lsq ? eng.alloc(N * 4) : 0;
   try {
-    eng.run("fake_quant_weight_backward_f32", w.ptr, dwq.ptr, dw.ptr, N, K, scales.ptr, opts.accumulate ? 1 : 0, ds);
+    eng.run("fake_quant_weight_backward_f32", w.ptr, dwq.ptr, dw.ptr, N, K, scales.ptr, opts.accumulate ? 1 : 0, ds, wq);
     if (!opts.lsq) return null;
-    const g = opts.gradScale ?? 1 / Math.sqrt(K * 127);
+    const g = opts.gradScale ?? 1 / Math.sqrt(K * wq);
     return Float32Array.from(new Float32Array(eng.memory.buffer, ds, N), (v) => v * g);
   } finally {
     if (ds) eng.free(ds);
@@ -275,8 +288,9 @@ function int8Buffers(eng: Engine, N: number, K: number, per: number, act: ActQua
 }
 
 /**
- * A fake-quantised linear layer [out, inF] with activation params act (its qmax decides the kernel path
- * and packing; it cannot change later). Call updateFakeQuantLinear before the first forward.
+ * A fake-quantised linear layer [out, inF] with activation params act (its qmax and weightQmax decide the
+ * kernel path, the packing and the weights' range; they cannot change later). Call updateFakeQuantLinear
+ * before the first forward.
  */
 export function createFakeQuantLinear(eng: Engine, out: number, inF: number, act: ActQuantParams): FakeQuantLinear {
   if (!(Number.isInteger(out) && out > 0 && Number.isInteger(inF) && inF > 0)) throw new RangeError(`createFakeQuantLinear: invalid dims out=${out}, in=${inF}`);
@@ -321,11 +335,12 @@ function updateCommon(
   if (act) {
     const a = normalizeActParams(act);
     if (a.qmax !== q.act.qmax) throw new RangeError(`${what}: the layer was created for activation qmax ${q.act.qmax}, got ${a.qmax}`);
+    if (a.weightQmax !== q.act.weightQmax) throw new RangeError(`${what}: the layer was created for weight qmax ${q.act.weightQmax}, got ${a.weightQmax}`);
     q.act = a;
     if ("padBuf" in q) q.padBuf.u8().fill(a.zeroPoint);
   }
   fq.scales.f32().set(s);
-  w.engine.run("quantize_weight_i8_packed", w.ptr, N, cin, taps, cp, fq.scales.ptr, q.packed.ptr, q.i16Path ? 1 : 0, fq.wsum.ptr, fq.wdq.ptr);
+  w.engine.run("quantize_weight_i8_packed", w.ptr, N, cin, taps, cp, fq.scales.ptr, q.packed.ptr, q.i16Path ? 1 : 0, fq.wsum.ptr, fq.wdq.ptr, q.act.weightQmax);
   q.weightScales.set(s);
   q.weightSums.set(fq.wsum.i32());
   // the epilogue terms exactly as src/nn/int8.ts writes them: corr = zp * sum q, scale = f32(sx * sw)
@@ -398,7 +413,7 @@ function fqBackward(
       const dwq = eng.empty([w.size]);
       weightGrad(xq, dwq);
       const target = grads.dw ?? dwq;
-      const sg = fakeQuantWeightsBackward(w, dwq, fq.scales, target, { accumulate: accumulate && !!grads.dw, lsq: grads.lsq });
+      const sg = fakeQuantWeightsBackward(w, dwq, fq.scales, target, { accumulate: accumulate && !!grads.dw, lsq: grads.lsq, weightQmax: act.weightQmax });
       if (sg) r.weightScaleGrads = sg;
     }
     if (grads.db) runBiasGrad(eng, dy.ptr, rows, N, grads.db.ptr, accumulate);

@@ -6,17 +6,17 @@ import { normalizeActParams, roundHalfEven, type ActQuantParams } from "../quant
 const fr = Math.fround;
 
 /**
- * Per-channel symmetric int8 with given scales, as the engine quantises: q = clamp(rhe(f32(w / s[n])),
- * -127, 127) for w [N, per] (torch layout flattened); wdq = f32(q * s[n]); wsum[n] = sum q.
+ * Per-channel symmetric quantisation with given scales, as the engine quantises: q = clamp(rhe(f32(w / s[n])),
+ * -wq, wq) for w [N, per] (torch layout flattened; wq 127: int8, 63: 7-bit); wdq = f32(q * s[n]); wsum[n] = sum q.
  */
-export function quantizeWeightsWithScalesRef(w: ArrayLike<number>, N: number, per: number, scales: ArrayLike<number>): { q: Int8Array; wdq: Float32Array; wsum: Int32Array } {
+export function quantizeWeightsWithScalesRef(w: ArrayLike<number>, N: number, per: number, scales: ArrayLike<number>, wq = 127): { q: Int8Array; wdq: Float32Array; wsum: Int32Array } {
   const q = new Int8Array(N * per), wdq = new Float32Array(N * per), wsum = new Int32Array(N);
   for (let n = 0; n < N; n++) {
     const s = fr(scales[n]);
     for (let k = 0; k < per; k++) {
       let r = roundHalfEven(fr(fr(w[n * per + k]) / s));
       if (r !== r) r = 0;
-      r = Math.max(-127, Math.min(127, r));
+      r = Math.max(-wq, Math.min(wq, r));
       q[n * per + k] = r;
       wdq[n * per + k] = fr(r * s);
       wsum[n] += r;
@@ -72,10 +72,10 @@ export function fakeQuantActBackwardRef(x: ArrayLike<number>, dy: ArrayLike<numb
 }
 
 /**
- * Weight fake-quant backward per channel of w [N, K] with scales s: dw = dwq where -127 <= rhe(f32(w / s)) <= 127,
- * else 0; dScale[n] = sum_k dwq * (inside ? r - v : -127 / 127), f64, unscaled.
+ * Weight fake-quant backward per channel of w [N, K] with scales s: dw = dwq where -wq <= rhe(f32(w / s)) <= wq,
+ * else 0; dScale[n] = sum_k dwq * (inside ? r - v : -wq / wq), f64, unscaled (wq 127: int8, 63: 7-bit).
  */
-export function fakeQuantWeightBackwardRef(w: ArrayLike<number>, dwq: ArrayLike<number>, N: number, K: number, scales: ArrayLike<number>): { dw: Float32Array; dScale: Float64Array } {
+export function fakeQuantWeightBackwardRef(w: ArrayLike<number>, dwq: ArrayLike<number>, N: number, K: number, scales: ArrayLike<number>, wq = 127): { dw: Float32Array; dScale: Float64Array } {
   const dw = new Float32Array(N * K), dScale = new Float64Array(N);
   for (let n = 0; n < N; n++) {
     const s = fr(scales[n]);
@@ -85,8 +85,8 @@ export function fakeQuantWeightBackwardRef(w: ArrayLike<number>, dwq: ArrayLike<
       const r = roundHalfEven(v);
       const g = fr(dwq[i]);
       if (r !== r) continue;
-      if (r < -127) dScale[n] -= g * 127;
-      else if (r > 127) dScale[n] += g * 127;
+      if (r < -wq) dScale[n] -= g * wq;
+      else if (r > wq) dScale[n] += g * wq;
       else {
         dw[i] = g;
         dScale[n] += g * fr(r - v);
