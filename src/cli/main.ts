@@ -9,6 +9,7 @@ import * as convert from "./convert.ts";
 import * as evalCmd from "./eval.ts";
 import * as generate from "./generate.ts";
 import * as sensitivity from "./sensitivity.ts";
+import * as serve from "./serve.ts";
 import * as verify from "./verify.ts";
 
 interface Command {
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, Command> = {
   calibrate,
   convert,
   sensitivity,
+  serve,
 };
 
 function version(): string {
