@@ -31,7 +31,16 @@ if (!process.argv.includes("--wasm-only")) {
   });
   fs.copyFileSync(path.join(root, "src/runtime/worker.js"), path.join(root, "dist/worker.js"));
   // the library for browsers: no Node shims; node: imports (reached only on Node/Deno code paths, see
-  // src/runtime/env.ts) stay external, and pngjs comes as its own self-contained browser build
+  // src/runtime/env.ts) stay external, and pngjs comes as its own self-contained browser build, which also
+  // writes the PNGs there with the pako it carries (src/io/png.ts: the Node/Deno-only imports of pngjs's
+  // packer and of pako become null)
+  const pngjsForBrowsers = {
+    name: "pngjs-for-browsers",
+    setup(b) {
+      b.onResolve({ filter: /^(pngjs\/lib\/packer\.js|pako)$/ }, (a) => ({ path: a.path, namespace: "stepq-null" }));
+      b.onLoad({ filter: /.*/, namespace: "stepq-null" }, () => ({ contents: "export default null;", loader: "js" }));
+    },
+  };
   await esbuild.build({
     entryPoints: { "stepq.browser": path.join(root, "src/index.ts") },
     outdir: path.join(root, "dist"),
@@ -41,8 +50,29 @@ if (!process.argv.includes("--wasm-only")) {
     target: "es2022",
     external: ["node:*"],
     alias: { pngjs: "pngjs/browser.js" },
+    plugins: [pngjsForBrowsers],
     sourcemap: true,
     logLevel: "warning",
   });
-  console.log("build: dist/ bundled (node: index.js, cli.js; browser: stepq.browser.js)");
+  // the demo page (src/browser): its script and its engine worker, which imports the library bundle above
+  // as an application would ("./stepq.browser.js" beside it) rather than carrying a second copy
+  const libraryAsBundle = {
+    name: "library-as-bundle",
+    setup(b) {
+      b.onResolve({ filter: /^\.\.\/index\.ts$/ }, () => ({ path: "./stepq.browser.js", external: true }));
+    },
+  };
+  await esbuild.build({
+    entryPoints: { demo: path.join(root, "src/browser/page.ts"), "demo-worker": path.join(root, "src/browser/engine-worker.ts") },
+    outdir: path.join(root, "dist"),
+    bundle: true,
+    platform: "browser",
+    format: "esm",
+    target: "es2022",
+    plugins: [libraryAsBundle],
+    sourcemap: true,
+    logLevel: "warning",
+  });
+  fs.copyFileSync(path.join(root, "src/browser/index.html"), path.join(root, "dist/demo.html"));
+  console.log("build: dist/ bundled (node: index.js, cli.js; browser: stepq.browser.js; demo page: demo.html, demo.js, demo-worker.js)");
 }

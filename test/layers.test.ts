@@ -1,6 +1,6 @@
 // The layer order of docs/architecture.md, checked on the import statements of every source file:
 //   assembly/abi.ts → src/runtime → src/io, src/nn → src/models → src/pipeline → src/train → src/tools
-//   → weights-tools → src/cli
+//   → weights-tools → src/cli, src/browser (the demo page and its engine worker: the library's browser users)
 // A file may import its own layer and the layers below it, never above; io and nn (the same level) do not
 // import each other; there are no import cycles; and only src/cli imports node: modules, except that
 // src/runtime/env.ts loads them dynamically (the one place that knows the runtime).
@@ -22,6 +22,7 @@ const LAYERS: [prefix: string, rank: number][] = [
   ["src/index.ts", 7],
   ["weights-tools/", 7],
   ["src/cli/", 8],
+  ["src/browser/", 8],
 ];
 
 function layerOf(file: string): { name: string; rank: number } | null {
@@ -104,6 +105,13 @@ describe("layers", () => {
     };
     for (const f of files) if (!state.get(f)) visit(f, [f]);
     expect(cycles).toEqual([]);
+  });
+
+  it("src/browser uses the library only through src/index.ts (its bundle maps that import to stepq.browser.js)", () => {
+    const bad: string[] = [];
+    for (const f of files.filter((f) => f.startsWith("src/browser/")))
+      for (const { spec } of importsOf(f)) if (spec !== "../index.ts" && !spec.startsWith("./")) bad.push(`${f} imports ${spec}`);
+    expect(bad).toEqual([]);
   });
 
   it("only src/cli and weights-tools import node: modules; below them only runtime/env.ts, dynamically", () => {

@@ -11,6 +11,7 @@ import * as evalCmd from "./eval.ts";
 import * as generate from "./generate.ts";
 import * as qatCmd from "./qat.ts";
 import * as sensitivity from "./sensitivity.ts";
+import * as serve from "./serve.ts";
 import * as verify from "./verify.ts";
 
 interface Command {
@@ -28,6 +29,7 @@ const COMMANDS: Record<string, Command> = {
   convert,
   qat: qatCmd,
   sensitivity,
+  serve,
 };
 
 function version(): string {

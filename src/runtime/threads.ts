@@ -14,11 +14,19 @@ type KernelFn = (...args: number[]) => void;
 
 export class KernelError extends Error {}
 
+/**
+ * A control buffer the workers share. A browser page that is not cross-origin isolated has no
+ * SharedArrayBuffer (its shared wasm memory still works, on one thread): a pool of one shares nothing.
+ */
+function controlBuffer(bytes: number): ArrayBufferLike {
+  return typeof SharedArrayBuffer === "function" ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
+}
+
 export class ThreadPool {
-  private ctrl = new Int32Array(new SharedArrayBuffer(64));
-  private argsBuf = new SharedArrayBuffer(MAX_ARGS * 8);
+  private ctrl = new Int32Array(controlBuffer(64));
+  private argsBuf = controlBuffer(MAX_ARGS * 8);
   private args = new Float64Array(this.argsBuf);
-  private errBuf = new SharedArrayBuffer(1024);
+  private errBuf = controlBuffer(1024);
   private workers: WorkerHandle[] = [];
   private closed = false;
   /** Browsers forbid Atomics.wait on the main thread: spin there instead. */
@@ -33,6 +41,8 @@ export class ThreadPool {
   ) {}
 
   static async create(threads: number, module: WebAssembly.Module, memory: WebAssembly.Memory, mainInstance: WebAssembly.Instance): Promise<ThreadPool> {
+    if (threads > 1 && typeof SharedArrayBuffer !== "function")
+      throw new KernelError(`${threads} threads need SharedArrayBuffer, which this host does not offer (a browser page must be cross-origin isolated: COOP/COEP headers); use 1 thread`);
     const names = Object.keys(mainInstance.exports).filter((n) => typeof mainInstance.exports[n] === "function");
     const fns = names.map((n) => mainInstance.exports[n] as KernelFn);
     const pool = new ThreadPool(threads, fns, names, mainInstance.exports);
