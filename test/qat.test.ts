@@ -6,6 +6,7 @@
 // - interrupted (a checkpoint, as on Ctrl-C) and resumed, a run gives exactly the weights of an uninterrupted run;
 // - the memory plan refuses what cannot fit the engine, with the numbers (SD 1.5; a too-small --memory);
 // - a training step stays within the memory plan.
+import { engineFlags } from "../bin/engine-flags.js";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -120,8 +121,8 @@ describe("QAT + KD", () => {
   it("Ctrl-C: stepq qat finishes the step, writes a checkpoint and exits 130; --resume completes the run", async () => {
     const out = path.join(tmp, "sigint");
     const args = ["qat", "--model", model, "--data", data, "--out", out, "--steps", "12", "--batch", "1", "--threads", "1", "--link", "symlink", "--calibration-batches", "1", "--val-batches", "0"];
-    // the CLI itself (bin/stepq.js re-runs Node with these flags; a terminal's Ctrl-C reaches both processes)
-    const child = spawn(process.execPath, ["--experimental-wasm-relaxed-simd", "--no-liftoff", path.join(root, "dist", "cli.js"), ...args], { cwd: tmp });
+    // the CLI itself, with the flags this Node needs (bin/stepq.js passes the same)
+    const child = spawn(process.execPath, [...engineFlags(), path.join(root, "dist", "cli.js"), ...args], { cwd: tmp });
     let err = "";
     const code = await new Promise<number | null>((resolve) => {
       child.stderr.on("data", (d) => {

@@ -185,9 +185,14 @@ export async function run(argv: string[]): Promise<number> {
   const logFd = logFile ? fs.openSync(logFile, v.resume ? "a" : "w") : -1;
   const tty = !!process.stderr.isTTY && !quiet;
   let interrupted = false;
+  let interruptedAt = 0;
   const onSigint = () => {
-    if (interrupted) process.exit(130);
+    // a second SIGINT within a second is the same Ctrl-C: on Node 20 the launcher (bin/stepq.js) forwards the
+    // terminal's SIGINT to this process, which got it from the terminal too
+    if (interrupted && performance.now() - interruptedAt > 1000) process.exit(130);
+    if (interrupted) return;
     interrupted = true;
+    interruptedAt = performance.now();
     say("interrupted: finishing this step and writing a checkpoint (Ctrl-C again to quit without one)");
   };
   process.on("SIGINT", onSigint);
