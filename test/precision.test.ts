@@ -175,6 +175,33 @@ describe("UNet at a per-step precision (unet-sd15-tiny)", () => {
     expect(held / fp32Bytes).toBeLessThan(2);
   });
 
+  it("INT8 attention (setInt8Attention): only the int8 calls change, close to f32 attention, deterministic", async () => {
+    const u = await loadUNet(eng, unetDir, { precisions: ["bf16", "int8"], calibration });
+    expect(u.int8Attention).toBe(false);
+    for (const c of cases) {
+      const ref = golden.get(c.expected.sample).data;
+      u.setInt8Attention(false);
+      u.setPrecision("int8");
+      const q = run(u, c);
+      u.setPrecision("bf16");
+      const b = run(u, c);
+      u.setInt8Attention(true);
+      const b2 = run(u, c);
+      u.setPrecision("int8");
+      const qa = run(u, c);
+      const qa2 = run(u, c);
+      expect(Array.from(b2)).toEqual(Array.from(b)); // bf16 steps keep f32 attention
+      expect(Array.from(qa)).not.toEqual(Array.from(q)); // int8 steps now run INT8 attention
+      expect(Array.from(qa2)).toEqual(Array.from(qa));
+      const eq = maxAbsRelToMax(q, ref), ea = maxAbsRelToMax(qa, ref);
+      console.log(`[precision] t=${c.inputs.timestep}: int8 ${eq.toExponential(2)}, int8 + INT8 attention ${ea.toExponential(2)} (vs diffusers fp32)`);
+      expect(ea).toBeLessThan(Math.max(2 * eq, 0.1));
+    }
+    u.setInt8Attention(false);
+    const f = await loadUNet(eng, unetDir, { precisions: ["bf16"] });
+    expect(() => f.setInt8Attention(true)).toThrow(/needs the int8 precision loaded/);
+  });
+
   it("only the listed precisions are built; errors name what is missing", async () => {
     const u = await loadUNet(eng, unetDir, { precisions: ["bf16"] });
     expect(u.precision).toBe("bf16");

@@ -19,6 +19,7 @@ per call (median and min), peak memory, threads, SIMD build, runtime and precisi
                            (unet/stepq-calibration.json, or --calibration) when there is one, else a fixed
                            synthetic activation range (random weights: always): latency is the same, and
                            the result says which (act_ranges)
+  --int8-attention         int8: attention (QK^T, P.V) on the INT8 kernels too (default f32 attention)
   --batch N                batch (default 2: one classifier-free-guidance call)
   --size N                 latent height = width (default: the config's sample_size, 64 for SD 1.5)
   --iters N                timed calls (default 3)
@@ -126,6 +127,7 @@ async function runUNet(argv: string[], io: BenchIo): Promise<number> {
     warmup: { type: "string" },
     profile: { type: "boolean" },
     "random-weights": { type: "boolean" },
+    "int8-attention": { type: "boolean" },
   }, true);
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const v = values as Record<string, unknown>;
@@ -144,6 +146,7 @@ async function runUNet(argv: string[], io: BenchIo): Promise<number> {
     profile: !!v.profile,
     randomWeights: !!v["random-weights"],
     calibration: c.calibration,
+    int8Attention: !!v["int8-attention"],
     onProgress: progressPrinter(io, !!v.quiet),
   });
   if (v.json) io.out(JSON.stringify(r) + "\n");
@@ -161,6 +164,7 @@ export function formatUNet(r: UNetBenchResult): string {
       (r.max_rss_bytes ? `, peak RSS ${mib(r.max_rss_bytes)}` : ""),
     `  runtime       ${r.runtime} (V8 ${r.v8}), ${r.simd} SIMD, ${r.threads} thread${r.threads > 1 ? "s" : ""}; model built in ${r.build_seconds.toFixed(1)} s`,
     ...(r.int8_dot ? [`  int8 dot      ${r.int8_dot}`] : []),
+    ...(r.int8_attention !== undefined ? [`  attention     ${r.int8_attention ? "INT8 (QK^T and P.V on the INT8 kernels)" : "f32"}`] : []),
     `  machine       load average ${r.load_before ?? "?"} before the timed calls, ${r.load_after ?? "?"} after (this process included); ` +
       `CPU share ${r.cpu_share === null ? "?" : `${Math.round(r.cpu_share * 100)}%`} of ${r.threads} x wall time (below ~90%: other processes took the cores)`,
   ];

@@ -36,6 +36,8 @@ Options:
   --schedule LIST          per-step precisions, e.g. bf16*5,int8*40,bf16*5 (instead of --precision)
   --calibration FILE       INT8 activation ranges (default: MODEL/unet/stepq-calibration.json; stepq
                            calibrate makes it)
+  --int8-attention         the int8 steps run attention (QK^T, P.V) on the INT8 kernels too (default: f32
+                           attention at every precision, as the paper; docs/quality.md measures both)
   --seed0 N                seed of image 0 (default 0)
   --batch N                images per UNet/VAE call (default 20, at most n); every image is bit-identical to
                            generating it alone, so results do not depend on N (only speed and memory do)
@@ -105,6 +107,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     precision: { type: "string" },
     schedule: { type: "string" },
     calibration: { type: "string" },
+    "int8-attention": { type: "boolean" },
     seed0: { type: "string" },
     batch: { type: "string" },
     ...ENGINE_OPTIONS,
@@ -192,6 +195,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       scheduler,
       precision,
       calibration: int8 ? calibration : undefined,
+      int8Attention: !!v["int8-attention"],
       seed0,
       batch,
       threads,

@@ -40,6 +40,8 @@ Options:
   --calibration FILE       INT8 activation ranges (default: MODEL/unet/stepq-calibration.json); a warning when
                            the run has no int8 step, an error when the model has converted int8 weights
                            (unet/stepq-int8.safetensors: they hold their own ranges)
+  --int8-attention         the int8 steps run attention (QK^T, P.V) on the INT8 kernels too (default: f32
+                           attention at every precision, as the paper)
   --latents FILE           start from these latents instead of seeded noise: a safetensors file with
                            one tensor of shape [1,4,H/8,W/8] (unscaled noise; H/4,W/4 for
                            fashion-sd-tiny, whose VAE has 3 levels)
@@ -104,6 +106,7 @@ export async function run(argv: string[]): Promise<number> {
       precision: { type: "string" },
       schedule: { type: "string" },
       calibration: { type: "string" },
+      "int8-attention": { type: "boolean" },
       ...ENGINE_OPTIONS,
       out: { type: "string", short: "o" },
       ...FORCE_OPTION,
@@ -179,6 +182,7 @@ export async function run(argv: string[]): Promise<number> {
     precisions: schedule.toLoad,
     // (calibrationFlag has warned when the run has no int8 step)
     calibration: schedule.used.includes("int8") ? calibration : undefined,
+    int8Attention: !!v["int8-attention"],
   });
   try {
     if (latentShape) {

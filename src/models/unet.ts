@@ -11,6 +11,7 @@ import { linear, type LinearWeight } from "../nn/linear.ts";
 import { conv2d, type ConvWeight } from "../nn/conv.ts";
 import { groupNorm, layerNorm } from "../nn/norm.ts";
 import { attention } from "../nn/attention.ts";
+import type { PrecisionSelector } from "../nn/switch.ts";
 import { add, silu, geglu, upsample2x, concatChannels, scale } from "../nn/elementwise.ts";
 import { assertSupported, unetAttentionHeads, UNET_SUPPORTED, type UNetConfig } from "./config.ts";
 import { WeightStore, type NormParams } from "./weights.ts";
@@ -65,6 +66,7 @@ class CrossAttention {
     private toV: LinearWeight,
     private toOut: LinearWeight,
     private heads: number,
+    private ctx: PrecisionSelector | null,
   ) {}
 
   static async load(ws: WeightStore, prefix: string, dim: number, contextDim: number, heads: number): Promise<CrossAttention> {
@@ -74,6 +76,7 @@ class CrossAttention {
       await ws.linear(`${prefix}.to_v`, dim, contextDim, { bias: false }),
       await ws.linear(`${prefix}.to_out.0`, dim, dim),
       heads,
+      ws.precisionSetup?.ctx ?? null,
     );
   }
 
@@ -84,7 +87,8 @@ class CrossAttention {
       const q = linear(x, this.toQ);
       const k = linear(c, this.toK);
       const v = linear(c, this.toV);
-      return linear(attention(q, k, v, this.heads), this.toOut);
+      const int8 = !!this.ctx?.int8Attention && this.ctx.current === "int8";
+      return linear(attention(q, k, v, this.heads, int8 ? { int8: true } : {}), this.toOut);
     });
   }
 }
@@ -427,6 +431,19 @@ export class UNet {
       throw new PrecisionError(`UNet: precision ${p} is not loaded (this UNet was loaded with plain fp32 weights); load it with precisions [${p}]`);
     }
     selectPrecision(this.ctx, p, "UNet");
+  }
+
+  /**
+   * Whether the int8 steps also run attention (QK^T, P.V) on the INT8 kernels (default false: f32 attention
+   * at every precision, as the paper). Needs the int8 precision loaded.
+   */
+  setInt8Attention(on: boolean): void {
+    if (on && !this.ctx?.loaded.includes("int8")) throw new PrecisionError("UNet: INT8 attention needs the int8 precision loaded");
+    if (this.ctx) this.ctx.int8Attention = on;
+  }
+
+  get int8Attention(): boolean {
+    return !!this.ctx?.int8Attention;
   }
 
   /** The shared selector of the switch weights (null for a plain fp32 model); `observe` hooks calibration. */

@@ -18,6 +18,11 @@ export interface PrecisionSelector {
    * calibrated timesteps (src/models/precision.ts setCallTimestep); -1 or absent: the global ranges.
    */
   stepIndex?: number;
+  /**
+   * Run the attention of the int8 steps on the INT8 kernels too (src/nn/attention-int8.ts) instead of f32;
+   * default off: docs/quality.md and docs/performance.md measure both.
+   */
+  int8Attention?: boolean;
 }
 
 /** A switch weight's INT8 activation params per calibrated timestep (aligned with the model's list) and global. */

@@ -69,6 +69,8 @@ export interface PipelineLoadOptions {
   precisions?: Precision[];
   /** INT8 activation ranges (a stepq calibrate file); default: <model>/unet/stepq-calibration.json. */
   calibration?: string;
+  /** The int8 steps run attention on the INT8 kernels too (default false: f32 attention, as the paper). */
+  int8Attention?: boolean;
 }
 
 export interface StepInfo {
@@ -280,6 +282,7 @@ export class StableDiffusionPipeline {
     try {
       const textEncoder = await loadClipTextModel(engine, joinLocation(dir, "text_encoder"));
       const unet = await loadUNet(engine, joinLocation(dir, "unet"), opts.precisions ? { precisions: opts.precisions, calibration: opts.calibration } : {});
+      if (opts.int8Attention && opts.precisions?.includes("int8")) unet.setInt8Attention(true);
       const vae = await loadVae(engine, joinLocation(dir, "vae"), { encoder: false });
       const pipe = new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
       const batch = opts.batch ?? 1;

@@ -169,6 +169,8 @@ export interface UNetBenchOptions {
   calibration?: string;
   /** Timestep passed to the UNet (default 500). */
   timestep?: number;
+  /** int8: attention on the INT8 kernels too (default false). */
+  int8Attention?: boolean;
   /** Progress messages (building the model, each call); `fraction` of the model built when known. */
   onProgress?: (message: string, fraction?: number) => void;
 }
@@ -187,6 +189,8 @@ export interface UNetBenchResult {
   /** int8: the prepared INT8 layers by kernel dot path (fused-8bit, fused-7bit, split-7bit, i16), and a one-line summary. */
   int8_dot_paths?: Record<string, number>;
   int8_dot?: string;
+  /** int8: whether attention ran on the INT8 kernels. */
+  int8_attention?: boolean;
   params: number;
   batch: number;
   latent_size: number;
@@ -246,6 +250,7 @@ function fillNormal(dst: Float32Array, rng: Rng): void {
 export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult> {
   const precision = opts.precision ?? "fp32";
   if (!(PRECISIONS as readonly string[]).includes(precision)) throw new BenchError(`precision must be one of ${PRECISIONS.join(", ")}, got "${precision}"`);
+  if (opts.int8Attention && precision !== "int8") throw new BenchError("--int8-attention applies to --precision int8");
   const avail = precisionAvailable(precision);
   if (!avail.ok) throw new BenchError(avail.reason);
   const src = await resolveUNetSource(opts.config);
@@ -308,6 +313,7 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
           ? await UNet.fromConfig(eng, cfg, ws, seed)
           : await UNet.fromConfig(eng, cfg, ws, seed, { precisions: [precision], calibration: precision === "int8" ? calibration : undefined });
       if (!random) ws.assertAllUsed("UNet2DConditionModel");
+      if (opts.int8Attention) unet.setInt8Attention(true);
     } finally {
       ws.close();
     }
@@ -392,7 +398,7 @@ export async function benchUNet(opts: UNetBenchOptions): Promise<UNetBenchResult
       load_after: loadAverage(),
       cpu_share: cpu0 !== null && cpu1 !== null ? Math.round(((cpu1 - cpu0) / (seconds.reduce((a, b) => a + b, 0) * eng.threads)) * 1000) / 1000 : null,
       output_finite: finite,
-      ...(precision === "int8" ? { int8_dot_paths: int8PreparedPaths(eng), int8_dot: int8PathSummary(eng) } : {}),
+      ...(precision === "int8" ? { int8_dot_paths: int8PreparedPaths(eng), int8_dot: int8PathSummary(eng), int8_attention: unet.int8Attention } : {}),
     };
     if (prof) {
       const wallMs = seconds.reduce((a, b) => a + b, 0) * 1000;

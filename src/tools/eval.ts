@@ -68,6 +68,8 @@ export interface EvalOptions {
   referenceImages?: string;
   /** INT8 activation ranges (default: the model's unet/stepq-calibration.json). */
   calibration?: string;
+  /** The int8 steps run attention on the INT8 kernels too (default false). */
+  int8Attention?: boolean;
   /** When precision is not fp32 and no referenceImages: generate FP32 images too for PSNR (default true). */
   fp32Reference?: boolean;
   /**
@@ -120,6 +122,8 @@ export interface EvalResult {
   calibration: string | null;
   /** Whether that calibration has per-timestep ranges (stepq calibrate --per-step); null as above. */
   calibration_per_step: boolean | null;
+  /** Whether the int8 steps ran attention on the INT8 kernels (--int8-attention). */
+  int8_attention: boolean;
 }
 
 const IMAGES_TENSOR = "images";
@@ -220,6 +224,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
     onWarning: (m) => log(`warning: ${m}`),
     precisions: precisionsToLoad(precisions),
     calibration: o.calibration,
+    int8Attention: o.int8Attention,
     batch,
   });
   let clsEng: Engine | null = null;
@@ -335,6 +340,7 @@ export async function runEval(o: EvalOptions): Promise<EvalResult> {
       // as the UNet loaded them
       calibration: int8Cal === null ? null : absoluteLocation(int8Cal),
       calibration_per_step: int8Cal === null ? null : pipe.unet.precisionContext!.stepTimesteps !== null,
+      int8_attention: pipe.unet.int8Attention,
     };
   } finally {
     clsEng?.close();
