@@ -14,7 +14,7 @@ import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { sharedDir } from "../src/io/places.ts";
 import { loadClassifier } from "../src/models/loader.ts";
 import { CLASSIFIER_SIZE, rgb8ToInput } from "../src/models/classifier.ts";
-import { accuracy, featureStats, psnr, sqrtmPsd, symmetricEigen, type GaussianStats } from "../src/tools/metrics.ts";
+import { accuracy, featureStats, matmulSq, psnr, sqrtmPsd, symmetricEigen, type GaussianStats } from "../src/tools/metrics.ts";
 import { evalLabels, testSetStats } from "../src/tools/eval.ts";
 import { Rng } from "../src/runtime/random.ts";
 
@@ -37,23 +37,12 @@ async function readImages(file: string): Promise<{ n: number; h: number; w: numb
   }
 }
 
-function matmul(a: Float64Array, b: Float64Array, n: number): Float64Array {
-  const c = new Float64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let k = 0; k < n; k++) {
-      const aik = a[i * n + k];
-      if (aik === 0) continue;
-      for (let j = 0; j < n; j++) c[i * n + j] += aik * b[k * n + j];
-    }
-  return c;
-}
-
 /** FID against fixed test statistics, with sqrt(S_test) precomputed: |dm|^2 + tr S + tr S_t - 2 tr sqrt(sqrt(S_t) S sqrt(S_t)). */
 function fidAgainst(s: GaussianStats, t: GaussianStats, sqrtT: Float64Array): number {
   const n = s.dim;
   let v = 0;
   for (let i = 0; i < n; i++) v += (s.mean[i] - t.mean[i]) ** 2 + s.cov[i * n + i] + t.cov[i * n + i];
-  const { values } = symmetricEigen(matmul(matmul(sqrtT, s.cov, n), sqrtT, n), n);
+  const { values } = symmetricEigen(matmulSq(matmulSq(sqrtT, s.cov, n), sqrtT, n), n);
   for (const l of values) v -= 2 * Math.sqrt(Math.max(l, 0));
   return v;
 }

@@ -1,7 +1,7 @@
 // Backward GEMM / conv benchmark: dX and dW of linear and conv2d (src/nn/backward) next to the forward op
 // on the same shape (same flop count 2*M*N*K each), and the QAT student step's extra passes.
 // Run: sh bench/backward-dense.sh [--quick] [--only=REGEX] [--mc=N] [--simd=relaxed|baseline|both] [--wait=S] [--no-qat]
-// (builds the kernels, bundles this file, runs it under node --experimental-wasm-relaxed-simd --no-liftoff).
+// (builds the kernels, bundles this file, runs it under Node with bin/engine-flags.js' flags and --no-liftoff).
 // Prints a table and writes bench/results/backward-dense.json.
 import * as fs from "node:fs";
 import * as path from "node:path";

@@ -1,6 +1,6 @@
 // FP32 GEMM / linear / conv benchmark against the machine's measured f32 SIMD peak.
 // Run: sh bench/gemm.sh [--quick] [--min-time=S] [--only=REGEX] [--wait=S] [--kc=N --mc=N --pb=N]   (builds the kernels, bundles this file, runs it under
-// node --experimental-wasm-relaxed-simd --no-liftoff). Prints a table and writes bench/results/gemm.json.
+// Node with bin/engine-flags.js' flags and --no-liftoff). Prints a table and writes bench/results/gemm.json.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../src/io/files.ts";

@@ -1,6 +1,6 @@
 // FP32 op benchmark (GroupNorm, fused attention, and a few cheap ops), 1 vs 2 threads, baseline vs
 // relaxed SIMD. Run: sh bench/ops.sh [--quick] [--threads=1,2] [--rounds=3] [--only=attention]
-// (builds the kernels, bundles this file with esbuild, runs it under node --experimental-wasm-relaxed-simd
+// (builds the kernels, bundles this file with esbuild, runs it under Node with bin/engine-flags.js' flags and
 // --no-liftoff). Prints a table and writes bench/results/ops.json.
 import * as fs from "node:fs";
 import * as path from "node:path";

@@ -92,7 +92,8 @@ export function sqrtmPsd(A: ArrayLike<number>, n: number): Float64Array {
   return r;
 }
 
-function matmulSq(a: Float64Array, b: Float64Array, n: number): Float64Array {
+/** C = A B for n x n row-major matrices (f64). */
+export function matmulSq(a: Float64Array, b: Float64Array, n: number): Float64Array {
   const c = new Float64Array(n * n);
   for (let i = 0; i < n; i++)
     for (let k = 0; k < n; k++) {
