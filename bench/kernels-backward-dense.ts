@@ -17,8 +17,9 @@ import {
   updateFakeQuantConv2d, updateFakeQuantLinear, weightScalesOf,
 } from "../src/nn/backward/fakequant.ts";
 import { actParamsFromRange } from "../src/nn/quant.ts";
+import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
 
-const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
+const args = benchArgs();
 const QUICK = args.has("quick");
 const MIN_TIME = QUICK ? 0.15 : 0.5;
 const MC = args.has("mc") ? Number(args.get("mc")) : undefined;
@@ -27,17 +28,7 @@ const WAIT_S = args.has("wait") ? Number(args.get("wait")) : 30;
 
 const now = () => performance.now() / 1000;
 function timeIt(fn: () => void): number {
-  fn();
-  let best = Infinity, total = 0, n = 0;
-  while (total < MIN_TIME || n < 5) {
-    const t0 = now();
-    fn();
-    const dt = now() - t0;
-    best = Math.min(best, dt);
-    total += dt;
-    n++;
-  }
-  return best;
+  return timeBest(fn, MIN_TIME, 5);
 }
 function busyFraction(ms: number): number | null {
   const read = () => {
@@ -63,13 +54,7 @@ function waitIdle(): boolean {
   }
 }
 function rand(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = (s / 4294967296) * 2 - 1;
-  }
-  return a;
+  return lcgUniform(n, seed);
 }
 
 interface Shape {

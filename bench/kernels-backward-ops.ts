@@ -13,8 +13,9 @@ import { geglu } from "../src/nn/elementwise.ts";
 import { groupNormBackward, layerNormBackward } from "../src/nn/backward/norm.ts";
 import { attentionBackward } from "../src/nn/backward/attention.ts";
 import { gegluBackward, siluBackward, broadcastGrad } from "../src/nn/backward/elementwise.ts";
+import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
 
-const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
+const args = benchArgs();
 const QUICK = args.has("quick");
 const MIN_TIME = QUICK ? 0.2 : 1.0;
 const THREADS = (args.get("threads") ?? "1,2").split(",").map(Number);
@@ -22,30 +23,13 @@ const ONLY = args.get("only");
 const ROUNDS = Number(args.get("rounds") ?? 1);
 const SIMDS = (args.get("simd") ?? "baseline,relaxed").split(",") as SimdVariant[];
 
-const now = () => performance.now() / 1000;
 
 function timeIt(fn: () => void): number {
-  fn();
-  let best = Infinity, total = 0, n = 0;
-  while (total < MIN_TIME || n < 2) {
-    const t0 = now();
-    fn();
-    const dt = now() - t0;
-    best = Math.min(best, dt);
-    total += dt;
-    n++;
-  }
-  return best;
+  return timeBest(fn, MIN_TIME, 2);
 }
 
 function rand(n: number, seed: number, std = 1): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s / 4294967296) * 2 - 1) * std * 1.732;
-  }
-  return a;
+  return lcgUniform(n, seed).map((v) => v * std * 1.732);
 }
 
 interface Case {

@@ -9,8 +9,9 @@ import { prepareLinear, linear, matmul } from "../src/nn/linear.ts";
 import { gemmBlocking } from "../src/nn/pack.ts";
 import { prepareConv2d, conv2d } from "../src/nn/conv.ts";
 import { type Padding4 } from "../src/nn/pack.ts";
+import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
 
-const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
+const args = benchArgs();
 const QUICK = args.has("quick");
 const MIN_TIME = args.has("min-time") ? Number(args.get("min-time")) : QUICK ? 0.15 : 0.6; // seconds per measurement
 const KC = args.has("kc") ? Number(args.get("kc")) : undefined;
@@ -26,17 +27,7 @@ function now() {
  * on a machine shared with other jobs (see the load average printed) the 2-thread numbers suffer first.
  */
 function timeIt(fn: () => void): number {
-  fn();
-  let best = Infinity, total = 0, n = 0;
-  while (total < MIN_TIME || n < 5) {
-    const t0 = now();
-    fn();
-    const dt = now() - t0;
-    best = Math.min(best, dt);
-    total += dt;
-    n++;
-  }
-  return best;
+  return timeBest(fn, MIN_TIME, 5);
 }
 
 /** Busy fraction of all CPUs over ms milliseconds (Linux /proc/stat; null elsewhere). Spins, so only call it while idle. */
@@ -72,13 +63,7 @@ function waitIdle(): boolean {
 }
 
 function rand(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = (s / 4294967296) * 2 - 1;
-  }
-  return a;
+  return lcgUniform(n, seed);
 }
 
 /** Peak GFLOP/s of the register-only loop: short runs (~2 ms), best of many, so other jobs matter less. */

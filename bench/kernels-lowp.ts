@@ -17,8 +17,9 @@ import { actParamsFromRange, quantizeActivations } from "../src/nn/quant.ts";
 import { bf16Blocking, conv2dBf16, linearBf16, prepareConv2dBf16, prepareLinearBf16 } from "../src/nn/bf16.ts";
 import { PEAK_DOT_STRIDE, INT8_FLAG_FUSED, INT8_FLAG_I16, INT8_FLAG_SPLAT_LOAD } from "../assembly/abi.ts";
 import { conv2dInt8, int8Blocking, int8Capabilities, preferFusedDot, linearInt8, prepareConv2dInt8, prepareLinearInt8 } from "../src/nn/int8.ts";
+import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
 
-const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
+const args = benchArgs();
 const QUICK = args.has("quick");
 const MIN_TIME = QUICK ? 0.15 : 0.6;
 const THREADS = (args.get("threads") ?? "1,2").split(",").map(Number);
@@ -34,27 +35,11 @@ const DOT = (args.get("dot") ?? "auto") as "auto" | "fused" | "split";
 const now = () => performance.now() / 1000;
 
 function timeIt(fn: () => void): number {
-  fn();
-  let best = Infinity, total = 0, n = 0;
-  while (total < MIN_TIME || n < 3) {
-    const t0 = now();
-    fn();
-    const dt = now() - t0;
-    best = Math.min(best, dt);
-    total += dt;
-    n++;
-  }
-  return best;
+  return timeBest(fn, MIN_TIME, 3);
 }
 
 function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = lo + (hi - lo) * (s / 4294967296);
-  }
-  return a;
+  return lcgUniform(n, seed, lo, hi);
 }
 
 /** Ops per second of a register-only loop kernel(iters, out) doing opsPerIter ops per iteration per thread. */

@@ -9,8 +9,9 @@ import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { groupNorm, layerNorm } from "../src/nn/norm.ts";
 import { attention, softmax } from "../src/nn/attention.ts";
 import { geglu, silu, add } from "../src/nn/elementwise.ts";
+import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
 
-const args = new Map(process.argv.slice(2).map((a) => { const [k, v] = a.replace(/^--/, "").split("="); return [k, v ?? "1"] as [string, string]; }));
+const args = benchArgs();
 const QUICK = args.has("quick");
 const MIN_TIME = QUICK ? 0.2 : 1.0;
 const THREADS = (args.get("threads") ?? "1,2").split(",").map(Number);
@@ -18,31 +19,14 @@ const ONLY = args.get("only"); // substring filter on case names
 /** Rounds over the whole matrix; each cell keeps its best round (robust against other load on the machine). */
 const ROUNDS = Number(args.get("rounds") ?? 1);
 
-const now = () => performance.now() / 1000;
 
 /** Best time of one call over repeats lasting at least MIN_TIME (after one warm-up call), and at least 2 repeats. */
 function timeIt(fn: () => void): number {
-  fn();
-  let best = Infinity, total = 0, n = 0;
-  while (total < MIN_TIME || n < 2) {
-    const t0 = now();
-    fn();
-    const dt = now() - t0;
-    best = Math.min(best, dt);
-    total += dt;
-    n++;
-  }
-  return best;
+  return timeBest(fn, MIN_TIME, 2);
 }
 
 function rand(n: number, seed: number, std = 1): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s / 4294967296) * 2 - 1) * std * 1.732;
-  }
-  return a;
+  return lcgUniform(n, seed).map((v) => v * std * 1.732);
 }
 
 interface Case {
