@@ -275,6 +275,17 @@ describe("silently wrong", () => {
     fs.writeFileSync(path.join(tmp, "broken.json"), "{bad");
     expectError(stepq(...gen(m, "--precision", "int8", "--calibration", "broken.json")), 2, /--calibration broken\.json: invalid JSON/);
   });
+
+  it("--int8-attention: changes only an int8 run's image; a warning without int8 steps", () => {
+    const png = (name: string) => fs.readFileSync(path.join(tmp, name));
+    for (const [out, extra] of [["q.png", []], ["qa.png", ["--int8-attention"]], ["f.png", []], ["fa.png", ["--int8-attention"]]] as const) {
+      const r = stepq(...gen(base, "--precision", out.startsWith("q") ? "int8" : "fp32", "--seed", "1", "--out", out, ...extra));
+      expect(r.code, r.stderr).toBe(0);
+      if (out === "fa.png") expect(r.stderr).toMatch(/warning: INT8 attention is not used: no int8 precision is loaded \(fp32\)/);
+    }
+    expect(png("qa.png").equals(png("q.png"))).toBe(false);
+    expect(png("fa.png").equals(png("f.png"))).toBe(true);
+  });
 });
 
 describe("errors that name their cause", () => {

@@ -282,7 +282,10 @@ export class StableDiffusionPipeline {
     try {
       const textEncoder = await loadClipTextModel(engine, joinLocation(dir, "text_encoder"));
       const unet = await loadUNet(engine, joinLocation(dir, "unet"), opts.precisions ? { precisions: opts.precisions, calibration: opts.calibration } : {});
-      if (opts.int8Attention && opts.precisions?.includes("int8")) unet.setInt8Attention(true);
+      if (opts.int8Attention) {
+        if (opts.precisions?.includes("int8")) unet.setInt8Attention(true);
+        else warn(`INT8 attention is not used: no int8 precision is loaded (${(opts.precisions ?? ["fp32"]).join(", ")})`);
+      }
       const vae = await loadVae(engine, joinLocation(dir, "vae"), { encoder: false });
       const pipe = new StableDiffusionPipeline(dir, index, engine, tokenizer, textEncoder, unet, vae, schedulerConfig, performance.now() - t0, opts.onWarning);
       const batch = opts.batch ?? 1;
