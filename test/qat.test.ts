@@ -77,6 +77,29 @@ describe("QAT + KD", () => {
     expect(g.stderr).toMatch(/\[int8\]/);
   });
 
+  it("--out: refused before any work inside the model or data folder (symlinks resolved) or over a folder of other files; an earlier output is fine", () => {
+    const link = path.join(tmp, "model-link");
+    fs.symlinkSync(model, link);
+    const other = path.join(tmp, "other");
+    fs.mkdirSync(other);
+    fs.writeFileSync(path.join(other, "notes.txt"), "mine");
+    for (const [out, re] of [
+      [path.join(link, "sub"), /--out .*model-link\/sub: is inside the model folder .* being read/],
+      [path.join(data, "x"), /--out .*fashion-mnist\/x: is inside the data folder .*fashion-mnist being read/],
+      [other, /--out .*other: the folder exists and holds files that are not an earlier stepq qat output \(notes\.txt\)/],
+    ] as const) {
+      const r = stepq("qat", "--model", model, "--data", data, "--out", out, "--steps", "1", "--batch", "1");
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(re);
+      expect(r.stderr).not.toMatch(/memory per step/); // nothing started
+    }
+    expect(fs.existsSync(path.join(model, "sub"))).toBe(false);
+    expect(fs.readdirSync(other)).toEqual(["notes.txt"]);
+    // the folder the 3-step test wrote is an earlier output: accepted (the plan line shows the run started)
+    const again = stepq("qat", "--model", model, "--data", data, "--out", path.join(tmp, "cli3"), "--steps", "1", "--batch", "1", "--calibration-batches", "0", "--val-batches", "0", "--link", "symlink");
+    expect(again.code, again.stderr).toBe(0);
+  });
+
   it("learned per-step scales (LSQ): the version-2 INT8 file reproduces the student bit for bit", async () => {
     const msgs: string[] = [];
     const out = path.join(tmp, "lsq");

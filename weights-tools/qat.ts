@@ -46,6 +46,7 @@ import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/io
 import { findWeights, loadComponentConfig } from "../src/io/diffusers.ts";
 import { readIdxImages } from "../src/io/idx.ts";
 import { writeFileAtomic } from "../src/io/files.ts";
+import { checkOutputFolder, OutputError } from "../src/io/outputs.ts";
 import { loadClipTextModel, loadUNet, loadVae } from "../src/models/loader.ts";
 import { loadUNetConfig, type UNetConfig } from "../src/models/config.ts";
 import { ClipTokenizer } from "../src/models/tokenizer.ts";
@@ -162,6 +163,8 @@ export interface QatOptions {
   bf16Weights?: Bf16Weights;
   /** How the output gets the model's other components and original UNet checkpoint (default hard links, else copies). */
   link?: LinkMode;
+  /** Write into an existing folder that is not an earlier stepq qat output, or inside another model folder. */
+  force?: boolean;
   threads?: number;
   memoryBytes?: number;
   simd?: "auto" | "relaxed" | "baseline";
@@ -654,6 +657,14 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
   const say = opts.onMessage ?? (() => {});
   const unetDir = unetDirOf(o.model);
   const cfg = await loadUNetConfig(unetDir);
+  // before any work: --out may not be (inside) the model or the data, and an existing folder must be an
+  // earlier qat output (its files of the same names are replaced) unless --force
+  checkOutputFolder(o.out, { flag: "--out", readFolders: [o.model], dataFolders: o.data ? [o.data] : [], force: opts.force });
+  const existing = fs.existsSync(o.out) ? fs.readdirSync(o.out) : [];
+  if (existing.length && !isQatOutput(o.out, o.checkpointFile) && !opts.force)
+    throw new OutputError(
+      `--out ${o.out}: the folder exists and holds files that are not an earlier stepq qat output (${existing.slice(0, 3).join(", ")}${existing.length > 3 ? ", ..." : ""}); give a new folder, or pass --force to replace files of the same names`,
+    );
   const plan = await planFor(opts);
   for (const l of describePlan(plan)) say(l);
   if (!plan.fits) throw new QatMemoryError(planRefusal(plan));
@@ -1014,6 +1025,11 @@ function place(src: string, dst: string, mode: LinkMode): void {
       fs.copyFileSync(src, dst);
     }
   else fs.copyFileSync(src, dst);
+}
+
+/** Whether a folder is what an earlier stepq qat wrote (a finished run's unet/stepq-qat.json, or an interrupted run's checkpoint). */
+function isQatOutput(dir: string, checkpointFile: string): boolean {
+  return fs.existsSync(path.join(dir, "unet", "stepq-qat.json")) || fs.existsSync(path.join(dir, "stepq-qat.json")) || fs.existsSync(checkpointFile);
 }
 
 function isSymlink(p: string): boolean {

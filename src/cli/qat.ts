@@ -1,7 +1,7 @@
 // stepq qat: quantization-aware training with knowledge distillation (weights-tools/qat.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags } from "./args.ts";
+import { parse, intOpt, numOpt, UsageError, ENGINE_OPTIONS, engineFlags, FORCE_OPTION } from "./args.ts";
 import { resolveDefaultModel, findBundledOrShared, DEFAULT_MODEL } from "../io/places.ts";
 import { SCHEDULER_NAMES } from "../pipeline/schedulers.ts";
 import { readPromptsFile } from "../tools/prompts.ts";
@@ -71,6 +71,10 @@ Options:
   --link MODE            hard (default, else copies) | symlink | copy: how DIR2 gets the other components
                          and the original UNet checkpoint
   --log FILE             also write the JSON progress lines here (DIR2/unet/stepq-qat-log.jsonl always)
+  --force                write into an existing folder that is not an earlier stepq qat output (files of
+                         the same names are replaced), or inside another model folder. Without it DIR2
+                         must be new, empty, or an earlier qat output; never the model or data folder
+                         or inside them (checked before any work)
   --threads N, --memory SIZE, --simd MODE   the engine (memory default: what a step needs, see below)
   -q, --quiet            no progress lines
   -h, --help             show this help
@@ -128,6 +132,7 @@ export async function run(argv: string[]): Promise<number> {
     "bf16-weights": { type: "string" },
     link: { type: "string" },
     log: { type: "string" },
+    ...FORCE_OPTION,
     ...ENGINE_OPTIONS,
     quiet: { type: "boolean", short: "q" },
   });
@@ -136,7 +141,6 @@ export async function run(argv: string[]): Promise<number> {
   if (v.out === undefined) throw new UsageError("--out DIR2 is required (the output pipeline folder)");
   const model = (v.model as string | undefined) ?? resolveDefaultModel();
   if (!fs.existsSync(path.join(model, "model_index.json"))) throw new UsageError(`--model ${model}: not a diffusers pipeline folder (no model_index.json)`);
-  if (path.resolve(v.out as string) === path.resolve(model)) throw new UsageError("--out must be a new folder, not the model itself");
   const dataFree = !!v["data-free"];
   if (dataFree && v.data !== undefined) throw new UsageError("give --data DIR or --data-free, not both");
   let data: string | undefined;
@@ -245,6 +249,7 @@ export async function run(argv: string[]): Promise<number> {
       keepCheckpoint: !!v["keep-checkpoint"],
       bf16Weights: bf16Weights as Bf16Weights,
       link: link as LinkMode,
+      force: !!v.force,
       threads,
       memoryBytes,
       simd,

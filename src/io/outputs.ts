@@ -215,6 +215,8 @@ export interface OutputFolderCheck {
   flag: string;
   /** Model folders the command reads: the output folder may not be, or be inside, one of them. */
   readFolders?: readonly string[];
+  /** Data folders the command reads (the same rule, named "data folder" in messages). */
+  dataFolders?: readonly string[];
   /** Write inside another model folder anyway. */
   force?: boolean;
 }
@@ -229,10 +231,11 @@ export function checkOutputFolder(dir: string, o: OutputFolderCheck): string {
   const label = `${o.flag} ${dir}`;
   const abs = path.resolve(dir);
   const real = realPathOf(abs);
-  for (const f of o.readFolders ?? []) {
+  const read = [...(o.readFolders ?? []).map((f) => [f, "model"]), ...(o.dataFolders ?? []).map((f) => [f, "data"])];
+  for (const [f, what] of read) {
     const rf = realPathOf(f);
     if (isSameOrInside(real, rf))
-      throw new OutputError(`${label}: is ${real === rf ? "" : "inside "}the model folder ${f} being read${real === rf ? "" : " (a copy of a folder inside itself never ends)"}; give a folder outside it`);
+      throw new OutputError(`${label}: is ${real === rf ? "" : "inside "}the ${what} folder ${f} being read${real === rf ? "" : " (a copy of a folder inside itself never ends)"}; give a folder outside it`);
   }
   let existing = abs;
   while (!exists(existing)) existing = path.dirname(existing);
