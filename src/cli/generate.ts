@@ -210,7 +210,7 @@ export async function run(argv: string[]): Promise<number> {
       `stepq: ${w}x${h}, ${sched.name} ${steps} steps, guidance ${guidance}, ${latents ? `latents ${v.latents}` : `seed ${seed}${seedGiven ? "" : " (random)"}`}, ` +
         `precision ${schedule}`,
     );
-    if (schedule.used.includes("int8")) log(`stepq: int8 dot path: ${int8PathSummary(eng)}`);
+    if (schedule.used.includes("int8")) log(`stepq: int8 dot path: ${int8PathSummary(eng)}; attention ${pipe.unet.int8Attention ? "INT8 (--int8-attention)" : "f32"}`);
     const tty = process.stderr.isTTY && !quiet;
     const res = await pipe.generate({
       prompt,
