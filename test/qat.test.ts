@@ -77,6 +77,16 @@ describe("QAT + KD", () => {
     expect(g.stderr).toMatch(/\[int8\]/);
   });
 
+  it("the shipped models/fashion-sd-tiny-qat loads (relative symlinks into fashion-sd-tiny) and runs mixed precision", () => {
+    const shipped = path.join(root, "models", "fashion-sd-tiny-qat");
+    for (const f of ["vae", "text_encoder", "unet/diffusion_pytorch_model.safetensors"]) expect(path.isAbsolute(fs.readlinkSync(path.join(shipped, f))), f).toBe(false);
+    const rec = JSON.parse(fs.readFileSync(path.join(shipped, "unet", "stepq-qat.json"), "utf8"));
+    expect([rec.act_qmax, rec.weight_qmax]).toEqual([255, 63]);
+    const g = stepq("generate", "--model", shipped, "--precision", "mixed:2", "--prompt", "a photo of a bag", "--steps", "6", "--seed", "1", "--out", path.join(tmp, "shipped.png"), "--threads", "1");
+    expect(g.code, g.stderr).toBe(0);
+    expect(g.stderr).toMatch(/\[int8\]/);
+  });
+
   it("--out: refused before any work inside the model or data folder (symlinks resolved) or over a folder of other files; an earlier output is fine", () => {
     const link = path.join(tmp, "model-link");
     fs.symlinkSync(model, link);
