@@ -56,6 +56,7 @@ import type { ClipTextModel } from "../src/models/clip.ts";
 import { unetActivationBytes, unetParamCount } from "../src/models/memory.ts";
 import { STEPQ_FORMAT, STEPQ_FORMAT_VERSION, stepqWeightsName } from "../src/models/converted.ts";
 import { hasPerStepRanges, readCalibration } from "../src/models/calibration.ts";
+import { weightBytesF32 } from "../src/pipeline/pipeline.ts";
 import { createScheduler, schedulerFromConfig, type Scheduler } from "../src/pipeline/schedulers.ts";
 import { FASHION_CLASSES } from "../src/tools/prompts.ts";
 import { INT8_CALIBRATION_DEFAULT, f32ArrayToBf16Bits, quantizeWeightsPerChannel, normalizeActParams, type ActQuantParams } from "../src/nn/quant.ts";
@@ -631,23 +632,12 @@ export function resolveQatOptions(o: QatOptions): ResolvedOptions {
   };
 }
 
-async function fileF32Bytes(file: string): Promise<number> {
-  const st = await SafetensorsFile.open(file);
-  try {
-    let n = 0;
-    for (const t of st.tensors.values()) n += t.shape.reduce((a, d) => a * d, 1) * 4;
-    return n;
-  } finally {
-    st.close();
-  }
-}
-
 /** The memory plan of a run with these options (reads the configs and weight file sizes). */
 export async function planFor(o: QatOptions): Promise<QatMemoryPlan> {
   const r = resolveQatOptions(o);
   const cfg = await loadUNetConfig(unetDirOf(r.model));
-  let other = await fileF32Bytes(await findWeights(path.join(r.model, "text_encoder")));
-  other += await fileF32Bytes(await findWeights(path.join(r.model, "vae")));
+  let other = await weightBytesF32(await findWeights(path.join(r.model, "text_encoder")));
+  other += await weightBytesF32(await findWeights(path.join(r.model, "vae")));
   return qatMemoryPlan(cfg, { batch: r.batch, dataFree: r.dataFree, guidance: r.guidance, checkpointing: r.checkpointing, otherBytes: other, ema: r.ema, limit: o.memoryBytes });
 }
 
