@@ -1,35 +1,12 @@
-// Plain-TypeScript references (f64) of the normalisation backward kernels (assembly/norm_backward.ts), and
-// f64 forwards to check them against finite differences. Flat arrays in the kernels' layouts.
+// Plain-TypeScript references (f64) of the normalisation backward kernels (assembly/norm_backward.ts), flat
+// arrays in the kernels' layouts.
 
 type Arr = ArrayLike<number>;
 
-const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
+// the f64 forwards the finite-difference checks differentiate (one copy, beside the f32 references)
+export { groupNormF64, layerNormF64 } from "./ops.ts";
 
-/** GroupNorm forward in f64 on NHWC x [B, HW, C] (optionally with SiLU): y, and mean/rstd [B, G]. */
-export function groupNormF64(x: Arr, B: number, HW: number, C: number, G: number, gamma: Arr, beta: Arr, eps: number, silu = false) {
-  const y = new Float64Array(B * HW * C);
-  const mean = new Float64Array(B * G);
-  const rstd = new Float64Array(B * G);
-  const cpg = C / G;
-  for (let b = 0; b < B; b++)
-    for (let g = 0; g < G; g++) {
-      let s = 0;
-      for (let p = 0; p < HW; p++) for (let c = g * cpg; c < (g + 1) * cpg; c++) s += x[(b * HW + p) * C + c];
-      const m = s / (HW * cpg);
-      let v = 0;
-      for (let p = 0; p < HW; p++) for (let c = g * cpg; c < (g + 1) * cpg; c++) v += (x[(b * HW + p) * C + c] - m) ** 2;
-      const r = 1 / Math.sqrt(v / (HW * cpg) + eps);
-      mean[b * G + g] = m;
-      rstd[b * G + g] = r;
-      for (let p = 0; p < HW; p++)
-        for (let c = g * cpg; c < (g + 1) * cpg; c++) {
-          const i = (b * HW + p) * C + c;
-          const t = (x[i] - m) * r * gamma[c] + beta[c];
-          y[i] = silu ? t * sigmoid(t) : t;
-        }
-    }
-  return { y, mean, rstd };
-}
+const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));
 
 /**
  * GroupNorm backward: dy [B, HW, C] (the gradient of the output, i.e. of silu(y) when silu), x the forward
@@ -74,25 +51,6 @@ export function refGroupNormBackward(dy: Arr, x: Arr, B: number, HW: number, C: 
         }
     }
   return { dx, dGamma, dBeta };
-}
-
-/** LayerNorm forward in f64 over rows of C: y and mean/rstd [rows]. */
-export function layerNormF64(x: Arr, rows: number, C: number, gamma: Arr, beta: Arr, eps: number) {
-  const y = new Float64Array(rows * C);
-  const mean = new Float64Array(rows);
-  const rstd = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let c = 0; c < C; c++) s += x[r * C + c];
-    const m = s / C;
-    let v = 0;
-    for (let c = 0; c < C; c++) v += (x[r * C + c] - m) ** 2;
-    const rs = 1 / Math.sqrt(v / C + eps);
-    mean[r] = m;
-    rstd[r] = rs;
-    for (let c = 0; c < C; c++) y[r * C + c] = (x[r * C + c] - m) * rs * gamma[c] + beta[c];
-  }
-  return { y, mean, rstd };
 }
 
 /** LayerNorm backward: dy, x [rows, C], mean/rstd [rows]. Returns dx, dGamma, dBeta. */

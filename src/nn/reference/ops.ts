@@ -84,9 +84,9 @@ export function refConcatChannels(a: ArrayLike<number>, b: ArrayLike<number>, P:
   return out;
 }
 
-/** GroupNorm on NHWC x [B, HW, C]; returns the output and per-(b, g) mean and rstd. */
-export function refGroupNorm(x: ArrayLike<number>, B: number, HW: number, C: number, G: number, gamma: ArrayLike<number>, beta: ArrayLike<number>, eps: number, silu = false) {
-  const out = new Float32Array(B * HW * C);
+/** GroupNorm in f64 on NHWC x [B, HW, C] (optionally with SiLU): y, and mean/rstd [B, G]. */
+export function groupNormF64(x: ArrayLike<number>, B: number, HW: number, C: number, G: number, gamma: ArrayLike<number>, beta: ArrayLike<number>, eps: number, silu = false) {
+  const y = new Float64Array(B * HW * C);
   const mean = new Float64Array(B * G);
   const rstd = new Float64Array(B * G);
   const cpg = C / G;
@@ -103,16 +103,22 @@ export function refGroupNorm(x: ArrayLike<number>, B: number, HW: number, C: num
       for (let p = 0; p < HW; p++)
         for (let c = g * cpg; c < (g + 1) * cpg; c++) {
           const i = (b * HW + p) * C + c;
-          const y = (x[i] - m) * r * gamma[c] + beta[c];
-          out[i] = silu ? y / (1 + Math.exp(-y)) : y;
+          const t = (x[i] - m) * r * gamma[c] + beta[c];
+          y[i] = silu ? t / (1 + Math.exp(-t)) : t;
         }
     }
-  return { out, mean, rstd };
+  return { y, mean, rstd };
 }
 
-/** LayerNorm over rows of C. */
-export function refLayerNorm(x: ArrayLike<number>, rows: number, C: number, gamma: ArrayLike<number>, beta: ArrayLike<number>, eps: number) {
-  const out = new Float32Array(rows * C);
+/** GroupNorm on NHWC x [B, HW, C]; returns the output (f32) and per-(b, g) mean and rstd. */
+export function refGroupNorm(x: ArrayLike<number>, B: number, HW: number, C: number, G: number, gamma: ArrayLike<number>, beta: ArrayLike<number>, eps: number, silu = false) {
+  const { y, mean, rstd } = groupNormF64(x, B, HW, C, G, gamma, beta, eps, silu);
+  return { out: Float32Array.from(y), mean, rstd };
+}
+
+/** LayerNorm in f64 over the last dim C of x [rows, C]: y, and mean/rstd [rows]. */
+export function layerNormF64(x: ArrayLike<number>, rows: number, C: number, gamma: ArrayLike<number>, beta: ArrayLike<number>, eps: number) {
+  const y = new Float64Array(rows * C);
   const mean = new Float64Array(rows);
   const rstd = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
@@ -124,9 +130,15 @@ export function refLayerNorm(x: ArrayLike<number>, rows: number, C: number, gamm
     const rs = 1 / Math.sqrt(v / C + eps);
     mean[r] = m;
     rstd[r] = rs;
-    for (let c = 0; c < C; c++) out[r * C + c] = (x[r * C + c] - m) * rs * gamma[c] + beta[c];
+    for (let c = 0; c < C; c++) y[r * C + c] = (x[r * C + c] - m) * rs * gamma[c] + beta[c];
   }
-  return { out, mean, rstd };
+  return { y, mean, rstd };
+}
+
+/** LayerNorm over the last dim C of x [rows, C]; returns the output (f32) and per-row mean and rstd. */
+export function refLayerNorm(x: ArrayLike<number>, rows: number, C: number, gamma: ArrayLike<number>, beta: ArrayLike<number>, eps: number) {
+  const { y, mean, rstd } = layerNormF64(x, rows, C, gamma, beta, eps);
+  return { out: Float32Array.from(y), mean, rstd };
 }
 
 /** Softmax over rows of N. */
