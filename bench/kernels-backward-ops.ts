@@ -4,16 +4,14 @@
 // Work counted: GroupNorm/LayerNorm bytes moved (forward: read x twice, write y; backward: read x and dy
 // twice, write dx); attention FLOPs 4·B·H·Lq·Lk·D forward and 10·B·H·Lq·Lk·D backward (recomputing S, then
 // dP = dO Vᵀ, dV = PᵀdO, dK = dSᵀQ, dQ = dS K: what the kernel executes, the usual 2.5x of the forward).
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
+import type { Engine, SimdVariant } from "../src/runtime/engine.ts";
 import { groupNorm, layerNorm } from "../src/nn/norm.ts";
 import { attention } from "../src/nn/attention.ts";
 import { geglu } from "../src/nn/elementwise.ts";
 import { groupNormBackward, layerNormBackward } from "../src/nn/backward/norm.ts";
 import { attentionBackward } from "../src/nn/backward/attention.ts";
 import { gegluBackward, siluBackward, broadcastGrad } from "../src/nn/backward/elementwise.ts";
-import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
+import { benchArgs, lcgUniform, runOpMatrix, type OpCase } from "./harness.ts";
 
 const args = benchArgs();
 const QUICK = args.has("quick");
@@ -24,23 +22,13 @@ const ROUNDS = Number(args.get("rounds") ?? 1);
 const SIMDS = (args.get("simd") ?? "baseline,relaxed").split(",") as SimdVariant[];
 
 
-function timeIt(fn: () => void): number {
-  return timeBest(fn, MIN_TIME, 2);
-}
 
 function rand(n: number, seed: number, std = 1): Float32Array {
   return lcgUniform(n, seed).map((v) => v * std * 1.732);
 }
 
-interface Case {
-  name: string;
-  unit: "GB/s" | "GFLOP/s";
-  work: number;
-  setup(e: Engine): () => void;
-}
 
-const GB = 1e9;
-const cases: Case[] = [];
+const cases: OpCase[] = [];
 {
   const [B, H, W, C, G] = [2, 64, 64, 320, 32];
   const n = B * H * W * C;
@@ -190,35 +178,4 @@ const cases: Case[] = [];
   });
 }
 
-interface Row { case: string; unit: string; simd: SimdVariant; threads: number; ms: number; rate: number }
-const rows: Row[] = [];
-for (let round = 0; round < ROUNDS; round++)
-  for (const simd of SIMDS)
-    for (const threads of THREADS) {
-      const e = await Engine.create({ threads, simd, memoryBytes: 1024 << 20 });
-      for (const c of cases) {
-        if (ONLY && !c.name.includes(ONLY)) continue;
-        const fn = e.scope(() => c.setup(e));
-        const t = timeIt(fn);
-        const rate = c.work / t / GB;
-        const prev = rows.find((r) => r.case === c.name && r.simd === simd && r.threads === threads);
-        if (!prev) rows.push({ case: c.name, unit: c.unit, simd, threads, ms: t * 1e3, rate });
-        else if (rate > prev.rate) Object.assign(prev, { ms: t * 1e3, rate });
-        console.error(`[${round + 1}/${ROUNDS}] ${c.name.padEnd(52)} ${simd.padEnd(8)} t=${threads}  ${(t * 1e3).toFixed(2).padStart(9)} ms  ${rate.toFixed(2).padStart(8)} ${c.unit}`);
-      }
-      e.close();
-    }
-
-const cols = SIMDS.flatMap((s) => THREADS.map((t) => ({ s, t })));
-console.log([`case`.padEnd(52), "unit".padEnd(8), ...cols.map((c) => `${c.s.slice(0, 4)} t${c.t}`.padStart(16))].join(" "));
-for (const c of cases) {
-  if (ONLY && !c.name.includes(ONLY)) continue;
-  const vals = cols.map(({ s, t }) => rows.find((r) => r.case === c.name && r.simd === s && r.threads === t));
-  console.log([c.name.padEnd(52), c.unit.padEnd(8), ...vals.map((r) => (r ? `${r.rate.toFixed(1)} (${r.ms.toFixed(2)}ms)` : "-").padStart(16))].join(" "));
-}
-const outDir = path.join(process.cwd(), "bench", "results");
-fs.mkdirSync(outDir, { recursive: true });
-const os = await import("node:os");
-const meta = { date: new Date().toISOString(), node: process.version, quick: QUICK, rounds: ROUNDS, cpu: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() };
-fs.writeFileSync(path.join(outDir, "backward-ops.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
-console.log(`wrote bench/results/backward-ops.json`);
+await runOpMatrix({ cases, simds: SIMDS, threads: THREADS, rounds: ROUNDS, minTime: MIN_TIME, minRepeats: 2, only: ONLY, quick: QUICK, resultFile: "backward-ops.json", showMs: true });

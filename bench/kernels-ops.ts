@@ -2,14 +2,10 @@
 // relaxed SIMD. Run: sh bench/ops.sh [--quick] [--threads=1,2] [--rounds=3] [--only=attention]
 // (builds the kernels, bundles this file with esbuild, runs it under Node with bin/engine-flags.js' flags and
 // --no-liftoff). Prints a table and writes bench/results/ops.json.
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { writeFileAtomic } from "../src/io/files.ts";
-import { Engine, type SimdVariant } from "../src/runtime/engine.ts";
 import { groupNorm, layerNorm } from "../src/nn/norm.ts";
 import { attention, softmax } from "../src/nn/attention.ts";
 import { geglu, silu, add } from "../src/nn/elementwise.ts";
-import { benchArgs, lcgUniform, timeBest } from "./harness.ts";
+import { benchArgs, lcgUniform, runOpMatrix, type OpCase } from "./harness.ts";
 
 const args = benchArgs();
 const QUICK = args.has("quick");
@@ -20,25 +16,13 @@ const ONLY = args.get("only"); // substring filter on case names
 const ROUNDS = Number(args.get("rounds") ?? 1);
 
 
-/** Best time of one call over repeats lasting at least MIN_TIME (after one warm-up call), and at least 2 repeats. */
-function timeIt(fn: () => void): number {
-  return timeBest(fn, MIN_TIME, 2);
-}
 
 function rand(n: number, seed: number, std = 1): Float32Array {
   return lcgUniform(n, seed).map((v) => v * std * 1.732);
 }
 
-interface Case {
-  name: string;
-  unit: "GB/s" | "GFLOP/s";
-  /** bytes moved or flops per call */
-  work: number;
-  setup(e: Engine): () => void;
-}
 
-const GB = 1e9;
-const cases: Case[] = [];
+const cases: OpCase[] = [];
 {
   const [B, H, W, C, G] = [2, 64, 64, 320, 32];
   const n = B * H * W * C;
@@ -170,37 +154,4 @@ const cases: Case[] = [];
   });
 }
 
-interface Row { case: string; unit: string; simd: SimdVariant; threads: number; ms: number; rate: number }
-const rows: Row[] = [];
-for (let round = 0; round < ROUNDS; round++)
-  for (const simd of ["baseline", "relaxed"] as SimdVariant[])
-    for (const threads of THREADS) {
-      const e = await Engine.create({ threads, simd, memoryBytes: 1024 << 20 });
-      for (const c of cases) {
-        if (ONLY && !c.name.includes(ONLY)) continue;
-        const fn = e.scope(() => c.setup(e));
-        const t = timeIt(fn);
-        const rate = c.work / t / GB;
-        const prev = rows.find((r) => r.case === c.name && r.simd === simd && r.threads === threads);
-        if (!prev) rows.push({ case: c.name, unit: c.unit, simd, threads, ms: t * 1e3, rate });
-        else if (rate > prev.rate) Object.assign(prev, { ms: t * 1e3, rate });
-        console.error(`[${round + 1}/${ROUNDS}] ${c.name.padEnd(44)} ${simd.padEnd(8)} t=${threads}  ${(t * 1e3).toFixed(2).padStart(9)} ms  ${rate.toFixed(2).padStart(8)} ${c.unit}`);
-      }
-      e.close();
-    }
-
-// table: one line per case, columns simd x threads
-const cols = (["baseline", "relaxed"] as const).flatMap((s) => THREADS.map((t) => ({ s, t })));
-const header = ["case".padEnd(44), "unit".padEnd(8), ...cols.map((c) => `${c.s.slice(0, 4)} t${c.t}`.padStart(12))].join(" ");
-console.log(header);
-for (const c of cases) {
-  if (ONLY && !c.name.includes(ONLY)) continue;
-  const vals = cols.map(({ s, t }) => rows.find((r) => r.case === c.name && r.simd === s && r.threads === t));
-  console.log([c.name.padEnd(44), c.unit.padEnd(8), ...vals.map((r) => (r ? r.rate.toFixed(2) : "-").padStart(12))].join(" "));
-}
-const outDir = path.join(process.cwd(), "bench", "results");
-fs.mkdirSync(outDir, { recursive: true });
-const os = await import("node:os");
-const meta = { date: new Date().toISOString(), node: process.version, quick: QUICK, rounds: ROUNDS, cpu: os.cpus()[0]?.model, cores: os.cpus().length, loadavg: os.loadavg() };
-writeFileAtomic(path.join(outDir, "ops.json"), JSON.stringify({ meta, rows }, null, 1) + "\n");
-console.log(`wrote bench/results/ops.json`);
+await runOpMatrix({ cases, simds: ["baseline", "relaxed"], threads: THREADS, rounds: ROUNDS, minTime: MIN_TIME, minRepeats: 2, only: ONLY, quick: QUICK, resultFile: "ops.json" });
