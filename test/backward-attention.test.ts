@@ -1,33 +1,16 @@
 // Fused attention backward (flash-style, from the forward's saved log-sum-exp): dq, dk, dv against the f64
 // reference at 1, 2 and 4 threads on both kernel builds (bit-identical across thread counts), and the
 // reference against central finite differences of an f64 forward.
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { Engine } from "../src/runtime/engine.ts";
+import { describe, it, expect } from "vitest";
+import type { Engine } from "../src/runtime/engine.ts";
 import type { Tensor } from "../src/runtime/tensor.ts";
 import { attention } from "../src/nn/attention.ts";
 import { attentionBackward } from "../src/nn/backward/attention.ts";
 import * as ref from "../src/nn/reference/ops.ts";
 import { attentionF64, refAttentionBackward } from "../src/nn/reference/attention-backward.ts";
+import { engineMatrix, VARIANTS } from "./support/engine-matrix.ts";
 
-const VARIANTS = ["baseline", "relaxed"] as const;
-const THREADS = [1, 2, 4];
-const engines: Record<string, Engine[]> = {};
-
-beforeAll(async () => {
-  for (const simd of VARIANTS) engines[simd] = await Promise.all(THREADS.map((threads) => Engine.create({ threads, simd, memoryBytes: 64 << 20 })));
-});
-afterAll(() => Object.values(engines).flat().forEach((e) => e.close()));
-
-function check(simd: string, f: (e: Engine) => Tensor[], expected: ArrayLike<number>[], tol: number): void {
-  const outs = engines[simd].map((e) => e.scope(() => f(e).map((t) => t.toArray())));
-  for (let i = 0; i < outs.length; i++)
-    for (let k = 0; k < expected.length; k++) {
-      const err = ref.relErr(outs[i][k], expected[k]);
-      if (process.env.SHOW_ERR && i === 0) console.log(`ERR ${expect.getState().currentTestName} out${k}: ${err.toExponential(2)}`);
-      expect(err, `${simd}, ${THREADS[i]} threads, output ${k}: rel-to-max error`).toBeLessThanOrEqual(tol);
-      expect(ref.firstBitDiff(outs[i][k], outs[0][k]), `${simd}, output ${k}: ${THREADS[i]} threads differ from 1 thread`).toBe(-1);
-    }
-}
+const { engines, check } = engineMatrix(64 << 20);
 
 describe("fused attention backward", () => {
   // [B, H, Lq, Lk, D, causal, scale?, q/k std]

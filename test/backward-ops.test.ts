@@ -1,8 +1,8 @@
 // Backward kernels of the non-weight ops (norms, activations, broadcast ops, layout ops, softmax): each kernel
 // against its f64 TypeScript reference at 1, 2 and 4 threads on both kernel builds (results bit-identical
 // across thread counts), and each reference against central finite differences of an f64 forward.
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { Engine } from "../src/runtime/engine.ts";
+import { describe, it, expect } from "vitest";
+import type { Engine } from "../src/runtime/engine.ts";
 import type { Tensor } from "../src/runtime/tensor.ts";
 import { groupNorm, layerNorm } from "../src/nn/norm.ts";
 import { softmax } from "../src/nn/attention.ts";
@@ -26,29 +26,10 @@ import * as ref from "../src/nn/reference/ops.ts";
 import * as nref from "../src/nn/reference/norm-backward.ts";
 import * as eref from "../src/nn/reference/elementwise-backward.ts";
 import { softmaxF64, refSoftmaxBackward } from "../src/nn/reference/attention-backward.ts";
+import { engineMatrix, VARIANTS } from "./support/engine-matrix.ts";
 
-const VARIANTS = ["baseline", "relaxed"] as const;
-const THREADS = [1, 2, 4];
-const engines: Record<string, Engine[]> = {};
-
-beforeAll(async () => {
-  for (const simd of VARIANTS) engines[simd] = await Promise.all(THREADS.map((threads) => Engine.create({ threads, simd, memoryBytes: 32 << 20 })));
-});
-afterAll(() => Object.values(engines).flat().forEach((e) => e.close()));
-
-/** Runs f on every thread count of one build; each output is checked against its reference and for bit-identity across thread counts. */
-function check(simd: string, f: (e: Engine) => Tensor[], expected: (ArrayLike<number> | null)[], tol = 1e-4): Float32Array[] {
-  const outs = engines[simd].map((e) => e.scope(() => f(e).map((t) => t.toArray())));
-  for (let i = 0; i < outs.length; i++)
-    for (let k = 0; k < expected.length; k++) {
-      expect(ref.firstBitDiff(outs[i][k], outs[0][k]), `${simd}, output ${k}: ${THREADS[i]} threads differ from 1 thread`).toBe(-1);
-      if (!expected[k]) continue;
-      const err = ref.relErr(outs[i][k], expected[k]!);
-      if (process.env.SHOW_ERR && i === 0) console.log(`ERR ${expect.getState().currentTestName} out${k}: ${err.toExponential(2)}`);
-      expect(err, `${simd}, ${THREADS[i]} threads, output ${k}: rel-to-max error`).toBeLessThanOrEqual(tol);
-    }
-  return outs[0];
-}
+const { engines, check: checkAll } = engineMatrix(32 << 20);
+const check = (simd: string, f: (e: Engine) => Tensor[], expected: (ArrayLike<number> | null)[], tol = 1e-4) => checkAll(simd, f, expected, tol);
 
 /**
  * Central finite differences of loss(params) = sum(w o forward(params)) against the analytic gradients, at

@@ -1,29 +1,16 @@
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { Engine } from "../src/runtime/engine.ts";
+import { describe, it, expect } from "vitest";
+import type { Engine } from "../src/runtime/engine.ts";
 import type { Tensor } from "../src/runtime/tensor.ts";
 import { add, mul, addScaled, silu, gelu, quickGelu, scale, geglu, upsample2x, concatChannels } from "../src/nn/elementwise.ts";
 import { broadcastPlan } from "../src/nn/tiling.ts";
 import * as ref from "../src/nn/reference/ops.ts";
+import { engineMatrix, VARIANTS } from "./support/engine-matrix.ts";
 
-const VARIANTS = ["baseline", "relaxed"] as const;
-const THREADS = [1, 2, 4];
-const engines: Record<string, Engine[]> = {};
-
-beforeAll(async () => {
-  for (const simd of VARIANTS) engines[simd] = await Promise.all(THREADS.map((threads) => Engine.create({ threads, simd, memoryBytes: 32 << 20 })));
-});
-afterAll(() => Object.values(engines).flat().forEach((e) => e.close()));
+const { engines, check: checkAll } = engineMatrix(32 << 20);
 
 /** Runs f on every thread count of one SIMD variant; checks error vs reference and bit-identity. */
 function check(simd: string, f: (e: Engine) => Tensor, expected: ArrayLike<number>, tol = 1e-5): Float32Array {
-  const outs = engines[simd].map((e) => e.scope(() => f(e).toArray()));
-  for (let i = 0; i < outs.length; i++) {
-    const err = ref.relErr(outs[i], expected);
-    if (process.env.SHOW_ERR && i === 0) console.log(`ERR ${expect.getState().currentTestName}: ${err.toExponential(2)}`);
-    expect(err, `${simd}, ${THREADS[i]} threads: rel-to-max error`).toBeLessThanOrEqual(tol);
-    expect(ref.firstBitDiff(outs[i], outs[0]), `${simd}: ${THREADS[i]} threads differ from 1 thread`).toBe(-1);
-  }
-  return outs[0];
+  return checkAll(simd, (e) => [f(e)], [expected], tol)[0];
 }
 
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);

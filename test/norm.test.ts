@@ -1,29 +1,12 @@
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { Engine } from "../src/runtime/engine.ts";
+import { describe, it, expect } from "vitest";
+import type { Engine } from "../src/runtime/engine.ts";
 import type { Tensor } from "../src/runtime/tensor.ts";
 import { groupNorm, layerNorm } from "../src/nn/norm.ts";
 import * as ref from "../src/nn/reference/ops.ts";
+import { engineMatrix, VARIANTS } from "./support/engine-matrix.ts";
 
-const VARIANTS = ["baseline", "relaxed"] as const;
-const THREADS = [1, 2, 4];
-const engines: Record<string, Engine[]> = {};
-
-beforeAll(async () => {
-  for (const simd of VARIANTS) engines[simd] = await Promise.all(THREADS.map((threads) => Engine.create({ threads, simd, memoryBytes: 32 << 20 })));
-});
-afterAll(() => Object.values(engines).flat().forEach((e) => e.close()));
-
-/** Runs f on every thread count of one variant; each result array is checked vs its reference and for bit-identity. */
-function check(simd: string, f: (e: Engine) => Tensor[], expected: ArrayLike<number>[], tol = 1e-5): void {
-  const outs = engines[simd].map((e) => e.scope(() => f(e).map((t) => t.toArray())));
-  for (let i = 0; i < outs.length; i++)
-    for (let k = 0; k < expected.length; k++) {
-      const err = ref.relErr(outs[i][k], expected[k]);
-      if (process.env.SHOW_ERR && i === 0) console.log(`ERR ${expect.getState().currentTestName} out${k}: ${err.toExponential(2)}`);
-      expect(err, `${simd}, ${THREADS[i]} threads, output ${k}: rel-to-max error`).toBeLessThanOrEqual(tol);
-      expect(ref.firstBitDiff(outs[i][k], outs[0][k]), `${simd}, output ${k}: ${THREADS[i]} threads differ from 1 thread`).toBe(-1);
-    }
-}
+const { engines, check: checkAll } = engineMatrix(32 << 20);
+const check = (simd: string, f: (e: Engine) => Tensor[], expected: (ArrayLike<number> | null)[], tol = 1e-5) => checkAll(simd, f, expected, tol);
 
 describe("groupNorm (NHWC)", () => {
   // [B, H, W, C, groups]
