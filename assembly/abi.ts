@@ -1,7 +1,8 @@
 // The contract between the kernels (assembly/) and the ops that call them (src/nn): tile sizes, op codes
 // and flag bits that both sides must agree on. This file is plain TypeScript that AssemblyScript also
 // compiles (integer constants only, no AS types), so both sides import the same values; the few sizes that
-// are functions (keys per attention tile, GroupNorm tiles) are computed on both sides and compared by
+// are functions (keys per attention tile, GroupNorm tiles, LayerNorm-backward blocks, attention-backward
+// query tiles and scratch) are computed on both sides and compared by
 // test/abi.test.ts through the abi_* exports, and Engine.run checks every call's argument count against the
 // kernel's signature.
 
@@ -34,3 +35,7 @@ export const BINARY_MUL = 1; // a * b * s
 
 /** Attention: queries per work unit. */
 export const ATT_BQ = 64;
+
+/** Attention backward: keys per key block, and the row stride (floats) of its score buffers (at least the largest query tile). */
+export const ATT_BWD_KB = 64;
+export const ATT_BWD_SPS = 128;

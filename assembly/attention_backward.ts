@@ -28,13 +28,11 @@
 // Per-thread scratch (floats, Dp = D rounded up to 8): attBwdScratchFloats(D, Lq) in
 // src/nn/backward/attention.ts.
 import { splitStart, splitEnd, madd, exp2neg4, hsum } from "./math";
+import { ATT_BWD_KB, ATT_BWD_SPS } from "./abi";
 
-/** Keys per key block. Must match ATT_BWD_KB in src/nn/backward/attention.ts. */
-const ATT_BWD_KB: i32 = 64;
-/** Row stride (floats) of the score buffers: at least the largest query tile. */
-const SPS: i32 = 128;
+const SPS: i32 = ATT_BWD_SPS;
 
-/** Queries per tile (packed Q^T, dO^T, Q, dO of ~10 KB each). Must match attBwdQTile in src/nn/backward/attention.ts. */
+/** Queries per tile (packed Q^T, dO^T, Q, dO of ~10 KB each); src/nn/tiling.ts computes the same (test/abi.test.ts). */
 @inline function attBwdQTile(D: i32): i32 {
   return D <= 24 ? 128 : D <= 48 ? 64 : D <= 96 ? 32 : 16;
 }
@@ -44,6 +42,14 @@ const SPS: i32 = 128;
   const Dp = (D + 7) & ~7;
   const BQA = attBwdQTile(D);
   return 5 * ATT_BWD_KB * Dp + 4 * BQA * Dp + 4 * SPS + ATT_BWD_KB * SPS + 2 * BQA + 16;
+}
+
+/** attBwdQTile and fixedFloats, exported so test/abi.test.ts can compare them with src/nn/tiling.ts. */
+export function abi_att_bwd_q_tile(D: i32): i32 {
+  return attBwdQTile(D);
+}
+export function abi_att_bwd_fixed_floats(D: i32): i32 {
+  return fixedFloats(D);
 }
 
 const LOG2E: f32 = 1.44269504088896341;

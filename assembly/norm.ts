@@ -14,20 +14,7 @@
 //      |mean| >> std, e.g. 1000 + noise; x - S is exact there.) Optionally writes mean/rstd [B, G].
 //   3. groupnorm_apply_f32: threads split positions; y = (x - S) * A + Bc, optional fused SiLU.
 import { splitStart, splitEnd, madd, silu4, hsum } from "./math";
-
-/**
- * Spatial positions per GroupNorm statistics tile: 64, or more for very large maps so there are at
- * most 256 tiles (bounds the partial-sum buffer). Depends only on HW, never on the thread count.
- * src/nn/norm.ts computes the same tile count (test/abi.test.ts compares them).
- */
-@inline function gnTileLen(HW: i32): i32 {
-  return max(64, (HW + 255) / 256);
-}
-
-@inline function gnTiles(HW: i32): i32 {
-  const t = gnTileLen(HW);
-  return max(1, (HW + t - 1) / t);
-}
+import { gnTileLen, gnTiles } from "./tiling";
 
 /** gnTiles, exported so test/abi.test.ts can compare it with the TypeScript side. */
 export function abi_gn_tiles(HW: i32): i32 {

@@ -22,16 +22,7 @@
 // the thread count) whose partial sums go to part [nBlocks, 2, C], then added in block order.
 import { splitStart, splitEnd, madd, hsum } from "./math";
 import { siluGrad4 } from "./grad_math";
-
-/** Must match gnTileLen in norm.ts (the forward's statistics tiles). */
-@inline function gnTileLen(HW: i32): i32 {
-  return max(64, (HW + 255) / 256);
-}
-
-@inline function gnTiles(HW: i32): i32 {
-  const t = gnTileLen(HW);
-  return max(1, (HW + t - 1) / t);
-}
+import { gnTileLen, gnTiles, lnBlockRows } from "./tiling";
 
 /** A vector of 4 per-channel values of a per-(batch, group) array v [B, G] for channels c..c+3. */
 @inline function groupVec4(v: usize, b: i32, c: i32, cpg: i32, G: i32): v128 {
@@ -227,9 +218,9 @@ export function groupnorm_backward_apply_f32(
 // ---------------------------------------------------------------------------------------------
 // LayerNorm backward
 
-/** Rows per LayerNorm-backward block: 32, more for very many rows (at most 256 blocks). Must match lnBlockRows in src/nn/backward/norm.ts. */
-@inline function lnBlockRows(rows: i32): i32 {
-  return max(32, (rows + 255) / 256);
+/** lnBlockRows, exported so test/abi.test.ts can compare it with the TypeScript side. */
+export function abi_ln_block_rows(rows: i32): i32 {
+  return lnBlockRows(rows);
 }
 
 export function layernorm_backward_f32(

@@ -1,7 +1,7 @@
 // How the kernels cut their work, where the ops (forward and backward) must agree with them: GroupNorm
 // statistics tiles, attention key tiles and scratch, and the broadcast plan of the binary ops. The kernels
 // compute the same sizes (test/abi.test.ts compares them).
-import { ATT_BQ } from "../../assembly/abi.ts";
+import { ATT_BQ, ATT_BWD_KB, ATT_BWD_SPS } from "../../assembly/abi.ts";
 
 export { ATT_BQ };
 
@@ -21,6 +21,31 @@ export function attScratchFloats(D: number): number {
 export function gnTiles(HW: number): number {
   const t = Math.max(64, Math.floor((HW + 255) / 256));
   return Math.max(1, Math.ceil(HW / t));
+}
+
+/** Rows per LayerNorm-backward partial-sum block (the kernel computes the same: test/abi.test.ts). */
+export function lnBlockRows(rows: number): number {
+  return Math.max(32, Math.floor((rows + 255) / 256));
+}
+
+/** Attention backward: queries per tile for head dim D (the kernel computes the same: test/abi.test.ts). */
+export function attBwdQTile(D: number): number {
+  return D <= 24 ? 128 : D <= 48 ? 64 : D <= 96 ? 32 : 16;
+}
+
+/** Attention backward: per-thread scratch floats before the dQ accumulator (the kernel's fixedFloats). */
+export function attBwdFixedFloats(D: number): number {
+  const Dp = (D + 7) & ~7;
+  const bqa = attBwdQTile(D);
+  return 5 * ATT_BWD_KB * Dp + 4 * bqa * Dp + 4 * ATT_BWD_SPS + ATT_BWD_KB * ATT_BWD_SPS + 2 * bqa + 16;
+}
+
+/**
+ * Scratch floats one thread of attention_backward_f32 uses for head dim D and Lq queries: the packed key
+ * block and query tile, the score buffers, and the dQ accumulator [Lq rounded up to 4, Dp].
+ */
+export function attBwdScratchFloats(D: number, Lq: number): number {
+  return attBwdFixedFloats(D) + ((Lq + 3) & ~3) * ((D + 7) & ~7);
 }
 
 /**

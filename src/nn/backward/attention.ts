@@ -1,25 +1,8 @@
 // Backward of the fused attention and the last-dim softmax (src/nn/attention.ts), over the kernels in
 // assembly/attention_backward.ts.
 import type { Tensor } from "../../runtime/tensor.ts";
+import { attBwdScratchFloats } from "../tiling.ts";
 
-/** Keys per key block (must match ATT_BWD_KB in assembly/attention_backward.ts). */
-export const ATT_BWD_KB = 64;
-
-/** Queries per tile for head dim D (must match attBwdQTile in assembly/attention_backward.ts). */
-export function attBwdQTile(D: number): number {
-  return D <= 24 ? 128 : D <= 48 ? 64 : D <= 96 ? 32 : 16;
-}
-
-/**
- * Scratch floats one thread of attention_backward_f32 uses for head dim D and Lq queries: the packed key
- * block and query tile, the score buffers, and the dQ accumulator [Lq rounded up to 4, Dp].
- */
-export function attBwdScratchFloats(D: number, Lq: number): number {
-  const Dp = (D + 7) & ~7;
-  const SPS = 128;
-  const bqa = attBwdQTile(D);
-  return 5 * ATT_BWD_KB * Dp + 4 * bqa * Dp + 4 * SPS + ATT_BWD_KB * SPS + 2 * bqa + 16 + ((Lq + 3) & ~3) * Dp;
-}
 
 export interface AttentionBackwardOptions {
   /** The forward's causal flag. */

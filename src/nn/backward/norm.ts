@@ -2,7 +2,7 @@
 // assembly/norm_backward.ts. The forwards (src/nn/norm.ts) save what these need: pass
 // { mean, rstd } tensors to groupNorm / layerNorm.
 import type { Tensor } from "../../runtime/tensor.ts";
-import { gnTiles } from "../tiling.ts";
+import { gnTiles, lnBlockRows } from "../tiling.ts";
 
 /** Gradients of a normalisation layer: input, scale and shift. New tensors in the caller's scope. */
 export interface NormGrads {
@@ -56,11 +56,6 @@ export function groupNormBackward(
     eng.free(part);
   }
   return { dx, dGamma, dBeta };
-}
-
-/** Rows per LayerNorm-backward partial-sum block (must match lnBlockRows in assembly/norm_backward.ts). */
-export function lnBlockRows(rows: number): number {
-  return Math.max(32, Math.floor((rows + 255) / 256));
 }
 
 /**
