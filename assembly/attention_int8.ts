@@ -43,6 +43,7 @@
 // operands where src/nn/int8.ts's probe says so; the op only picks proven combinations.
 import { splitStart, splitEnd, onesI16x8, loadPart } from "./math";
 import { INT8_FLAG_I16, INT8_FLAG_FUSED, ATT_BQ } from "./abi";
+import { qdot, qdotSplit, qdot16, qTranspose4 } from "./int8_dot";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -142,39 +143,6 @@ export function abi_att_int8_keys_per_tile(D: i32): i32 {
   const base = (usize(n >> 3) * usize(Kdim) + usize(k & ~3)) << 3;
   if (wide) return base + usize(16 * ((n & 7) >> 2) + 8 * ((k & 3) >> 1) + 2 * (n & 3) + (k & 1));
   return base + usize(4 * (n & 7) + (k & 3));
-}
-
-/** relaxed dot: signed operand first, unsigned second (assembly/gemm_int8.ts qdot). */
-@inline function qdot(w: v128, a: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.relaxed_dot_i8x16_i7x16_add_s(w, a, c);
-  } else {
-    return c;
-  }
-}
-
-/** The split sequence of the same sum (assembly/gemm_int8.ts qdotSplit). */
-@inline function qdotSplit(w: v128, a: v128, c: v128, ones: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i32x4.add(c, i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, a), ones));
-  } else {
-    return c;
-  }
-}
-
-/** i16 path: c + (k0,k1 pairs) + (k2,k3 pairs) of 4 lanes. */
-@inline function qdot16(wP: v128, wQ: v128, aP: v128, aQ: v128, c: v128): v128 {
-  return i32x4.add(c, i32x4.add(i32x4.dot_i16x8_s(wP, aP), i32x4.dot_i16x8_s(wQ, aQ)));
-}
-
-/** Stores 4 rows of 16 bytes interleaved by 4-byte group (assembly/gemm_int8.ts qTranspose4). */
-@inline function transpose4(ap: usize, v0: v128, v1: v128, v2: v128, v3: v128): void {
-  const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
-  const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7), t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
-  v128.store(ap, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
-  v128.store(ap, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 16);
-  v128.store(ap, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 32);
-  v128.store(ap, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 48);
 }
 
 /** Sum over keys of rows x (row stride ld floats, Lk rows) for dims [0, D) into mean (f32, fixed key order), / Lk. */
@@ -440,7 +408,7 @@ function softmaxTile(SP: usize, BK: i32, nk: i32, MMr: usize, LLr: usize, AB: us
     const h30 = pRow16(SP + 3 * spRow + o, mt3, c0, c1, c2, c3, S3);
     const h01 = v128.load(S0, 16), h11 = v128.load(S1, 16), h21 = v128.load(S2, 16), h31 = v128.load(S3, 16);
     if (!wide) {
-      transpose4(PI + (usize(j) << 2), i8x16.narrow_i16x8_u(h00, h01), i8x16.narrow_i16x8_u(h10, h11), i8x16.narrow_i16x8_u(h20, h21), i8x16.narrow_i16x8_u(h30, h31));
+      qTranspose4(PI + (usize(j) << 2), i8x16.narrow_i16x8_u(h00, h01), i8x16.narrow_i16x8_u(h10, h11), i8x16.narrow_i16x8_u(h20, h21), i8x16.narrow_i16x8_u(h30, h31));
     } else {
       const pp = PI + (usize(j) << 3);
       v128.store(pp, i64x2.shuffle(h00, h10, 0, 2));
