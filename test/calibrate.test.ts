@@ -1,4 +1,5 @@
-// INT8 calibration: the moving-average min/max observer, a calibration run of fashion-sd-tiny (ranges
+// INT8 calibration: the moving-average min/max observer, the least-MSE range search (against quantising the
+// values for real) and the mse observer (global and per step), a calibration run of fashion-sd-tiny (ranges
 // finite and ordered, one per conv/linear layer, file round trip), the CLI, and a pipeline that uses the
 // calibration for a mixed:K schedule.
 import * as fs from "node:fs";
@@ -7,13 +8,23 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sharedDir } from "../src/io/places.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
-import { MinMaxObserver, readCalibration, validateCalibration, writeCalibration, type Calibration } from "../src/models/calibration.ts";
+import { HistogramObserver, MinMaxObserver, mseRange, readCalibration, validateCalibration, writeCalibration, type Calibration } from "../src/models/calibration.ts";
 import { StableDiffusionPipeline, PipelineError } from "../src/pipeline/pipeline.ts";
 import { calibrate } from "../weights-tools/calibrate.ts";
 import { defaultCalibrationPrompts, readPromptsFile } from "../src/tools/prompts.ts";
 import { run as calibrateCli } from "../src/cli/calibrate.ts";
 import { UsageError } from "../src/cli/args.ts";
 import { runSensitivity } from "../src/tools/sensitivity.ts";
+import { Rng } from "../src/runtime/random.ts";
+import { actParamsFromRange, normalizeActParams, quantizeActValue } from "../src/nn/quant.ts";
+
+// The mean squared error of quantising xs exactly as the INT8 kernels do with the range [min, max].
+function quantMse(xs: Float32Array, min: number, max: number, qmax: number): number {
+  const p = normalizeActParams(actParamsFromRange(min, max, qmax, 63));
+  let e = 0;
+  for (const x of xs) e += ((quantizeActValue(x, p.invScale, p.zeroPoint, qmax) - p.zeroPoint) * p.scale - x) ** 2;
+  return e / xs.length;
+}
 
 const model = path.join(sharedDir(), "models", "fashion-sd-tiny");
 
@@ -38,6 +49,49 @@ describe("MinMaxObserver", () => {
     expect(m.layers().a).toMatchObject({ min: -3, max: 2 });
     expect(() => o.record("b", NaN, 1)).toThrow(/non-finite/);
     expect(() => new MinMaxObserver("ema-minmax", 1)).toThrow(/momentum/);
+  });
+});
+
+describe("mseRange (the mse observer's range search)", () => {
+  const histogram = (xs: Float32Array, min: number, max: number, bins: number) => {
+    const h = new Float64Array(bins);
+    for (const x of xs) h[Math.min(bins - 1, Math.max(0, Math.floor(((x - min) / (max - min)) * bins)))]++;
+    return h;
+  };
+  it("clips rare outliers: a lower quantisation error than min/max, measured on the values themselves", () => {
+    const rng = new Rng(1);
+    // two outliers in 2M values make min/max ~5x wider than the bulk needs (at 8 bits clipping pays only for
+    // values this rare: the clipped error p * d^2 must stay below the rounding noise it saves)
+    const xs = rng.normal(2000000);
+    xs[5] = 40;
+    xs[6] = -12;
+    let mn = Infinity, mx = -Infinity;
+    for (const x of xs) (mn = Math.min(mn, x)), (mx = Math.max(mx, x));
+    const r = mseRange(histogram(xs, mn, mx, 2048), mn, mx, 255);
+    expect(r.min).toBeLessThanOrEqual(0);
+    expect(r.max).toBeGreaterThanOrEqual(0);
+    // clipped on both sides, but not into the bulk
+    expect(r.max).toBeLessThan(0.8 * mx);
+    expect(r.min).toBeGreaterThan(0.8 * mn);
+    expect(Math.min(r.max, -r.min)).toBeGreaterThan(3); // 8-bit optimum for a unit normal: ~3.9
+    expect(r.mse).toBeLessThan(r.minmaxMse);
+    // the model of the error (rounding noise s^2 / 12 inside, clipping outside) agrees with quantising for real
+    expect(quantMse(xs, r.min, r.max, 255)).toBeLessThan(0.5 * quantMse(xs, mn, mx, 255));
+    expect(quantMse(xs, r.min, r.max, 255) / r.mse).toBeGreaterThan(0.8);
+    expect(quantMse(xs, r.min, r.max, 255) / r.mse).toBeLessThan(1.25);
+  });
+  it("keeps the whole range of uniform values, and zero inside the range", () => {
+    const rng = new Rng(2);
+    const xs = new Float32Array(100000);
+    for (let i = 0; i < xs.length; i++) xs[i] = 0.5 + 3 * rng.uniform();
+    const r = mseRange(histogram(xs, 0.5, 3.5, 2048), 0.5, 3.5, 255);
+    expect(r.min).toBe(0); // all positive: the range still contains zero, as the asymmetric grid needs
+    expect(r.max).toBeGreaterThan(3.45);
+    expect(mseRange(new Float64Array(16), -1, 1, 255)).toMatchObject({ min: -1, max: 1, mse: 0 });
+  });
+  it("HistogramObserver needs every layer the min/max pass saw", () => {
+    const h = new HistogramObserver({ a: { min: -1, max: 1 } }, 64);
+    expect(() => h.layers(255)).toThrow(/not observed/);
   });
 });
 
@@ -128,6 +182,31 @@ describe("calibration of fashion-sd-tiny", () => {
     expect((await readCalibration(ema)).observer).toMatchObject({ type: "ema-minmax", momentum: 0.99 });
     expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "ema", "--momentum", "0.9", "--out", ema, "-q"])).toBe(0);
     expect((await readCalibration(ema)).observer).toMatchObject({ type: "ema-minmax", momentum: 0.9 });
+    // --observer mse: min/max pass, histogram pass; ranges within the extremes, clipped where it pays
+    const mse = path.join(tmp, "mse.json");
+    expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "1", "--threads", "1", "--observer", "mse", "--out", mse, "-q"])).toBe(0);
+    const m = await readCalibration(mse);
+    expect(m).toMatchObject({ unetCalls: 2, observer: { type: "mse", bins: 2048 } });
+    expect(Object.keys(m.layers)).toEqual(Object.keys(c.layers));
+    let clipped = 0;
+    for (const [k, r] of Object.entries(m.layers)) {
+      expect(r.min).toBeGreaterThanOrEqual(Math.min(0, c.layers[k].min));
+      expect(r.max).toBeLessThanOrEqual(Math.max(0, c.layers[k].max));
+      expect([r.absMin, r.absMax]).toEqual([c.layers[k].absMin, c.layers[k].absMax]);
+      if (r.max - r.min < 0.99 * (c.layers[k].max - c.layers[k].min)) clipped++;
+    }
+    expect(clipped).toBeGreaterThan(0);
+    // per step: each timestep's range is searched in its own histogram (global bins), within a bin of that timestep's min/max
+    expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "2", "--threads", "1", "--observer", "mse", "--per-step", "--out", mse, "-q"])).toBe(0);
+    expect(await calibrateCli(["--model", model, "--prompts", prompts, "--steps", "2", "--threads", "1", "--per-step", "--out", out, "-q"])).toBe(0);
+    const [ms, mm] = [await readCalibration(mse), await readCalibration(out)];
+    expect(ms.timesteps).toEqual(mm.timesteps);
+    for (const [k, r] of Object.entries(ms.layers))
+      r.steps!.forEach((sr, i) => {
+        expect(sr.min).toBeGreaterThanOrEqual(Math.min(0, mm.layers[k].steps![i].min) - (mm.layers[k].max - mm.layers[k].min) / 1024);
+        expect(sr.max).toBeLessThanOrEqual(Math.max(0, mm.layers[k].steps![i].max) + (mm.layers[k].max - mm.layers[k].min) / 1024);
+      });
+    await expect(calibrateCli(["--model", model, "--observer", "ema", "--per-step", "--out", mse])).rejects.toThrow(/--observer ema does not apply/);
     await expect(calibrateCli(["--model", model, "--momentum", "0.9", "--out", out])).rejects.toThrow(/--observer ema only/);
     await expect(calibrateCli(["--model", model, "--n", "2", "--prompts", prompts])).rejects.toThrow(/not both/);
     await expect(calibrateCli(["--model", model, "--observer", "avg", "--out", out])).rejects.toThrow(UsageError);

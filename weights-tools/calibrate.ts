@@ -5,6 +5,12 @@
 //   - "ema-minmax": a moving-average min/max, as torch.ao.quantization.MovingAverageMinMaxObserver (the first
 //     UNet call sets a layer's range, each later call moves it by (1 - momentum) toward that call's min/max;
 //     default momentum 0.99, i.e. torch's averaging_constant 0.01).
+//   - "mse": a min/max pass, then a second pass over the same prompts that histograms each layer's input over
+//     its min/max range (2048 bins), and per layer the range of least expected quantisation error (rounding
+//     noise inside plus clipping outside; src/models/calibration.ts mseRange), as TensorRT's and onnxruntime's
+//     percentile/entropy calibrators trade range for resolution. It clips the rare outliers running min/max
+//     keeps (most in the feed-forward output layers, ff.net.2): fashion-sd-tiny all-INT8 PSNR vs FP32 +0.7 dB
+//     (docs/quality.md). With perStep, each timestep's calls get their own histogram and range as well.
 // Why minmax is the default: a diffusion UNet's activation ranges drift over the denoising steps, so an
 // average of per-call ranges clips the calls whose ranges are wider. Measured on fashion-sd-tiny (50 PNDM
 // steps, guidance 4, all-INT8 PSNR vs FP32 images of 100 seeds; weights-tools/README.md has the table and the
@@ -21,7 +27,7 @@
 // CLI: stepq calibrate (src/cli/calibrate.ts).
 import * as path from "node:path";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
-import { CALIBRATION_FORMAT, CALIBRATION_VERSION, defaultCalibrationPath, MinMaxObserver, type Calibration } from "../src/models/calibration.ts";
+import { CALIBRATION_FORMAT, CALIBRATION_VERSION, defaultCalibrationPath, HistogramObserver, MinMaxObserver, type Calibration } from "../src/models/calibration.ts";
 import { INT8_CALIBRATION_DEFAULT } from "../src/nn/quant.ts";
 
 export interface CalibrateOptions {
@@ -36,15 +42,15 @@ export interface CalibrateOptions {
   scheduler?: string;
   /** Prompt i uses seed seed0 + i (default 10000: away from the seeds stepq eval uses). */
   seed0?: number;
-  /** "minmax" (running extremes, default) or "ema-minmax" (moving average). */
-  observer?: "ema-minmax" | "minmax";
+  /** "minmax" (running extremes, default), "ema-minmax" (moving average) or "mse" (least quantisation error). */
+  observer?: "ema-minmax" | "minmax" | "mse";
   /** EMA momentum (default 0.99: torch's MovingAverageMinMaxObserver averaging_constant 0.01). */
   momentum?: number;
   /** Largest quantised activation INT8 layers will use: 127 (7-bit, default: the fast relaxed-dot path) or 255 (u8: exact i16 path, slower). */
   actQmax?: 127 | 255;
   /** Weight range recorded with the ranges: 127 (int8, default) or 63 (7-bit weights, for 8-bit activations). */
   weightQmax?: 127 | 63;
-  /** Also record each layer's range per scheduler timestep (running min/max only). */
+  /** Also record each layer's range per scheduler timestep (running min/max, or mse per timestep; not ema). */
   perStep?: boolean;
   threads?: number;
   memoryBytes?: number;
@@ -67,37 +73,45 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const guidance = o.guidance ?? 4;
   const seed0 = o.seed0 ?? 10000;
   const observerType = o.observer ?? DEFAULT_OBSERVER;
-  if (o.perStep && observerType !== "minmax") throw new Error(`calibrate: per-step ranges are running min/max per timestep; observer ${observerType} does not apply`);
-  const observer = new MinMaxObserver(observerType, o.momentum ?? DEFAULT_EMA_MOMENTUM, !!o.perStep);
+  if (o.perStep && observerType === "ema-minmax") throw new Error("calibrate: per-step ranges are running min/max (or mse) per timestep; the ema observer does not apply");
+  // "mse" starts as a min/max pass, whose ranges bound the histograms of its second pass
+  const observer = new MinMaxObserver(observerType === "mse" ? "minmax" : observerType, o.momentum ?? DEFAULT_EMA_MOMENTUM, !!o.perStep);
   const pipe = o.pipeline ?? (await StableDiffusionPipeline.load(o.model, { precisions: ["fp32"], threads: o.threads, memoryBytes: o.memoryBytes, simd: o.simd }));
   const ctx = pipe.unet.precisionContext;
   try {
     if (!ctx || !ctx.loaded.includes("fp32")) throw new Error("calibrate: the pipeline must be loaded with precisions including fp32");
+    const passes = observerType === "mse" ? 2 : 1;
     const before = ctx.current;
     ctx.current = "fp32";
-    ctx.observe = (layer, x) => observer.observe(layer, x);
     const t0 = performance.now();
     let scheduler = "";
+    let histograms: HistogramObserver | null = null;
     try {
-      for (let i = 0; i < o.prompts.length; i++) {
-        const res = await pipe.generate({
-          prompt: o.prompts[i],
-          steps,
-          guidance,
-          scheduler: o.scheduler,
-          seed: seed0 + i,
-          precision: "fp32",
-          onStep: (s) => {
-            observer.endCall(s.timestep);
-            o.onProgress?.({ prompt: i, prompts: o.prompts.length, call: s.step, calls: s.total, elapsedMs: performance.now() - t0 });
-          },
-        });
-        scheduler = res.scheduler;
+      for (let pass = 0; pass < passes; pass++) {
+        const h = pass === 1 ? (histograms = new HistogramObserver(observer.layers(), undefined, !!o.perStep)) : null;
+        ctx.observe = h ? (layer, x) => h.observe(layer, x) : (layer, x) => observer.observe(layer, x);
+        for (let i = 0; i < o.prompts.length; i++) {
+          const res = await pipe.generate({
+            prompt: o.prompts[i],
+            steps,
+            guidance,
+            scheduler: o.scheduler,
+            seed: seed0 + i,
+            precision: "fp32",
+            onStep: (s) => {
+              if (h) h.endCall(s.timestep);
+              else observer.endCall(s.timestep);
+              o.onProgress?.({ prompt: pass * o.prompts.length + i, prompts: passes * o.prompts.length, call: s.step, calls: s.total, elapsedMs: performance.now() - t0 });
+            },
+          });
+          scheduler = res.scheduler;
+        }
       }
     } finally {
       ctx.observe = null;
       ctx.current = before;
     }
+    const actQmax = o.actQmax ?? INT8_CALIBRATION_DEFAULT.actQmax;
     const timesteps = observer.timesteps();
     return {
       format: CALIBRATION_FORMAT,
@@ -109,11 +123,11 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
       prompts: o.prompts.length,
       unetCalls: observer.calls,
       seed0,
-      observer: observer.info,
-      actQmax: o.actQmax ?? INT8_CALIBRATION_DEFAULT.actQmax,
+      observer: histograms ? { type: "mse", per: "UNet call (min/max pass, then the histogram over it)", bins: histograms.bins } : observer.info,
+      actQmax,
       ...((o.weightQmax ?? INT8_CALIBRATION_DEFAULT.weightQmax) === 63 ? { weightQmax: 63 } : {}),
       created: new Date().toISOString(),
-      layers: observer.layers(),
+      layers: histograms ? histograms.layers(actQmax, timesteps ?? undefined) : observer.layers(),
       ...(timesteps ? { timesteps } : {}),
     };
   } finally {

@@ -20,7 +20,10 @@ layer of the UNet, the min/max of its input activations: by default the running 
 MovingAverageMinMaxObserver: the first UNet call sets the range, each later call moves it by
 (1 - momentum) toward its own min/max), which clips the steps whose ranges are wider (fashion-sd-tiny, 50
 steps, 100 images: INT8 PSNR vs FP32 19.3 dB with momentum 0.9, 24.8 dB with 0.99, 28.5 dB with minmax;
-weights-tools/README.md).
+weights-tools/README.md). --observer mse runs the prompts twice: min/max, then a histogram of each input
+over it, and keeps per layer the range of least quantisation error (rounding inside plus clipping outside),
+which clips rare outliers (fashion-sd-tiny, 8-bit activations: all-INT8 PSNR vs FP32 +0.7 dB over minmax;
+docs/quality.md).
 INT8 uses these ranges (7-bit asymmetric per-tensor activations by default).
 Writes JSON: layer -> {min, max, absMin, absMax, count} plus the settings (model, steps, prompts, observer).
 --per-step also records each layer's range per scheduler timestep (running min/max over the prompts'
@@ -38,10 +41,11 @@ Options:
   --guidance G       guidance scale (default 4)
   --scheduler NAME   ${SCHEDULER_NAMES.join(" | ")} (default: the model's own)
   --seed0 N          prompt i uses seed seed0+i (default 10000)
-  --observer TYPE    minmax (running extremes, default) | ema (moving-average min/max)
+  --observer TYPE    minmax (running extremes, default) | ema (moving-average min/max) | mse (least
+                     quantisation error; two passes)
   --momentum M       EMA momentum (default 0.99: range = 0.99 range + 0.01 this call's, torch's
                      averaging_constant 0.01); only with --observer ema
-  --per-step         also record per-timestep ranges (minmax observer only; see above)
+  --per-step         also record per-timestep ranges (minmax or mse observer; see above)
   --act-bits B       8 (default: activations 0..255) or 7 (0..127: twice the rounding error)
   --weight-bits B    7 (default: weights -63..63, so 8-bit activations run exactly on the relaxed dot on
                      x86 with or without AVX-VNNI) or 8 (-127..127: with 8-bit activations the fused dot
@@ -61,6 +65,7 @@ Options:
 Examples:
   stepq calibrate --model models/fashion-sd-tiny --n 20 --steps 50 --guidance 4
   stepq calibrate --n 20 --observer ema --momentum 0.99 --out ema.json     # the paper-style observer
+  stepq calibrate --n 20 --observer mse --out cal-mse.json
   stepq calibrate --n 20 --steps 50 --guidance 4 --per-step --out cal-per-step.json`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -103,11 +108,11 @@ export async function run(argv: string[]): Promise<number> {
   if (scheduler !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(scheduler) && scheduler !== "dpmsolver++")
     throw new UsageError(`--scheduler must be one of ${SCHEDULER_NAMES.join(", ")}, got "${scheduler}"`);
   const obs = (v.observer as string | undefined) ?? "minmax";
-  if (obs !== "ema" && obs !== "minmax") throw new UsageError(`--observer must be ema or minmax, got "${obs}"`);
+  if (obs !== "ema" && obs !== "minmax" && obs !== "mse") throw new UsageError(`--observer must be minmax, ema or mse, got "${obs}"`);
   if (v.momentum !== undefined && obs !== "ema") throw new UsageError("--momentum applies to --observer ema only");
   const perStep = !!v["per-step"];
-  if (perStep && obs !== "minmax")
-    throw new UsageError("--per-step records running min/max per timestep; --observer ema does not apply (a moving average over one timestep's few calls would keep mostly the last prompt)");
+  if (perStep && obs === "ema")
+    throw new UsageError("--per-step records running min/max (or mse) ranges per timestep; --observer ema does not apply (a moving average over one timestep's few calls would keep mostly the last prompt)");
   const momentum = numOpt(v.momentum as string | undefined, "momentum", DEFAULT_EMA_MOMENTUM, 0, 0.999999);
   const actBits = intOpt(v["act-bits"] as string | undefined, "act-bits", INT8_CALIBRATION_DEFAULT.actQmax === 255 ? 8 : 7, 7, 8);
   const weightBits = intOpt(v["weight-bits"] as string | undefined, "weight-bits", INT8_CALIBRATION_DEFAULT.weightQmax === 63 ? 7 : 8, 7, 8);
@@ -127,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
   const quiet = !!v.quiet;
   const tty = !!process.stderr.isTTY && !quiet;
   const log = (s: string) => process.stderr.write(`stepq calibrate: ${s}\n`);
-  if (!quiet) log(`${prompts.length} prompt(s) x ${steps} steps, guidance ${guidance}, observer ${obs === "ema" ? `moving-average min/max (momentum ${momentum})` : "min/max"}${perStep ? ", per step" : ""}`);
+  if (!quiet) log(`${prompts.length} prompt(s) x ${steps} steps, guidance ${guidance}, observer ${obs === "ema" ? `moving-average min/max (momentum ${momentum})` : obs === "mse" ? "least quantisation error (two passes over the prompts)" : "min/max"}${perStep ? ", per step" : ""}`);
   let lastPrint = 0;
   const cal = await calibrate({
     model,
@@ -136,7 +141,7 @@ export async function run(argv: string[]): Promise<number> {
     guidance,
     scheduler,
     seed0,
-    observer: obs === "ema" ? "ema-minmax" : "minmax",
+    observer: obs === "ema" ? "ema-minmax" : obs === "mse" ? "mse" : "minmax",
     momentum,
     actQmax: actBits === 8 ? 255 : 127,
     weightQmax: weightBits === 7 ? 63 : 127,

@@ -38,10 +38,12 @@ export interface StepRange {
 }
 
 export interface ObserverInfo {
-  /** "ema-minmax" (moving-average min/max) or "minmax" (running extremes). */
-  type: "ema-minmax" | "minmax";
+  /** "ema-minmax" (moving-average min/max), "minmax" (running extremes) or "mse" (the range of least quantisation MSE). */
+  type: "ema-minmax" | "minmax" | "mse";
   /** EMA: range = momentum * range + (1 - momentum) * this call's range (first call initialises). */
   momentum?: number;
+  /** mse: histogram bins over each layer's running min/max. */
+  bins?: number;
   /** What one observation is. */
   per: string;
 }
@@ -174,6 +176,129 @@ export class MinMaxObserver {
           if (!r) throw new PrecisionError(`per-step calibration: layer ${k} was not observed at timestep ${t}`);
           return { min: r[0], max: r[1] };
         });
+    }
+    return out;
+  }
+}
+
+/** Bins of the histograms the "mse" observer searches (over each layer's running min/max). */
+export const MSE_HISTOGRAM_BINS = 2048;
+
+/**
+ * The activation range [lo, hi] (lo <= 0 <= hi, so zero stays exact) of least expected quantisation error for
+ * the values a histogram over [min, max] counts: rounding noise s^2 / 12 inside (s = (hi - lo) / qmax) plus the
+ * squared clipping error outside, each bin at its centre. Candidates are every second bin edge; min/max itself
+ * is one, so the result never has a larger error than it. Returns the error of both, per value.
+ */
+export function mseRange(hist: ArrayLike<number>, min: number, max: number, qmax: number): { min: number; max: number; mse: number; minmaxMse: number } {
+  const bins = hist.length;
+  if (!(max > min)) return { min, max, mse: 0, minmaxMse: 0 };
+  const w = (max - min) / bins;
+  // prefix sums of count, count * x and count * x^2 make each candidate O(1)
+  const P0 = new Float64Array(bins + 1), P1 = new Float64Array(bins + 1), P2 = new Float64Array(bins + 1);
+  for (let b = 0; b < bins; b++) {
+    const x = min + (b + 0.5) * w;
+    P0[b + 1] = P0[b] + hist[b];
+    P1[b + 1] = P1[b] + hist[b] * x;
+    P2[b + 1] = P2[b] + hist[b] * x * x;
+  }
+  const total = P0[bins];
+  if (!(total > 0)) return { min, max, mse: 0, minmaxMse: 0 };
+  const edge = (a: number) => (a === bins ? max : min + a * w);
+  const err = (a: number, b: number) => {
+    const lo = edge(a), hi = edge(b);
+    const s = (hi - lo) / qmax;
+    const below = P2[a] - 2 * lo * P1[a] + lo * lo * P0[a];
+    const above = P2[bins] - P2[b] - 2 * hi * (P1[bins] - P1[b]) + hi * hi * (P0[bins] - P0[b]);
+    return (below + above + ((P0[b] - P0[a]) * s * s) / 12) / total;
+  };
+  const zeroBin = Math.max(0, Math.min(bins, Math.round(-min / w)));
+  const minmaxMse = err(0, bins);
+  let best = { e: minmaxMse, a: 0, b: bins };
+  const tryRange = (a: number, b: number) => {
+    if (b <= a) return;
+    const e = err(a, b);
+    if (e < best.e) best = { e, a, b };
+  };
+  for (let a = 0; a <= zeroBin; a += 2) {
+    for (let b = Math.max(zeroBin, a + 1); b < bins; b += 2) tryRange(a, b);
+    tryRange(a, bins);
+  }
+  return { min: Math.min(0, edge(best.a)), max: Math.max(0, edge(best.b)), mse: best.e, minmaxMse };
+}
+
+/**
+ * The "mse" observer's second pass: a histogram of each layer's input over its running min/max (from a first,
+ * min/max pass over the same UNet calls), then per layer the range mseRange picks; with perStep also one
+ * histogram per timestep (same bins: a call's counts go to its timestep at endCall), each searched the same way.
+ */
+export class HistogramObserver {
+  private hists = new Map<string, Float64Array>();
+  private pending = new Map<string, Float64Array>();
+  /** Per-step: timestep -> layer -> counts (Uint32: SD-size models have ~700 layers x 50 steps of them). */
+  private stepHists = new Map<number, Map<string, Uint32Array>>();
+
+  constructor(
+    private readonly ranges: Record<string, LayerRange>,
+    readonly bins = MSE_HISTOGRAM_BINS,
+    readonly perStep = false,
+  ) {}
+
+  observe(layer: string, x: Tensor): void {
+    const r = this.ranges[layer];
+    if (!r) throw new PrecisionError(`mse calibration: layer ${layer} was not seen by the min/max pass`);
+    let h = this.pending.get(layer);
+    if (!h) this.pending.set(layer, (h = new Float64Array(this.bins)));
+    const v = x.f32();
+    const k = r.max > r.min ? this.bins / (r.max - r.min) : 0;
+    const top = this.bins - 1;
+    for (let i = 0; i < v.length; i++) {
+      const b = Math.floor((v[i] - r.min) * k);
+      h[b < 0 ? 0 : b > top ? top : b]++;
+    }
+  }
+
+  /** Ends one UNet call: its counts go to each layer's histogram (and, per step, to the call's timestep's). */
+  endCall(timestep?: number): void {
+    let m: Map<string, Uint32Array> | undefined;
+    if (this.perStep && this.pending.size) {
+      if (timestep === undefined || !Number.isFinite(timestep)) throw new PrecisionError(`per-step calibration: endCall needs the call's timestep, got ${timestep}`);
+      m = this.stepHists.get(timestep);
+      if (!m) this.stepHists.set(timestep, (m = new Map()));
+    }
+    for (const [k, p] of this.pending) {
+      let h = this.hists.get(k);
+      if (!h) this.hists.set(k, (h = new Float64Array(this.bins)));
+      let sh = m?.get(k);
+      if (m && !sh) m.set(k, (sh = new Uint32Array(this.bins)));
+      for (let b = 0; b < this.bins; b++) {
+        h[b] += p[b];
+        if (sh) sh[b] += p[b];
+      }
+      p.fill(0);
+    }
+  }
+
+  /**
+   * The min/max pass's ranges with min/max (and, per step, each step's range, for the timesteps in `timesteps`'
+   * order) replaced by the least-MSE range for activations 0..qmax.
+   */
+  layers(qmax: number, timesteps?: readonly number[]): Record<string, LayerRange> {
+    const out: Record<string, LayerRange> = {};
+    for (const [k, r] of Object.entries(this.ranges)) {
+      const h = this.hists.get(k);
+      if (!h) throw new PrecisionError(`mse calibration: layer ${k} was not observed by the histogram pass`);
+      const m = mseRange(h, r.min, r.max, qmax);
+      out[k] = { ...r, min: m.min, max: m.max };
+      if (this.perStep) {
+        if (!timesteps) throw new PrecisionError("per-step mse calibration: the timesteps' order is needed");
+        out[k].steps = timesteps.map((t) => {
+          const sh = this.stepHists.get(t)?.get(k);
+          if (!sh) throw new PrecisionError(`per-step calibration: layer ${k} was not observed at timestep ${t}`);
+          const s = mseRange(sh, r.min, r.max, qmax);
+          return { min: s.min, max: s.max };
+        });
+      }
     }
     return out;
   }
