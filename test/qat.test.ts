@@ -2,7 +2,8 @@
 // - overfitting: 50 steps on one fixed batch drive the student's noise loss down by at least 10x;
 // - `stepq qat` runs 3 steps and writes a pipeline folder that generate loads (mixed:5), and the run's own
 //   export check passed: the exported INT8 UNet computes bit for bit what the student computed (also with
-//   learned per-step scales, which need the version-2 converted format);
+//   learned per-step scales, which need the version-2 converted format); per-step ranges taken from a per-step
+//   calibration file (--init-ranges with --per-step-scales) reach the exported file;
 // - interrupted (a checkpoint, as on Ctrl-C) and resumed, a run gives exactly the weights of an uninterrupted run;
 // - the memory plan refuses what cannot fit the engine, with the numbers (SD 1.5; a too-small --memory);
 // - a training step stays within the memory plan.
@@ -16,6 +17,7 @@ import { sharedDir } from "../src/io/places.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { SD15_UNET_CONFIG, loadUNetConfig } from "../src/models/config.ts";
 import { planRefusal, qat, qatMemoryPlan, type QatOptions } from "../weights-tools/qat.ts";
+import { actParamsFromRange } from "../src/nn/quant.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const bin = path.join(root, "bin", "stepq.js");
@@ -120,6 +122,30 @@ describe("QAT + KD", () => {
       expect(st.metadata.stepq_format_version).toBe("2");
       expect(JSON.parse(st.metadata.timesteps).length).toBe(10);
       expect(st.info("conv_in.input_scale_steps").shape).toEqual([10]);
+    } finally {
+      st.close();
+    }
+  });
+
+  it("per-step ranges from a per-step calibration file start (and, frozen, stay) each step's range", async () => {
+    // a per-step file with two timesteps: 999 has the global ranges, 0 half of them
+    const cal = JSON.parse(fs.readFileSync(path.join(root, "models", "fashion-sd-tiny", "unet", "stepq-calibration.json"), "utf8"));
+    cal.timesteps = [999, 0];
+    for (const r of Object.values(cal.layers) as { min: number; max: number; steps?: unknown }[])
+      r.steps = [{ min: r.min, max: r.max }, { min: r.min / 2, max: r.max / 2 }];
+    const file = path.join(tmp, "cal-steps.json");
+    fs.writeFileSync(file, JSON.stringify(cal));
+    const out = path.join(tmp, "steps-from-file");
+    await qat(base("steps-from-file", { steps: 1, perStepScales: true, samplerSteps: 10, initRanges: file, observeDuringTraining: false }));
+    const st = await SafetensorsFile.open(path.join(out, "unet", "stepq-int8.safetensors"));
+    try {
+      const ts: number[] = JSON.parse(st.metadata.timesteps);
+      const scales = await st.readF32("conv_in.input_scale_steps");
+      const { min, max } = cal.layers.conv_in;
+      ts.forEach((t, i) => {
+        const want = actParamsFromRange(Math.fround(t >= 500 ? min : min / 2), Math.fround(t >= 500 ? max : max / 2), cal.actQmax, cal.weightQmax).scale;
+        expect(scales[i]).toBe(Math.fround(want));
+      });
     } finally {
       st.close();
     }

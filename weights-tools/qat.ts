@@ -55,7 +55,7 @@ import type { Vae } from "../src/models/vae.ts";
 import type { ClipTextModel } from "../src/models/clip.ts";
 import { unetActivationBytes, unetParamCount } from "../src/models/memory.ts";
 import { STEPQ_FORMAT, STEPQ_FORMAT_VERSION, stepqWeightsName } from "../src/models/converted.ts";
-import { hasPerStepRanges, readCalibration } from "../src/models/calibration.ts";
+import { hasPerStepRanges, readCalibration, type Calibration } from "../src/models/calibration.ts";
 import { weightBytesF32 } from "../src/pipeline/pipeline.ts";
 import { createScheduler, schedulerFromConfig, type Scheduler } from "../src/pipeline/schedulers.ts";
 import { FASHION_CLASSES } from "../src/tools/prompts.ts";
@@ -683,9 +683,11 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
     const teacher = await loadUNet(eng, unetDir);
     const layers: Layer[] = [];
     let ranges: Record<string, Range> | undefined;
+    let initCal: Calibration | null = null;
     if (o.initRanges) {
-      const cal = await readCalibration(o.initRanges);
-      if (hasPerStepRanges(cal) && o.perStepScales) say(`${o.initRanges}: its per-step ranges are not used (the per-step ranges start from the global ones)`);
+      const cal = (initCal = await readCalibration(o.initRanges));
+      if (hasPerStepRanges(cal) && !o.perStepScales) say(`${o.initRanges}: its per-step ranges are not used (without --per-step-scales the student has one range per layer)`);
+      if (!hasPerStepRanges(cal) && o.perStepScales) say(`${o.initRanges}: no per-step ranges; every step's range starts from the layer's global one`);
       ranges = Object.fromEntries(Object.entries(cal.layers).map(([k, r]) => [k, { min: Math.fround(r.min), max: Math.fround(r.max) }]));
     }
     const student = await loadUNet(eng, unetDir, { training: { register: () => {}, layers, quant: { qmax: o.actQmax, weightQmax: o.weightQmax, observer: o.observer, ranges } } });
@@ -706,6 +708,16 @@ export async function qat(opts: QatOptions): Promise<QatResult> {
       s.setTimesteps(o.samplerSteps);
       stepTable = [...new Set(s.timesteps)];
       for (const l of layers) setStepRanges(l.quant!, stepTable.length);
+      // per-step ranges from the calibration file: each sampler timestep takes the file's nearest timestep, as
+      // INT8 inference picks them
+      if (initCal && hasPerStepRanges(initCal)) {
+        const ts = initCal.timesteps;
+        const pick = stepTable.map((t) => nearestIndex(ts, t));
+        for (const l of layers) {
+          const st = initCal.layers[l.name].steps!;
+          l.quant!.stepRanges = pick.map((i) => ({ min: Math.fround(st[i].min), max: Math.fround(st[i].max) }));
+        }
+      }
     }
     const sample = cfg.sample_size ?? 64;
     let source: BatchSource;

@@ -41,8 +41,9 @@ Options:
                          paper's) | minmax (running min/max, as stepq calibrate's default)
   --freeze-ranges        stop observing after the calibration phase (default: observers stay on, torch.ao)
   --init-ranges FILE     start the activation ranges from a stepq calibration file (e.g. MODEL/unet/
-                         stepq-calibration.json, recorded on sampling trajectories); calibration batches
-                         then default to 0
+                         stepq-calibration.json, recorded on sampling trajectories; with --per-step-scales
+                         a per-step file's ranges start each step's, e.g. stepq calibrate --observer mse
+                         --per-step); calibration batches then default to 0
   --scales MODE          observer (default: torch.ao moving-average min/max, averaging constant 0.01, as the
                          paper) | lsq (learned step sizes, LSQ/LSQ+: activation scale and offset, per-channel
                          weight scales, initialised from the calibration)
