@@ -67,8 +67,9 @@ Options:
   --resume               continue from DIR2/stepq-qat-checkpoint.safetensors (same options); the result is
                          identical to an uninterrupted run
   --keep-checkpoint      keep the checkpoint after the run (default: removed when done)
-  --bf16-weights W       original (default, as the paper's pipeline; qat is not measured yet, docs/
-                         quality.md) | qat: which weights the BF16 steps of a mixed schedule use
+  --bf16-weights W       original (default, as the paper's pipeline, and measured better: fashion-sd-tiny
+                         mixed:5 41.49 dB PSNR vs FP32 against 40.80 with qat, n = 1000, docs/quality.md)
+                         | qat: which weights the BF16 steps of a mixed schedule use
   --link MODE            hard (default, else copies) | symlink | copy: how DIR2 gets the other components
                          and the original UNet checkpoint
   --log FILE             also write the JSON progress lines here (DIR2/unet/stepq-qat-log.jsonl always)
