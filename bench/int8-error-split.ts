@@ -7,7 +7,7 @@
 // (n/10 per class, seeds 0..n-1, PNDM 50 steps, guidance 4), so --ref is an `stepq eval --save-images` FP32 file.
 // "both" agrees with "int8" to 0.01 dB on fashion-sd-tiny (docs/quality.md), which checks the emulation.
 // Usage: sh bench/int8-error-split.sh --ref=FP32.safetensors [--n=100] [--mode=act|weight|both|int8|fp32]
-//   [--layers=REGEX] [--calibration=FILE] [--model=DIR] [--batch=50]
+//   [--layers=REGEX] [--calibration=FILE] [--model=DIR] [--batch=50] [--smooth=ALPHA]
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -40,6 +40,61 @@ const weightQmax = (cal as { weightQmax?: number }).weightQmax ?? 127;
 const quantAct = mode === "act" || mode === "both";
 const quantWeight = mode === "weight" || mode === "both";
 
+// --smooth=ALPHA (SmoothQuant's migration, an experiment: the engine's kernels do not do this): per input channel
+// c, s_c = max|x_c|^alpha / max|W_c|^(1 - alpha); the activations are quantised as x_c / s_c (one per-tensor
+// range over the calibration prompts' x / s) and multiplied back, the weights as W[:, c] * s_c per output
+// channel and divided back, so only the rounding changes. Channel stats: a min/max pass over the calibration's
+// prompts (the 10 class prompts x 2, seeds 10000..10019, as stepq calibrate).
+const alpha = opt("smooth") === undefined ? null : Number(opt("smooth"));
+const smooth = new Map<string, { s: Float32Array; lo: number; hi: number }>();
+if (alpha !== null) {
+  const chanMin = new Map<string, Float64Array>(), chanMax = new Map<string, Float64Array>();
+  const p0 = await StableDiffusionPipeline.load(model, { threads: 2, precisions: ["fp32", "int8"], calibration: calFile, batch: 10, onWarning: () => {} });
+  const c0 = p0.unet.precisionContext!;
+  c0.observe = (layer, x) => {
+    const C = x.shape[x.shape.length - 1];
+    let mn = chanMin.get(layer), mx = chanMax.get(layer);
+    if (!mn || !mx) {
+      chanMin.set(layer, (mn = new Float64Array(C).fill(Infinity)));
+      chanMax.set(layer, (mx = new Float64Array(C).fill(-Infinity)));
+    }
+    const v = x.f32();
+    for (let i = 0; i < v.length; i++) {
+      const c = i % C;
+      if (v[i] < mn[c]) mn[c] = v[i];
+      if (v[i] > mx[c]) mx[c] = v[i];
+    }
+  };
+  const classes = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+  for (let r = 0; r < 2; r++)
+    await p0.generateBatch({ prompts: classes.map((c) => `a photo of a ${c}`), seeds: classes.map((_, i) => 10000 + 10 * r + i), steps: 50, guidance: 4, scheduler: "pndm", precision: "fp32" });
+  p0.close();
+  const st = await SafetensorsFile.open(path.join(model, "unet/diffusion_pytorch_model.safetensors"));
+  for (const [layer, mn] of chanMin) {
+    const mx = chanMax.get(layer)!;
+    const w = await st.readF32(`${layer}.weight`);
+    const info = st.info(`${layer}.weight`);
+    const C = mn.length;
+    const per = w.length / info.shape[0] / C; // kernel taps per input channel (PyTorch [O, Cin, kh, kw])
+    if (!Number.isInteger(per) || info.shape[1] !== C) throw new Error(`${layer}: input has ${C} channels, weight shape [${info.shape}]`);
+    const wmax = new Float64Array(C);
+    for (let k = 0; k < w.length; k++) {
+      const c = Math.floor((k % (C * per)) / per);
+      wmax[c] = Math.max(wmax[c], Math.abs(w[k]));
+    }
+    const s = new Float32Array(C);
+    let lo = 0, hi = 0;
+    for (let c = 0; c < C; c++) {
+      const a = Math.max(Math.abs(mn[c]), Math.abs(mx[c]));
+      s[c] = a > 0 && wmax[c] > 0 ? Math.fround(a ** alpha / wmax[c] ** (1 - alpha)) : 1;
+      lo = Math.min(lo, mn[c] / s[c]);
+      hi = Math.max(hi, mx[c] / s[c]);
+    }
+    smooth.set(layer, { s, lo, hi });
+  }
+  console.error(`smoothing (alpha ${alpha}): ${smooth.size} layers`);
+}
+
 // weights: a temporary pipeline folder whose UNet holds the 7-bit per-channel weights, dequantised
 let dir = model;
 if (quantWeight) {
@@ -56,9 +111,13 @@ if (quantWeight) {
     if (info.name.endsWith(".weight") && cal.layers[layer] && layerRe.test(layer)) {
       const O = info.shape[0];
       const K = data.length / O;
-      const { q: qw, scales } = quantizeWeightsPerChannel(data, O, K, weightQmax);
+      const sm = smooth.get(layer);
+      const per = sm ? K / sm.s.length : 1;
+      const sAt = (k: number) => (sm ? sm.s[Math.floor(k / per)] : 1);
+      const src = sm ? data.map((v, i) => v * sAt(i % K)) : data;
+      const { q: qw, scales } = quantizeWeightsPerChannel(src, O, K, weightQmax);
       data = new Float32Array(data.length);
-      for (let o = 0; o < O; o++) for (let k = 0; k < K; k++) data[o * K + k] = qw[o * K + k] * scales[o];
+      for (let o = 0; o < O; o++) for (let k = 0; k < K; k++) data[o * K + k] = (qw[o * K + k] * scales[o]) / sAt(k);
       q++;
     }
     out.push({ name: info.name, dtype: "F32", shape: info.shape, data });
@@ -84,11 +143,18 @@ if (quantAct) {
     if (!lr || !layerRe.test(layer)) return;
     const si = ctx.stepIndex ?? -1;
     const r = lr.steps && si >= 0 ? lr.steps[si] : lr;
-    const p = normalizeActParams(actParamsFromRange(r.min, r.max, actQmax, weightQmax));
+    const sm = smooth.get(layer);
+    const p = normalizeActParams(sm ? actParamsFromRange(sm.lo, sm.hi, actQmax, weightQmax) : actParamsFromRange(r.min, r.max, actQmax, weightQmax));
     const v = x.f32();
     x.retain();
     held = { x, saved: v.slice() };
-    for (let i = 0; i < v.length; i++) v[i] = Math.fround((quantizeActValue(v[i], p.invScale, p.zeroPoint, p.qmax) - p.zeroPoint) * p.scale);
+    if (sm) {
+      const C = sm.s.length;
+      for (let i = 0; i < v.length; i++) {
+        const sc = sm.s[i % C];
+        v[i] = Math.fround((quantizeActValue(v[i] / sc, p.invScale, p.zeroPoint, p.qmax) - p.zeroPoint) * p.scale * sc);
+      }
+    } else for (let i = 0; i < v.length; i++) v[i] = Math.fround((quantizeActValue(v[i], p.invScale, p.zeroPoint, p.qmax) - p.zeroPoint) * p.scale);
     quantised++;
   };
 }
@@ -115,7 +181,7 @@ for (let i0 = 0; i0 < n; i0 += batch) {
 }
 const mean = psnrs.reduce((a, b) => a + b, 0) / n;
 const sd = Math.sqrt(psnrs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1));
-console.log(JSON.stringify({ mode, layers: layerRe.source, calibration: calFile, n, psnr: mean, ci95: 1.96 * sd / Math.sqrt(n), quantised_inputs: quantised, per_image: psnrs.map((v) => Math.round(v * 1000) / 1000) }));
+console.log(JSON.stringify({ mode, smooth: alpha, layers: layerRe.source, calibration: calFile, n, psnr: mean, ci95: 1.96 * sd / Math.sqrt(n), quantised_inputs: quantised, per_image: psnrs.map((v) => Math.round(v * 1000) / 1000) }));
 pipe.close();
 if (dir !== model) fs.rmSync(dir, { recursive: true });
 
