@@ -278,7 +278,7 @@ describe("per-step calibration of fashion-sd-tiny", () => {
     expect(c.timesteps!.length).toBe(1);
     expect(Object.values(c.layers).every((r) => r.steps!.length === 1)).toBe(true);
     await expect(calibrateCli(["--model", model, "--per-step", "--observer", "ema", "--out", out])).rejects.toThrow(UsageError);
-    await expect(calibrateCli(["--model", model, "--per-step", "--observer", "ema", "--out", out])).rejects.toThrow(/--per-step records running min\/max per timestep/);
-    await expect(calibrate({ model, prompts: ["x"], steps: 1, observer: "ema-minmax", perStep: true })).rejects.toThrow(/observer ema-minmax does not apply/);
+    await expect(calibrateCli(["--model", model, "--per-step", "--observer", "ema", "--out", out])).rejects.toThrow(/--per-step records running min\/max \(or mse\) ranges per timestep; --observer ema does not apply/);
+    await expect(calibrate({ model, prompts: ["x"], steps: 1, observer: "ema-minmax", perStep: true })).rejects.toThrow(/the ema observer does not apply/);
   });
 });
