@@ -1,13 +1,5 @@
 #!/bin/sh
-# Backward (dX, dW) of linear / conv2d next to the forward on the same shapes: builds the kernels, bundles
-# bench/kernels-backward-dense.ts with esbuild and runs it. Usage: sh bench/backward-dense.sh [--quick] [--only=REGEX] [--mc=N] [--simd=relaxed|baseline|both]
-set -e
-cd "$(dirname "$0")/.."
-# the V8 flags this Node needs for the engine (bin/engine-flags.js), plus --no-liftoff so a long kernel call
-# never stays in the baseline tier during a measurement
-FLAGS=$(node --input-type=module -e 'import { engineFlags } from "./bin/engine-flags.js"; console.log([...new Set([...engineFlags(), "--no-liftoff"])].join(" "))')
-node scripts/build.mjs --wasm-only > /dev/null
-mkdir -p build/bench
-npx esbuild bench/kernels-backward-dense.ts --bundle --platform=node --format=esm --target=node20 --outfile=build/bench/kernels-backward-dense.mjs --log-level=warning
-cp src/runtime/worker.js build/bench/worker.js
-exec node $FLAGS build/bench/kernels-backward-dense.mjs "$@"
+# Backward (dX, dW) of linear / conv2d next to the forward on the same shapes: bench/kernels-backward-dense.ts,
+# run by bench/run-ts.sh. Usage: sh bench/backward-dense.sh [--quick] [--only=REGEX] [--mc=N] [--simd=relaxed|baseline|both]
+# Runtime: NODE=/path/to/node (default node).
+exec sh "$(dirname "$0")/run-ts.sh" kernels-backward-dense "$@"
