@@ -41,9 +41,9 @@
 // else INT8_FLAG_FUSED: i32x4.relaxed_dot_i8x16_i7x16_add_s; else the split sequence (i16 relaxed dot,
 // pairwise widen, add). 8-bit unsigned operands are exact on the relaxed sequences only with 7-bit signed
 // operands where src/nn/int8.ts's probe says so; the op only picks proven combinations.
-import { splitStart, splitEnd, onesI16x8, loadPart } from "./math";
+import { splitStart, splitEnd, onesI16x8, loadPart, storeTransposed4x4 } from "./math";
 import { INT8_FLAG_I16, INT8_FLAG_FUSED, ATT_BQ } from "./abi";
-import { qdot, qdotSplit, qdot16, qTranspose4 } from "./int8_dot";
+import { qdot, qdotSplit, qdot16 } from "./int8_dot";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -408,7 +408,7 @@ function softmaxTile(SP: usize, BK: i32, nk: i32, MMr: usize, LLr: usize, AB: us
     const h30 = pRow16(SP + 3 * spRow + o, mt3, c0, c1, c2, c3, S3);
     const h01 = v128.load(S0, 16), h11 = v128.load(S1, 16), h21 = v128.load(S2, 16), h31 = v128.load(S3, 16);
     if (!wide) {
-      qTranspose4(PI + (usize(j) << 2), i8x16.narrow_i16x8_u(h00, h01), i8x16.narrow_i16x8_u(h10, h11), i8x16.narrow_i16x8_u(h20, h21), i8x16.narrow_i16x8_u(h30, h31));
+      storeTransposed4x4(PI + (usize(j) << 2), i8x16.narrow_i16x8_u(h00, h01), i8x16.narrow_i16x8_u(h10, h11), i8x16.narrow_i16x8_u(h20, h21), i8x16.narrow_i16x8_u(h30, h31));
     } else {
       const pp = PI + (usize(j) << 3);
       v128.store(pp, i64x2.shuffle(h00, h10, 0, 2));

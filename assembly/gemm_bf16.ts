@@ -24,7 +24,7 @@
 // body first, so the live set is 8 accumulators + 2 widened weights + 4 broadcast activations + the zero
 // vector = 15 of x64's 16 xmm registers (a 6 x 8 tile spills). For the conv the packing gathers the
 // kernel window from the NHWC input (taps in the padding read a zero buffer of kw*Cin floats).
-import { splitStart, madd, loadPart, storePart, rowPtr, bf16Round4, bf16Round1 } from "./math";
+import { splitStart, madd, loadPart, storePart, rowPtr, bf16Round4, bf16Round1, storeTransposed4x4 } from "./math";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -81,13 +81,7 @@ function bPackTile(
     let a3 = rowPtr(base3, iy3 + ky, ix3 + dx, H, W, pixB, offB, zero);
     k += len;
     for (; len >= 4; len -= 4) {
-      const v0 = bf16Round4(v128.load(a0)), v1 = bf16Round4(v128.load(a1)), v2 = bf16Round4(v128.load(a2)), v3 = bf16Round4(v128.load(a3));
-      const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
-      const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7), t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
-      v128.store(ap, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
-      v128.store(ap, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 16);
-      v128.store(ap, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 32);
-      v128.store(ap, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 48);
+      storeTransposed4x4(ap, bf16Round4(v128.load(a0)), bf16Round4(v128.load(a1)), bf16Round4(v128.load(a2)), bf16Round4(v128.load(a3)));
       a0 += 16; a1 += 16; a2 += 16; a3 += 16;
       ap += 64;
     }

@@ -50,9 +50,9 @@
 // packing reads the quantised NHWC input directly; taps in the spatial padding read a buffer of zero-point
 // bytes (pad, kw*Cp bytes), so padded taps contribute zp * w, which the correction cancels exactly.
 // A GEMM is the 1 x 1 convolution of a [1, 1, M, K] image with pixel stride lda.
-import { splitStart, loadPart, storePart, rowPtr, onesI16x8 } from "./math";
+import { splitStart, loadPart, storePart, rowPtr, onesI16x8, storeTransposed4x4 } from "./math";
 import { INT8_FLAG_I16, INT8_FLAG_RAW, INT8_FLAG_FUSED, INT8_FLAG_SPLAT_LOAD, PEAK_DOT_STRIDE } from "./abi";
-import { qdot, qdotSplit, qdot16, qTranspose4 } from "./int8_dot";
+import { qdot, qdotSplit, qdot16 } from "./int8_dot";
 
 // @ts-nocheck (AssemblyScript)
 
@@ -122,7 +122,7 @@ function qPackTile(
       continue;
     }
     for (; len >= 16; len -= 16) {
-      qTranspose4(ap, v128.load(a0), v128.load(a1), v128.load(a2), v128.load(a3));
+      storeTransposed4x4(ap, v128.load(a0), v128.load(a1), v128.load(a2), v128.load(a3));
       a0 += 16; a1 += 16; a2 += 16; a3 += 16;
       ap += 64;
     }

@@ -254,6 +254,19 @@ const KTAB: usize = memory.data<f32>([
   if (n > 2) store<i32>(ptr, i32x4.extract_lane(v, 2), 8);
 }
 
+/**
+ * Stores the 4x4 transpose of 32-bit lanes: rows v0..v3 (4 lanes each) go to ap as 4 vectors, the i-th holding
+ * lane i of v0..v3 (the packed-A layout of the GEMMs: 4 rows interleaved per k, or per int8 k-group).
+ */
+@inline export function storeTransposed4x4(ap: usize, v0: v128, v1: v128, v2: v128, v3: v128): void {
+  const t0 = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t1 = i32x4.shuffle(v2, v3, 0, 4, 1, 5);
+  const t2 = i32x4.shuffle(v0, v1, 2, 6, 3, 7), t3 = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
+  v128.store(ap, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+  v128.store(ap, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 16);
+  v128.store(ap, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 32);
+  v128.store(ap, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 48);
+}
+
 /** Implicit-GEMM conv: the input run for kernel row iy, column ix, or the padding buffer when outside the image. */
 @inline export function rowPtr(base: usize, iy: i32, ix: i32, H: i32, W: i32, pixB: usize, off: usize, pad: usize): usize {
   return <u32>iy < <u32>H && <u32>ix < <u32>W ? base + usize(iy * W + ix) * pixB + off : pad + off;
