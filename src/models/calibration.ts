@@ -234,7 +234,8 @@ export function mseRange(hist: ArrayLike<number>, min: number, max: number, qmax
  */
 export class HistogramObserver {
   private hists = new Map<string, Float64Array>();
-  private pending = new Map<string, Float64Array>();
+  /** Per-step: this call's counts per layer, moved to its timestep's histogram at endCall (the timestep is known only then). */
+  private pending = new Map<string, Uint32Array>();
   /** Per-step: timestep -> layer -> counts (Uint32: SD-size models have ~700 layers x 50 steps of them). */
   private stepHists = new Map<number, Map<string, Uint32Array>>();
 
@@ -247,34 +248,31 @@ export class HistogramObserver {
   observe(layer: string, x: Tensor): void {
     const r = this.ranges[layer];
     if (!r) throw new PrecisionError(`mse calibration: layer ${layer} was not seen by the min/max pass`);
-    let h = this.pending.get(layer);
-    if (!h) this.pending.set(layer, (h = new Float64Array(this.bins)));
+    let h = this.hists.get(layer);
+    if (!h) this.hists.set(layer, (h = new Float64Array(this.bins)));
+    let p = this.pending.get(layer);
+    if (this.perStep && !p) this.pending.set(layer, (p = new Uint32Array(this.bins)));
     const v = x.f32();
     const k = r.max > r.min ? this.bins / (r.max - r.min) : 0;
     const top = this.bins - 1;
     for (let i = 0; i < v.length; i++) {
-      const b = Math.floor((v[i] - r.min) * k);
-      h[b < 0 ? 0 : b > top ? top : b]++;
+      let b = Math.floor((v[i] - r.min) * k);
+      b = b < 0 ? 0 : b > top ? top : b;
+      h[b]++;
+      if (p) p[b]++;
     }
   }
 
-  /** Ends one UNet call: its counts go to each layer's histogram (and, per step, to the call's timestep's). */
+  /** Ends one UNet call: per step, its counts go to the call's timestep's histograms. */
   endCall(timestep?: number): void {
-    let m: Map<string, Uint32Array> | undefined;
-    if (this.perStep && this.pending.size) {
-      if (timestep === undefined || !Number.isFinite(timestep)) throw new PrecisionError(`per-step calibration: endCall needs the call's timestep, got ${timestep}`);
-      m = this.stepHists.get(timestep);
-      if (!m) this.stepHists.set(timestep, (m = new Map()));
-    }
+    if (!this.perStep || !this.pending.size) return;
+    if (timestep === undefined || !Number.isFinite(timestep)) throw new PrecisionError(`per-step calibration: endCall needs the call's timestep, got ${timestep}`);
+    let m = this.stepHists.get(timestep);
+    if (!m) this.stepHists.set(timestep, (m = new Map()));
     for (const [k, p] of this.pending) {
-      let h = this.hists.get(k);
-      if (!h) this.hists.set(k, (h = new Float64Array(this.bins)));
-      let sh = m?.get(k);
-      if (m && !sh) m.set(k, (sh = new Uint32Array(this.bins)));
-      for (let b = 0; b < this.bins; b++) {
-        h[b] += p[b];
-        if (sh) sh[b] += p[b];
-      }
+      const sh = m.get(k);
+      if (sh) for (let b = 0; b < this.bins; b++) sh[b] += p[b];
+      else m.set(k, p.slice());
       p.fill(0);
     }
   }
