@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { StableDiffusionPipeline } from "../src/pipeline/pipeline.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/io/safetensors.ts";
 import { classifierClasses, evalLabels, promptFor, readReferenceImages } from "../src/tools/eval.ts";
+import { defaultCalibrationPrompts } from "../src/tools/prompts.ts";
 import { psnr } from "../src/tools/metrics.ts";
 import { sharedDir } from "../src/io/places.ts";
 import { readCalibration, type Calibration } from "../src/models/calibration.ts";
@@ -44,7 +45,7 @@ const quantWeight = mode === "weight" || mode === "both";
 // c, s_c = max|x_c|^alpha / max|W_c|^(1 - alpha); the activations are quantised as x_c / s_c (one per-tensor
 // range over the calibration prompts' x / s) and multiplied back, the weights as W[:, c] * s_c per output
 // channel and divided back, so only the rounding changes. Channel stats: a min/max pass over the calibration's
-// prompts (the 10 class prompts x 2, seeds 10000..10019, as stepq calibrate).
+// prompts (stepq calibrate's default: 20 prompts, seeds 10000..10019).
 const alpha = opt("smooth") === undefined ? null : Number(opt("smooth"));
 const smooth = new Map<string, { s: Float32Array; lo: number; hi: number }>();
 if (alpha !== null) {
@@ -65,9 +66,9 @@ if (alpha !== null) {
       if (v[i] > mx[c]) mx[c] = v[i];
     }
   };
-  const classes = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
-  for (let r = 0; r < 2; r++)
-    await p0.generateBatch({ prompts: classes.map((c) => `a photo of a ${c}`), seeds: classes.map((_, i) => 10000 + 10 * r + i), steps: 50, guidance: 4, scheduler: "pndm", precision: "fp32" });
+  const prompts = defaultCalibrationPrompts(model, 20);
+  for (let i0 = 0; i0 < prompts.length; i0 += 10)
+    await p0.generateBatch({ prompts: prompts.slice(i0, i0 + 10), seeds: prompts.slice(i0, i0 + 10).map((_, k) => 10000 + i0 + k), steps: 50, guidance: 4, scheduler: "pndm", precision: "fp32" });
   p0.close();
   const st = await SafetensorsFile.open(path.join(model, "unet/diffusion_pytorch_model.safetensors"));
   for (const [layer, mn] of chanMin) {
